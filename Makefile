@@ -1,0 +1,41 @@
+# The README's commands. Each creates .venv (Python 3.11 here) and installs what it needs.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+REPORTS ?= reports
+
+.PHONY: demo test report tiny-model clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.notebooks: pyproject.toml | $(PY)
+	$(PIP) install -q -e ".[notebooks]"
+	$(PY) -m ipykernel install --prefix $(VENV) --name python3 >/dev/null
+	touch $@
+
+$(VENV)/.test: pyproject.toml | $(PY)
+	$(PIP) install -q -e ".[notebooks,reference,dev]"
+	$(PY) -m ipykernel install --prefix $(VENV) --name python3 >/dev/null
+	touch $@ $(VENV)/.notebooks
+
+## make demo: run notebooks/00_quickstart.ipynb on the bundled tiny model -> reports/ (notebook, HTML, WAV)
+demo: $(VENV)/.notebooks
+	mkdir -p $(REPORTS)
+	$(VENV)/bin/papermill notebooks/00_quickstart.ipynb $(REPORTS)/00_quickstart.ipynb \
+		-p out_dir $(REPORTS) --kernel python3 --cwd . --progress-bar
+	$(VENV)/bin/jupyter nbconvert --to html $(REPORTS)/00_quickstart.ipynb --output-dir $(REPORTS)
+	@echo "wrote $(REPORTS)/00_quickstart.ipynb, $(REPORTS)/00_quickstart.html and $(REPORTS)/*.wav"
+
+## make test: the whole suite, parity against transformers included
+test: $(VENV)/.test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## make tiny-model: rebuild data/models/tiny-musicgen (needs the reference extra)
+tiny-model: $(VENV)/.test
+	$(PY) scripts/build_tiny_model.py --out data/models/tiny-musicgen
+
+clean:
+	rm -rf $(VENV) $(REPORTS)

@@ -1,0 +1,160 @@
+"""Build the tiny random-weight MusicGen that ships with mglab.
+
+The model has MusicGen's real architecture at toy sizes: a T5 text encoder, a MusicGen decoder with 4
+codebooks and an EnCodec codec at 32 kHz (hop 640, 50 frames per second). It is seeded, exported with
+optimum (task ``text-to-audio``), its two decoders merged with ``optimum.onnx.merge_decoders``, and a
+dynamically quantized uint8 variant of every graph written beside it. The folder is laid out exactly like
+``Xenova/musicgen-small``::
+
+    <out>/config.json, generation_config.json, tokenizer.json, tokenizer_config.json
+    <out>/onnx/text_encoder.onnx            <out>/onnx/text_encoder_quantized.onnx
+    <out>/onnx/decoder_model.onnx           <out>/onnx/decoder_model_quantized.onnx
+    <out>/onnx/decoder_with_past_model.onnx <out>/onnx/decoder_with_past_model_quantized.onnx
+    <out>/onnx/decoder_model_merged.onnx    <out>/onnx/decoder_model_merged_quantized.onnx
+    <out>/onnx/encodec_decode.onnx          <out>/onnx/encodec_decode_quantized.onnx
+    <out>/onnx/build_delay_pattern_mask.onnx
+    <out>/pytorch/ (model.safetensors + configs: the very same weights, for parity tests)
+
+Needs the ``reference`` extra (torch, transformers, optimum-onnx). Rebuild with::
+
+    python scripts/build_tiny_model.py --out data/models/tiny-musicgen
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+CORPUS = [
+    "lofi piano with soft drums", "80s pop track with bassy drums and synth",
+    "90s rock song with loud guitars and heavy drums", "ambient pad with slow strings",
+    "jazz trio with upright bass and brushed snare", "techno beat with a deep kick",
+    "acoustic guitar folk song", "orchestral film score with horns and choir",
+    "happy ukulele melody", "sad cello solo in a minor key", "hip hop beat with vinyl crackle",
+    "funky bass line and electric piano", "epic trailer music with big drums",
+    "calm flute over rain sounds", "fast drum and bass with a reese bass",
+]
+
+
+def build_tokenizer(vocab_size: int):
+    """A T5-style Unigram tokenizer (``<pad>``=0, ``</s>``=1, ``<unk>``=2, ``</s>`` appended)."""
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import Unigram
+    from tokenizers.trainers import UnigramTrainer
+
+    tok = Tokenizer(Unigram())
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = UnigramTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"],
+                             unk_token="<unk>", show_progress=False)
+    tok.train_from_iterator(CORPUS * 4, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", 1)])
+    return tok
+
+
+def build_torch_model(text_vocab: int, seed: int):
+    import torch
+    from transformers import (EncodecConfig, MusicgenConfig, MusicgenDecoderConfig,
+                              MusicgenForConditionalGeneration, T5Config)
+
+    torch.manual_seed(seed)
+    text = T5Config(vocab_size=text_vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                    relative_attention_num_buckets=8, relative_attention_max_distance=32,
+                    decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    # 1000 * 1.4 kbps // (50 frames/s * 7 bits) = 4 quantizers = 4 codebooks of 128 entries.
+    audio = EncodecConfig(sampling_rate=32000, audio_channels=1, hidden_size=16, num_filters=4,
+                          num_residual_layers=1, upsampling_ratios=[8, 5, 4, 4], codebook_size=128,
+                          target_bandwidths=[1.4], num_lstm_layers=1, use_causal_conv=False,
+                          normalize=False, pad_mode="reflect", norm_type="weight_norm")
+    decoder = MusicgenDecoderConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=2, ffn_dim=64, num_codebooks=4,
+                                    max_position_embeddings=2048, pad_token_id=128, bos_token_id=128)
+    assert audio.num_quantizers == decoder.num_codebooks
+    config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(),
+                            decoder=decoder.to_dict())
+    model = MusicgenForConditionalGeneration(config).eval()
+    # transformers starts EnCodec codebooks at zero: then the audio would not depend on the codes.
+    with torch.no_grad():
+        for layer in model.audio_encoder.quantizer.layers:
+            embed = torch.randn_like(layer.codebook.embed)
+            layer.codebook.embed.copy_(embed)
+            layer.codebook.embed_avg.copy_(embed)
+            layer.codebook.inited.fill_(1.0)
+    gen = model.generation_config
+    gen.do_sample, gen.guidance_scale, gen.max_length = True, 3.0, 256
+    gen.pad_token_id = gen.decoder_start_token_id = gen.bos_token_id = decoder.pad_token_id
+    return model
+
+
+def export_onnx(model_dir: Path, onnx_dir: Path) -> None:
+    from optimum.exporters.onnx import main_export
+    from optimum.onnx import merge_decoders
+
+    main_export(str(model_dir), output=str(onnx_dir), task="text-to-audio",
+                do_validation=False, no_post_process=True)
+    merged = merge_decoders(onnx_dir / "decoder_model.onnx", onnx_dir / "decoder_with_past_model.onnx",
+                            save_path=str(onnx_dir / "decoder_model_merged.onnx"), strict=False)
+    del merged
+    free_sequence_axis(onnx_dir / "build_delay_pattern_mask.onnx")
+
+
+def free_sequence_axis(path: Path) -> None:
+    """optimum traces ``build_delay_pattern_mask.onnx`` with its dummy sequence length (16) frozen into the
+    ``input_ids`` / ``input_ids_edited`` shapes; the graph itself is general. Make that axis dynamic."""
+    import onnx
+
+    model = onnx.load(path)
+    for value in (model.graph.input[0], model.graph.output[0]):
+        dim = value.type.tensor_type.shape.dim[1]
+        dim.Clear()
+        dim.dim_param = "sequence_length"
+    onnx.save(model, path)
+
+
+def quantize(onnx_dir: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    for name in ["text_encoder", "decoder_model", "decoder_with_past_model", "decoder_model_merged",
+                 "encodec_decode"]:
+        quantize_dynamic(onnx_dir / f"{name}.onnx", onnx_dir / f"{name}_quantized.onnx",
+                         weight_type=QuantType.QUInt8, op_types_to_quantize=["MatMul", "Gemm"])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("data/models/tiny-musicgen"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    tok = build_tokenizer(vocab_size=128)
+    model = build_torch_model(tok.get_vocab_size(), args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        stage = tmp / "out"
+        (stage / "onnx").mkdir(parents=True)
+        model.save_pretrained(stage / "pytorch")
+        tok.save(str(stage / "pytorch" / "tokenizer.json"))
+        export_onnx(stage / "pytorch", tmp / "export")
+        for f in (tmp / "export").glob("*.onnx"):
+            shutil.move(f, stage / "onnx" / f.name)
+        quantize(stage / "onnx")
+        for name in ["config.json", "generation_config.json"]:
+            shutil.copy(stage / "pytorch" / name, stage / name)
+        tok.save(str(stage / "tokenizer.json"))
+        (stage / "tokenizer_config.json").write_text(json.dumps(
+            {"tokenizer_class": "T5Tokenizer", "pad_token": "<pad>", "eos_token": "</s>",
+             "unk_token": "<unk>", "model_max_length": 512}, indent=2))
+        if args.out.exists():
+            shutil.rmtree(args.out)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(stage), args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
