@@ -25,7 +25,7 @@ $(VENV)/.test: pyproject.toml | $(PY)
 demo: $(VENV)/.notebooks
 	mkdir -p $(REPORTS)
 	$(VENV)/bin/papermill notebooks/00_quickstart.ipynb $(REPORTS)/00_quickstart.ipynb \
-		-p out_dir $(REPORTS) --kernel python3 --cwd . --progress-bar
+		-p out_dir $(abspath $(REPORTS)) --kernel python3 --cwd notebooks --progress-bar
 	$(VENV)/bin/jupyter nbconvert --to html $(REPORTS)/00_quickstart.ipynb --output-dir $(REPORTS)
 	@echo "wrote $(REPORTS)/00_quickstart.ipynb, $(REPORTS)/00_quickstart.html and $(REPORTS)/*.wav"
 

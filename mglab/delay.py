@@ -67,9 +67,9 @@ def build_delay_pattern(num_codebooks: int, max_length: int, pad_token_id: int,
     """
     delays = default_delays(num_codebooks) if delays is None else np.asarray(delays)
     max_delay = int(delays.max())
-    if max_length < 2 * (max_delay + 1) - 1:
-        raise ValueError(f"max_length={max_length} is too short for {num_codebooks} codebooks: it must be at "
-                         f"least {2 * (max_delay + 1) - 1} (max_new_tokens >= {2 * max_delay})")
+    if max_length < max_delay + 2:
+        raise ValueError(f"max_length={max_length} is too short for delays up to {max_delay}: it must be at "
+                         f"least {max_delay + 2} to hold one frame")
     t = np.arange(max_length)[None, :]                                        # [1, L]
     d = delays[:, None]                                                       # [K, 1]
     forced = (t <= d) | (t >= max_length - max_delay + d)                     # [K, L]

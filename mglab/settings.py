@@ -49,6 +49,7 @@ def resolve(config: MusicGenConfig, defaults: dict, batch: int, *, duration=None
     if duration is not None and max_new_tokens is not None:
         raise ValueError(f"duration={duration!r} and max_new_tokens={max_new_tokens!r}: give one of them, not both")
     k_delay = max(config.delays)
+    # transformers applies no delay pattern at all below 2 * max_delay new tokens; refuse that corner.
     min_tokens = 2 * k_delay
     if duration is not None:
         _number("duration", duration, "a number of seconds > 0", lambda v: 0 < v < math.inf)

@@ -1,0 +1,40 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "data" / "models" / "tiny-musicgen"
+PROMPTS = ["lofi piano with soft drums", "rock"]   # different lengths: exercises padding
+
+
+@pytest.fixture(scope="session")
+def tiny_path() -> Path:
+    return TINY
+
+
+@pytest.fixture(scope="session", params=["merged", "split"])
+def model(request):
+    import mglab
+    return mglab.load(TINY, decoder=request.param)
+
+
+@pytest.fixture(scope="session")
+def merged_model():
+    import mglab
+    return mglab.load(TINY, decoder="merged")
+
+
+@pytest.fixture(scope="session")
+def torch_model():
+    """transformers' MusicgenForConditionalGeneration with the very weights the ONNX files were exported from."""
+    import torch
+    from transformers import MusicgenForConditionalGeneration
+
+    torch.manual_seed(0)
+    return MusicgenForConditionalGeneration.from_pretrained(TINY / "pytorch").eval()
+
+
+def as_torch(*arrays):
+    import torch
+    return [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]

@@ -1,0 +1,85 @@
+"""Loading, settings, saving and the command line."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import mglab
+from conftest import ROOT
+
+
+def test_duration_gives_exact_frames(merged_model):
+    for d in [0.3, 1.0, 1.27]:
+        g = merged_model.generate("lofi", duration=d, seed=0)
+        assert g.codes.shape == (1, 4, round(d * 50))
+        assert g.tokens.shape == (1, 4, round(d * 50) + 4)
+        assert g.audio.shape == (1, 1, round(d * 50) * 640) and g.audio.dtype == np.float32
+        assert g.codes.dtype == np.int64
+
+
+def test_defaults_come_from_generation_config(merged_model):
+    g = merged_model.generate("lofi", seed=0)
+    assert g.settings["max_new_tokens"] == 256 - 1          # generation_config max_length 256
+    assert g.settings["guidance_scale"] == 3.0 and g.settings["do_sample"] is True
+    assert g.settings["top_k"] == 50                          # transformers' default, not in the json
+
+
+def test_both_layouts_and_flat_layout_agree(tiny_path, tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for f in ["config.json", "generation_config.json", "tokenizer.json"]:
+        (flat / f).write_bytes((tiny_path / f).read_bytes())
+    for f in (tiny_path / "onnx").glob("*.onnx"):
+        (flat / f.name).symlink_to(f)
+    runs = [mglab.load(p, decoder=d).generate("jazz", max_new_tokens=16, seed=1)
+            for p in (tiny_path, flat) for d in ("merged", "split")]
+    for g in runs[1:]:
+        np.testing.assert_array_equal(g.tokens, runs[0].tokens)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(prompt=""), "prompt"), (dict(prompt=["ok", 3]), r"prompt\[1\]"), (dict(prompt=[]), "prompt"),
+    (dict(guidance_scale=-1), "guidance_scale"), (dict(guidance_scale=float("nan")), "guidance_scale"),
+    (dict(temperature=0), "temperature"), (dict(top_k=-1), "top_k"), (dict(top_k=129), r"top_k.*\[0, 128\]"),
+    (dict(top_p=1.5), "top_p"), (dict(duration=0), "duration"), (dict(duration=1, max_new_tokens=10), "both"),
+    (dict(seed=1.5), "seed"), (dict(seed=[1, 2]), "one per prompt"), (dict(do_sample="yes"), "do_sample"),
+])
+def test_bad_arguments_are_named(merged_model, kwargs, match):
+    kwargs = {"prompt": "lofi", **kwargs}
+    with pytest.raises((ValueError, TypeError), match=match):
+        merged_model.generate(kwargs.pop("prompt"), **kwargs)
+
+
+def test_bad_load_arguments(tiny_path, tmp_path):
+    with pytest.raises(ValueError, match="dtype='fp64'"):
+        mglab.load(tiny_path, dtype="fp64")
+    with pytest.raises(ValueError, match="decoder='fused'"):
+        mglab.load(tiny_path, decoder="fused")
+    with pytest.raises(FileNotFoundError, match="no such model folder"):
+        mglab.load(tmp_path / "nope")
+
+
+def test_save_is_atomic_and_per_prompt(merged_model, tmp_path):
+    g = merged_model.generate(["a", "b"], duration=0.2, seed=0)
+    paths = g.save(tmp_path / "out.wav")
+    assert [p.name for p in paths] == ["out-0.wav", "out-1.wav"]
+    audio, sr = sf.read(paths[1], dtype="float32")
+    assert sr == 32000 and np.allclose(audio, g.audio[1, 0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out-0.wav", "out-1.wav"]   # no temp files left
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        g.save(tmp_path / "missing" / "x.wav")
+    assert "<audio controls" in g._repr_html_()
+
+
+def test_cli_writes_a_wav(tiny_path, tmp_path):
+    out = tmp_path / "out.wav"
+    res = subprocess.run([sys.executable, "-m", "mglab", "generate", "lofi piano", "--duration", "0.5",
+                          "--model", str(tiny_path), "--out", str(out), "--seed", "0"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert "decoding" in res.stderr            # the progress bar
+    audio, sr = sf.read(out)
+    assert sr == 32000 and len(audio) == 25 * 640
