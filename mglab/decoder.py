@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import files
+from . import files, graph
 from .config import MusicGenConfig
 from .session import Session
 
@@ -46,24 +46,34 @@ class Decoder:
 
     def __init__(self, root: Path, config: MusicGenConfig, *, dtype: str = "fp32", layout: str = "merged",
                  providers=None):
-        self.config, self.layout = config, layout
+        self.config, self.layout, self.providers = config, layout, providers
         if layout == "merged":
-            self.merged = Session(files.find(root, "decoder_model_merged", dtype), providers)
+            self.paths = {"merged": files.find(root, "decoder_model_merged", dtype)}
         else:
-            self.first = Session(files.find(root, "decoder_model", dtype), providers)
-            self.with_past = Session(files.find(root, "decoder_with_past_model", dtype), providers)
+            self.paths = {"first": files.find(root, "decoder_model", dtype),
+                          "with_past": files.find(root, "decoder_with_past_model", dtype)}
+        self.plain = {k: Session(p, providers) for k, p in self.paths.items()}
+        self._with_attention = None
 
-    @property
-    def sessions(self) -> list[Session]:
-        return [self.merged] if self.layout == "merged" else [self.first, self.with_past]
+    def sessions(self, attention: bool = False) -> dict[str, Session]:
+        """The graphs to run: the exported ones, or (``attention=True``) copies that also output the
+        attention probabilities ``attentions.{i}.self`` / ``attentions.{i}.cross`` (built once, cached)."""
+        if not attention:
+            return self.plain
+        if self._with_attention is None:
+            self._with_attention = {k: Session(graph.with_attention(p), self.providers)
+                                    for k, p in self.paths.items()}
+        return self._with_attention
 
-    def step(self, input_ids: np.ndarray, hidden: np.ndarray, mask: np.ndarray,
-             cache: KVCache | None) -> tuple[np.ndarray, KVCache]:
+    def step(self, input_ids: np.ndarray, hidden: np.ndarray, mask: np.ndarray, cache: KVCache | None,
+             attention: bool = False) -> tuple[np.ndarray, KVCache, dict | None]:
         """One step: ``input_ids [H*B*K, 1]`` with the text ``hidden [H*B, n, d]``, ``mask [H*B, n]``.
 
-        Returns the next-token logits ``[H*B*K, V]`` and the cache grown by one position. ``cache=None``
-        starts a sequence.
+        Returns the next-token logits ``[H*B*K, V]``, the cache grown by one position and, with
+        ``attention=True``, ``{"self": [...], "cross": [...]}`` per-layer probabilities
+        ``[H*B, heads, 1, pos]`` / ``[H*B, heads, 1, n]`` (else None). ``cache=None`` starts a sequence.
         """
+        sessions = self.sessions(attention)
         feeds = {"input_ids": input_ids, "encoder_hidden_states": hidden, "encoder_attention_mask": mask}
         first = cache is None
         if first:
@@ -71,9 +81,9 @@ class Decoder:
         feeds.update(self._past_feeds(cache))
         if self.layout == "merged":
             feeds["use_cache_branch"] = np.array([not first])
-            out = self.merged.run(feeds)
+            out = sessions["merged"].run(feeds)
         else:
-            out = (self.first if first else self.with_past).run(feeds)
+            out = sessions["first" if first else "with_past"].run(feeds)
         n = self.config.num_layers
         new = KVCache(key=[out[f"present.{i}.decoder.key"] for i in range(n)],
                       value=[out[f"present.{i}.decoder.value"] for i in range(n)],
@@ -81,7 +91,24 @@ class Decoder:
         if first:  # the cross-attention keys/values are computed once, on the first step
             new.cross_key = [out[f"present.{i}.encoder.key"] for i in range(n)]
             new.cross_value = [out[f"present.{i}.encoder.value"] for i in range(n)]
-        return out["logits"][:, -1, :], new                                   # [H*B*K, V]
+        attn = None
+        if attention:
+            attn = {kind: [out[f"attentions.{i}.{kind}"] for i in range(n)] for kind in ("self", "cross")}
+        return out["logits"][:, -1, :], new, attn                             # [H*B*K, V]
+
+    def run_hooks(self, hooks, step: int, cache: KVCache, attn: dict | None) -> KVCache:
+        """The decoder's per-layer hook points after one step; edits land in the cache the next step reads."""
+        for i in range(self.config.num_layers):
+            p = f"decoder.layers.{i}."
+            cache.key[i] = hooks(p + "hook_key", cache.key[i], step, i)
+            cache.value[i] = hooks(p + "hook_value", cache.value[i], step, i)
+            if step == 0:
+                cache.cross_key[i] = hooks(p + "hook_cross_key", cache.cross_key[i], None, i)
+                cache.cross_value[i] = hooks(p + "hook_cross_value", cache.cross_value[i], None, i)
+            if attn is not None:
+                hooks(p + "hook_self_attn", attn["self"][i], step, i)
+                hooks(p + "hook_cross_attn", attn["cross"][i], step, i)
+        return cache
 
     def _empty_cache(self, rows: int) -> KVCache:
         c = self.config
