@@ -65,7 +65,7 @@ def test_teacher_forced_logits_match_transformers(model, torch_model):
     cache, ours = None, []
     for t in range(steps):
         x = np.tile(ref.tokens[:, :, t].reshape(-1, 1), (2, 1))            # [2B*K, 1]
-        logits, cache = model.decoder.step(x, hidden2, mask2, cache)       # [2B*K, V]
+        logits, cache, _ = model.decoder.step(x, hidden2, mask2, cache)    # [2B*K, V]
         ours.append(logits)
     ours = np.stack(ours, axis=1)                                           # [2B*K, steps, V]
 
