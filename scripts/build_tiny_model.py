@@ -57,23 +57,32 @@ def build_tokenizer(vocab_size: int):
     return tok
 
 
-def build_torch_model(text_vocab: int, seed: int):
+# Toy sizes of MusicGen's architecture; benchmarks/build_small_shapes.py passes musicgen-small's real ones.
+TINY = dict(
+    text=dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
+              relative_attention_max_distance=32),
+    # 1000 * 1.4 kbps // (50 frames/s * 7 bits) = 4 quantizers = 4 codebooks of 128 entries.
+    audio=dict(hidden_size=16, num_filters=4, num_residual_layers=1, codebook_size=128, target_bandwidths=[1.4],
+               num_lstm_layers=1),
+    decoder=dict(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, ffn_dim=64),
+    max_length=256,
+)
+
+
+def build_torch_model(text_vocab: int, seed: int, sizes: dict = TINY):
     import torch
     from transformers import (EncodecConfig, MusicgenConfig, MusicgenDecoderConfig,
                               MusicgenForConditionalGeneration, T5Config)
 
     torch.manual_seed(seed)
-    text = T5Config(vocab_size=text_vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-                    relative_attention_num_buckets=8, relative_attention_max_distance=32,
-                    decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-    # 1000 * 1.4 kbps // (50 frames/s * 7 bits) = 4 quantizers = 4 codebooks of 128 entries.
-    audio = EncodecConfig(sampling_rate=32000, audio_channels=1, hidden_size=16, num_filters=4,
-                          num_residual_layers=1, upsampling_ratios=[8, 5, 4, 4], codebook_size=128,
-                          target_bandwidths=[1.4], num_lstm_layers=1, use_causal_conv=False,
-                          normalize=False, pad_mode="reflect", norm_type="weight_norm")
-    decoder = MusicgenDecoderConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2,
-                                    num_attention_heads=2, ffn_dim=64, num_codebooks=4,
-                                    max_position_embeddings=2048, pad_token_id=128, bos_token_id=128)
+    text = T5Config(vocab_size=text_vocab, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+                    **sizes["text"])
+    audio = EncodecConfig(sampling_rate=32000, audio_channels=1, upsampling_ratios=[8, 5, 4, 4],
+                          use_causal_conv=False, normalize=False, pad_mode="reflect", norm_type="weight_norm",
+                          **sizes["audio"])
+    vocab = sizes["decoder"]["vocab_size"]
+    decoder = MusicgenDecoderConfig(num_codebooks=4, max_position_embeddings=2048, pad_token_id=vocab,
+                                    bos_token_id=vocab, **sizes["decoder"])
     assert audio.num_quantizers == decoder.num_codebooks
     config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(),
                             decoder=decoder.to_dict())
@@ -86,8 +95,8 @@ def build_torch_model(text_vocab: int, seed: int):
             layer.codebook.embed_avg.copy_(embed)
             layer.codebook.inited.fill_(1.0)
     gen = model.generation_config
-    gen.do_sample, gen.guidance_scale, gen.max_length = True, 3.0, 256
-    gen.pad_token_id = gen.decoder_start_token_id = gen.bos_token_id = decoder.pad_token_id
+    gen.do_sample, gen.guidance_scale, gen.max_length = True, 3.0, sizes["max_length"]
+    gen.pad_token_id = gen.decoder_start_token_id = gen.bos_token_id = vocab
     return model
 
 
@@ -125,23 +134,23 @@ def quantize(onnx_dir: Path) -> None:
                          weight_type=QuantType.QUInt8, op_types_to_quantize=["MatMul", "Gemm"])
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("data/models/tiny-musicgen"))
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-
+def build(out: Path, *, seed: int = 0, sizes: dict = TINY, text_vocab: int | None = None) -> None:
+    """Build, export, merge, quantize and lay out one model at ``out`` (replaced whole at the end)."""
     tok = build_tokenizer(vocab_size=128)
-    model = build_torch_model(tok.get_vocab_size(), args.seed)
-    with tempfile.TemporaryDirectory() as tmp:
+    model = build_torch_model(text_vocab or tok.get_vocab_size(), seed, sizes)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         tmp = Path(tmp)
         stage = tmp / "out"
         (stage / "onnx").mkdir(parents=True)
         model.save_pretrained(stage / "pytorch")
+        del model
         tok.save(str(stage / "pytorch" / "tokenizer.json"))
         export_onnx(stage / "pytorch", tmp / "export")
-        for f in (tmp / "export").glob("*.onnx"):
-            shutil.move(f, stage / "onnx" / f.name)
+        for f in (tmp / "export").iterdir():
+            if f.suffix in (".onnx", ".onnx_data") or f.name.endswith(".onnx.data"):
+                shutil.move(f, stage / "onnx" / f.name)
         quantize(stage / "onnx")
         for name in ["config.json", "generation_config.json"]:
             shutil.copy(stage / "pytorch" / name, stage / name)
@@ -149,10 +158,17 @@ def main(argv=None) -> None:
         (stage / "tokenizer_config.json").write_text(json.dumps(
             {"tokenizer_class": "T5Tokenizer", "pad_token": "<pad>", "eos_token": "</s>",
              "unk_token": "<unk>", "model_max_length": 512}, indent=2))
-        if args.out.exists():
-            shutil.rmtree(args.out)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(stage), args.out)
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.move(str(stage), out)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("data/models/tiny-musicgen"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    build(args.out, seed=args.seed)
     print(f"wrote {args.out}")
 
 

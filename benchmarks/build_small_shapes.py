@@ -1,0 +1,50 @@
+"""Build a random-weight MusicGen with musicgen-small's exact shapes, for benchmarks only.
+
+t5-base text encoder (d 768, 12 layers, 12 heads, vocab 32128), decoder 24 layers x 1024 wide, 16 heads,
+ffn 4096, 4 codebooks of 2048 entries, EnCodec at 32 kHz (hop 640). Exported with optimum in the
+``Xenova/musicgen-small`` layout, fp32 and q8 (``_quantized``) graphs, PyTorch weights under ``pytorch/``.
+About 8 GB on disk and a few minutes; never committed. Needs the ``reference`` extra (``make test`` installs it).
+
+    .venv/bin/python benchmarks/build_small_shapes.py            # -> $MGLAB_CACHE/small-shapes
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from build_tiny_model import build  # noqa: E402
+
+from mglab.graph import cache_dir  # noqa: E402
+
+SMALL = dict(
+    text=dict(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12),
+    # 1000 * 2.2 kbps // (50 frames/s * 11 bits) = 4 codebooks of 2048 entries, as musicgen-small.
+    audio=dict(hidden_size=128, num_filters=64, num_residual_layers=1, codebook_size=2048,
+               target_bandwidths=[2.2], num_lstm_layers=2),
+    decoder=dict(vocab_size=2048, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, ffn_dim=4096),
+    max_length=1500,
+)
+
+
+def default_path() -> Path:
+    return cache_dir() / "small-shapes"
+
+
+def ensure(path: Path | None = None) -> Path:
+    """The small-shapes model folder, built first if it is not there yet."""
+    path = Path(path or default_path())
+    if not (path / "onnx" / "decoder_model_merged_quantized.onnx").is_file():
+        t = time.perf_counter()
+        build(path, seed=0, sizes=SMALL, text_vocab=32128)
+        print(f"built {path} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    return path
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=None, help=f"default {default_path()}")
+    print(ensure(parser.parse_args().out))
