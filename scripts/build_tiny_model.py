@@ -126,12 +126,16 @@ def free_sequence_axis(path: Path) -> None:
 
 
 def quantize(onnx_dir: Path) -> None:
+    """Dynamic uint8 quantization of every graph. ``quantize_dynamic`` does not reach into the ``If``
+    branches of the merged decoder, so the q8 merged decoder is the merge of the two quantized decoders."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from optimum.onnx import merge_decoders
 
-    for name in ["text_encoder", "decoder_model", "decoder_with_past_model", "decoder_model_merged",
-                 "encodec_decode"]:
+    for name in ["text_encoder", "decoder_model", "decoder_with_past_model", "encodec_decode"]:
         quantize_dynamic(onnx_dir / f"{name}.onnx", onnx_dir / f"{name}_quantized.onnx",
                          weight_type=QuantType.QUInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    merge_decoders(onnx_dir / "decoder_model_quantized.onnx", onnx_dir / "decoder_with_past_model_quantized.onnx",
+                   save_path=str(onnx_dir / "decoder_model_merged_quantized.onnx"), strict=False)
 
 
 def build(out: Path, *, seed: int = 0, sizes: dict = TINY, text_vocab: int | None = None) -> None:
