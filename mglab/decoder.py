@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import files, graph
+from . import graph
 from .config import MusicGenConfig
 from .session import Session
 
@@ -44,14 +44,12 @@ class KVCache:
 class Decoder:
     """Runs one decoding step; ``layout`` is ``'merged'`` or ``'split'``."""
 
-    def __init__(self, root: Path, config: MusicGenConfig, *, dtype: str = "fp32", layout: str = "merged",
-                 providers=None):
-        self.config, self.layout, self.providers = config, layout, providers
-        if layout == "merged":
-            self.paths = {"merged": files.find(root, "decoder_model_merged", dtype)}
-        else:
-            self.paths = {"first": files.find(root, "decoder_model", dtype),
-                          "with_past": files.find(root, "decoder_with_past_model", dtype)}
+    def __init__(self, paths: dict[str, Path], config: MusicGenConfig, *, providers=None):
+        """``paths``: ``{"decoder_model_merged": ...}`` or ``{"decoder_model": ..., "decoder_with_past_model": ...}``."""
+        self.config, self._providers = config, providers
+        self.layout = "merged" if "decoder_model_merged" in paths else "split"
+        rename = {"decoder_model_merged": "merged", "decoder_model": "first", "decoder_with_past_model": "with_past"}
+        self.paths = {rename[k]: Path(v) for k, v in paths.items()}
         self.plain = {k: Session(p, providers) for k, p in self.paths.items()}
         self._with_attention = None
 
@@ -61,9 +59,16 @@ class Decoder:
         if not attention:
             return self.plain
         if self._with_attention is None:
-            self._with_attention = {k: Session(graph.with_attention(p), self.providers)
+            self._with_attention = {k: Session(graph.with_attention(p), self._providers)
                                     for k, p in self.paths.items()}
         return self._with_attention
+
+    @property
+    def providers(self) -> list[str]:
+        return next(iter(self.plain.values())).providers
+
+    def input_names(self) -> list[str]:
+        return [n for s in self.plain.values() for n in s.input_names]
 
     def step(self, input_ids: np.ndarray, hidden: np.ndarray, mask: np.ndarray, cache: KVCache | None,
              attention: bool = False) -> tuple[np.ndarray, KVCache, dict | None]:
@@ -94,7 +99,7 @@ class Decoder:
         attn = None
         if attention:
             attn = {kind: [out[f"attentions.{i}.{kind}"] for i in range(n)] for kind in ("self", "cross")}
-        return out["logits"][:, -1, :], new, attn                             # [H*B*K, V]
+        return out["logits"][:, -1, :].astype(np.float32, copy=False), new, attn   # [H*B*K, V]
 
     def run_hooks(self, hooks, step: int, cache: KVCache, attn: dict | None) -> KVCache:
         """The decoder's per-layer hook points after one step; edits land in the cache the next step reads."""
@@ -112,7 +117,9 @@ class Decoder:
 
     def _empty_cache(self, rows: int) -> KVCache:
         c = self.config
-        empty = np.zeros((rows, c.num_heads, 0, c.head_dim), dtype=np.float32)   # [H*B, heads, 0, hd]
+        cached = self.plain.get("merged") or self.plain["with_past"]
+        dtype = cached.float_type("past_key_values.0.decoder.key")             # float32, or float16 graphs
+        empty = np.zeros((rows, c.num_heads, 0, c.head_dim), dtype=dtype)       # [H*B, heads, 0, hd]
         n = c.num_layers
         return KVCache([empty] * n, [empty] * n, [empty] * n, [empty] * n)
 

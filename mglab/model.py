@@ -12,33 +12,44 @@ from pathlib import Path
 
 import numpy as np
 
-from . import delay, files, guidance, sampling
+from . import delay, files, guidance, hub, sampling
 from .cache import ActivationCache
 from .codec import Codec
 from .config import MusicGenConfig, generation_defaults, read_json
 from .decoder import Decoder
 from .generation import Generation
+from .session import resolve_providers
 from .hooks import HookRegistry, hook_points, is_attention, is_kv, match
 from .settings import check_prompts, resolve
 from .text import TextEncoder
 
-DTYPES = ("fp32", "q8")
-
-
-def load(path, *, dtype: str = "fp32", decoder: str = "auto", providers=None) -> "MusicGen":
-    """Load a MusicGen ONNX export from a local folder (Xenova ``onnx/`` layout or optimum's flat one).
+def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: str | None = None,
+         size: str | None = None, revision: str | None = None, local_files_only: bool = False,
+         cache_dir=None) -> "MusicGen":
+    """Load a MusicGen ONNX export: a local folder or a Hugging Face Hub id.
 
     Parameters
     ----------
     path : str or Path
-        Folder with ``config.json``, ``tokenizer.json`` and the ``.onnx`` files.
-    dtype : {"fp32", "q8"}
-        Variant of the graphs (``q8`` = the ``*_quantized.onnx`` files).
+        A folder (``Xenova/musicgen-small`` layout with ``onnx/``, optimum's flat export, or the
+        ``gabotechs/music_gen`` per-size layout), or a Hub id such as ``"Xenova/musicgen-small"``, of which
+        only the files this variant needs are downloaded (huggingface_hub's cache and progress bars).
+    dtype : str or dict
+        ``"fp32"``, ``"fp16"``, ``"q8"``, ``"int8"``, ``"uint8"`` or ``"q4"``, or a dict per component as in
+        transformers.js: ``{"text_encoder": "fp32", "decoder_model_merged": "q8", "encodec_decode": "fp32"}``
+        (unnamed components are fp32). A variant that is not there is an error listing those that are.
     decoder : {"auto", "merged", "split"}
         ``merged`` runs ``decoder_model_merged``; ``split`` the ``decoder_model`` +
         ``decoder_with_past_model`` pair; ``auto`` takes merged when present.
-    providers : list of str, optional
-        ONNX Runtime execution providers; default CPU.
+    providers : list, optional
+        ONNX Runtime execution providers (names or ``(name, options)``). Missing ones fall back to CPU with a
+        warning. Exclusive with ``device``.
+    device : {"cpu", "cuda", "coreml", "dml"}, optional
+        Shorthand for ``providers``.
+    size : str, optional
+        ``"small"``, ``"medium"`` or ``"large"`` for ``gabotechs/music_gen``-shaped repositories.
+    revision, local_files_only, cache_dir :
+        Passed to ``huggingface_hub.snapshot_download`` for Hub ids (``HF_HUB_OFFLINE=1`` is honoured too).
 
     Examples
     --------
@@ -47,31 +58,50 @@ def load(path, *, dtype: str = "fp32", decoder: str = "auto", providers=None) ->
     >>> model.generate("lofi piano", duration=0.5, seed=0).codes.shape
     (1, 4, 25)
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r} is not allowed: dtype must be one of {list(DTYPES)}")
-    root = Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"path={str(path)!r}: no such model folder")
+    dtypes = files.component_dtypes(dtype)
+    if decoder not in ("auto", "merged", "split"):
+        raise ValueError(f"decoder={decoder!r} is not known; allowed: 'auto', 'merged', 'split'")
+    providers = resolve_providers(providers, device)
+    source = str(path)
+    root = Path(path).expanduser()
+    if not root.exists():
+        if not hub.is_repo_id(source):
+            raise FileNotFoundError(f"path={source!r}: no such model folder, and not a Hub id (owner/name)")
+        size = size or ("small" if source.lower() == "gabotechs/music_gen" else None)
+        kw = dict(size=size, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)
+        want = ["text_encoder", "encodec_decode"]
+        want += ["decoder_model_merged"] if decoder != "split" else ["decoder_model", "decoder_with_past_model"]
+        root = hub.download(source, {c: dtypes[c] for c in want}, **kw)
+        found = files.ModelFiles(root, size)
+        if decoder == "auto" and not found.path("decoder_model_merged", dtypes["decoder_model_merged"]).is_file():
+            split = ["decoder_model", "decoder_with_past_model"]
+            root = hub.download(source, {c: dtypes[c] for c in split}, **kw)
+    elif not root.is_dir():
+        raise FileNotFoundError(f"path={source!r} is a file, not a model folder")
+    found = files.ModelFiles(root, size)
     for name in ("config.json", "tokenizer.json"):
-        if not (root / name).is_file():
-            raise FileNotFoundError(f"path={str(path)!r}: {name} is missing from the model folder")
-    layout = files.choose_decoder(root, decoder, dtype)
-    return MusicGen(root, dtype=dtype, layout=layout, providers=providers)
+        if not (found.config_dir / name).is_file():
+            raise FileNotFoundError(f"path={source!r}: {name} is missing from {found.config_dir}")
+    layout = found.choose_decoder(decoder, dtypes)
+    return MusicGen(found, dtypes=dtypes, layout=layout, providers=providers, source=source)
 
 
 class MusicGen:
     """A loaded MusicGen: text encoder, decoder, codec, and the model's generation defaults."""
 
-    def __init__(self, root: Path, *, dtype: str, layout: str, providers=None):
-        self.root, self.dtype, self.layout = Path(root), dtype, layout
+    def __init__(self, found: files.ModelFiles, *, dtypes: dict, layout: str, providers=None, source=None):
+        self.files, self.dtypes, self.layout = found, dtypes, layout
+        self.source = source or str(found.root)
+        self.root = found.config_dir
         gen = read_json(self.root / "generation_config.json")
         self.config = MusicGenConfig.from_dict(read_json(self.root / "config.json"), gen)
         self.defaults = generation_defaults(gen)
-        self.text = TextEncoder(self.root / "tokenizer.json", files.find(self.root, "text_encoder", dtype),
-                                providers)
-        self.decoder = Decoder(self.root, self.config, dtype=dtype, layout=layout, providers=providers)
-        self.codec = Codec(files.find(self.root, "encodec_decode", dtype), self.config.audio_channels,
-                           providers)
+        parts = ["decoder_model_merged"] if layout == "merged" else ["decoder_model", "decoder_with_past_model"]
+        self.paths = {c: found.find(c, dtypes[c]) for c in ["text_encoder", *parts, "encodec_decode"]}
+        self.text = TextEncoder(self.root / "tokenizer.json", self.paths["text_encoder"], providers)
+        self.decoder = Decoder({p: self.paths[p] for p in parts}, self.config, providers=providers)
+        self.codec = Codec(self.paths["encodec_decode"], self.config.audio_channels, providers)
+        self._check_graphs()
         self._hooks = HookRegistry(hook_points(self.config.num_layers))
 
     def hook_names(self) -> dict:
@@ -116,10 +146,55 @@ class MusicGen:
         gen = self.generate(prompt, hooks=user + [(names, record)], **generate_kwargs)
         return gen, cache
 
+    def _check_graphs(self) -> None:
+        """The config must describe the graphs: codebooks and layers agree, or a clear error now."""
+        c = self.config
+        names = self.decoder.input_names()
+        layers = len([n for n in names if n.startswith("past_key_values.") and n.endswith(".decoder.key")])
+        if layers and layers != c.num_layers:
+            raise ValueError(f"config.json says {c.num_layers} decoder layers but the decoder graph has {layers}")
+        codes = self.codec.session.session.get_inputs()[0].shape
+        if isinstance(codes[2], int) and codes[2] != c.num_codebooks // c.audio_channels:
+            raise ValueError(f"config.json says {c.num_codebooks} codebooks but encodec_decode takes {codes[2]}")
+
+    @property
+    def dtype(self):
+        """The variant: one name if every component uses it, else the dict per component."""
+        used = {c: d for c, d in self.dtypes.items() if c in self.paths}
+        return next(iter(used.values())) if len(set(used.values())) == 1 else used
+
+    @property
+    def providers(self) -> list[str]:
+        return self.decoder.providers
+
+    def info(self) -> dict:
+        """Sizes, layers, heads, codebooks, rates, variant and file per component, providers."""
+        c = self.config
+        return {
+            "source": self.source, "layout": self.files.layout, "size": self.files.size, "decoder": self.layout,
+            "layers": c.num_layers, "heads": c.num_heads, "hidden_size": c.hidden_size,
+            "codebooks": c.num_codebooks, "vocab_size": c.vocab_size, "audio_channels": c.audio_channels,
+            "sample_rate": c.sample_rate, "frame_rate": c.frame_rate,
+            "components": {name: {"dtype": self.dtypes[name], "file": str(path),
+                                  "mb": round(_file_bytes(path) / 1e6, 2)}
+                           for name, path in self.paths.items()},
+            "providers": self.providers,
+        }
+
     def __repr__(self) -> str:
         c = self.config
-        return (f"MusicGen({str(self.root)!r}, dtype={self.dtype!r}, decoder={self.layout!r}, "
-                f"layers={c.num_layers}, codebooks={c.num_codebooks}, sample_rate={c.sample_rate})")
+        return (f"MusicGen({self.source!r}, dtype={self.dtype!r}, decoder={self.layout!r}, "
+                f"layers={c.num_layers}, codebooks={c.num_codebooks}, sample_rate={c.sample_rate}, "
+                f"providers={self.providers})")
+
+    def _repr_html_(self) -> str:
+        i = self.info()
+        rows = "".join(f"<tr><td>{k}</td><td>{v['dtype']}</td><td>{v['mb']} MB</td><td>{Path(v['file']).name}"
+                       f"</td></tr>" for k, v in i["components"].items())
+        return (f"<b>MusicGen</b> {i['source']} ({i['layout']} layout, {i['decoder']} decoder): "
+                f"{i['layers']} layers x {i['hidden_size']}, {i['heads']} heads, {i['codebooks']} codebooks of "
+                f"{i['vocab_size']}, {i['sample_rate']} Hz, {i['frame_rate']:g} frames/s, "
+                f"providers {', '.join(i['providers'])}<table>{rows}</table>")
 
     def generate(self, prompt, *, duration=None, max_new_tokens=None, guidance_scale=None, temperature=None,
                  top_k=None, top_p=None, do_sample=None, seed=None, hooks=None,
@@ -201,6 +276,11 @@ class MusicGen:
         audio = hook("codec.hook_audio", self.codec.decode(codes))              # [B, C, samples]
         return Generation(audio=audio, sample_rate=c.sample_rate, codes=codes, tokens=tokens,
                           prompts=prompts, settings=s.to_dict())
+
+
+def _file_bytes(path: Path) -> int:
+    """A graph's bytes, external data files included."""
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
 
 
 def _selected(step: int, steps) -> bool:

@@ -1,15 +1,46 @@
-"""A thin wrapper over ``onnxruntime.InferenceSession`` that returns outputs by name."""
+"""A thin wrapper over ``onnxruntime.InferenceSession``: outputs by name, float inputs cast to what the graph
+declares (so fp16 graphs take the pipeline's float32 arrays), and execution providers chosen with a fallback."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+DEVICES = {"cpu": ["CPUExecutionProvider"],
+           "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+           "coreml": ["CoreMLExecutionProvider", "CPUExecutionProvider"],
+           "dml": ["DmlExecutionProvider", "CPUExecutionProvider"]}
+FLOATS = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
-def default_providers() -> list[str]:
-    return ["CPUExecutionProvider"]
+
+def resolve_providers(providers=None, device: str | None = None) -> list:
+    """The execution providers to use: ``providers`` (names or ``(name, options)``) or those of ``device``.
+
+    Providers this ONNX Runtime build lacks are dropped with a warning that says which are used instead.
+    """
+    if providers is not None and device is not None:
+        raise ValueError(f"providers={providers!r} and device={device!r}: give one of them, not both")
+    if device is not None:
+        if device not in DEVICES:
+            raise ValueError(f"device={device!r} is not known; allowed: {sorted(DEVICES)}")
+        providers = DEVICES[device]
+    if providers is None:
+        return ["CPUExecutionProvider"]
+    if isinstance(providers, str):
+        providers = [providers]
+    available = set(ort.get_available_providers())
+    chosen = [p for p in providers if (p[0] if isinstance(p, tuple) else p) in available]
+    missing = [p for p in providers if p not in chosen]
+    if not chosen:
+        chosen = ["CPUExecutionProvider"]
+    if missing:
+        names = [p[0] if isinstance(p, tuple) else p for p in chosen]
+        warnings.warn(f"ONNX Runtime here lacks {[m[0] if isinstance(m, tuple) else m for m in missing]}; "
+                      f"using {names} (available: {sorted(available)})", RuntimeWarning, stacklevel=3)
+    return chosen
 
 
 class Session:
@@ -19,13 +50,23 @@ class Session:
         self.path = Path(path)
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=providers or default_providers())
+        self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.input_dtypes = {i.name: FLOATS[i.type] for i in self.session.get_inputs() if i.type in FLOATS}
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feeds = {k: v for k, v in feeds.items() if k in self.input_names}
+        feeds = {k: self._cast(k, v) for k, v in feeds.items() if k in self.input_names}
         return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
 
-    def input_type(self, name: str) -> str:
-        return next(i.type for i in self.session.get_inputs() if i.name == name)
+    def _cast(self, name: str, value: np.ndarray) -> np.ndarray:
+        dtype = self.input_dtypes.get(name)
+        return value if dtype is None or value.dtype == dtype else value.astype(dtype)
+
+    def float_type(self, name: str):
+        """numpy dtype of a float input (float32 for fp32 graphs, float16 for fp16 ones)."""
+        return self.input_dtypes[name]

@@ -35,4 +35,5 @@ class TextEncoder:
 
     def encode(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """T5 last hidden state ``[batch, text_len, d]`` (raw: the decoder projects and masks it)."""
-        return self.session.run({"input_ids": ids, "attention_mask": mask})["last_hidden_state"]
+        out = self.session.run({"input_ids": ids, "attention_mask": mask})["last_hidden_state"]
+        return out.astype(np.float32, copy=False)                               # [batch, text_len, d]

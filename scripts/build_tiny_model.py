@@ -3,7 +3,8 @@
 The model has MusicGen's real architecture at toy sizes: a T5 text encoder, a MusicGen decoder with 4
 codebooks and an EnCodec codec at 32 kHz (hop 640, 50 frames per second). It is seeded, exported with
 optimum (task ``text-to-audio``), its two decoders merged with ``optimum.onnx.merge_decoders``, and a
-dynamically quantized uint8 variant of every graph written beside it. The folder is laid out exactly like
+dynamically quantized uint8 variant of every graph written beside it, with float16 copies and a 4-bit
+(MatMulNBits) merged decoder. The folder is laid out exactly like
 ``Xenova/musicgen-small``::
 
     <out>/config.json, generation_config.json, tokenizer.json, tokenizer_config.json
@@ -13,6 +14,7 @@ dynamically quantized uint8 variant of every graph written beside it. The folder
     <out>/onnx/decoder_model_merged.onnx    <out>/onnx/decoder_model_merged_quantized.onnx
     <out>/onnx/encodec_decode.onnx          <out>/onnx/encodec_decode_quantized.onnx
     <out>/onnx/build_delay_pattern_mask.onnx
+    <out>/onnx/*_fp16.onnx (every graph), decoder_model_merged_q4.onnx
     <out>/pytorch/ (model.safetensors + configs: the very same weights, for parity tests)
 
 Needs the ``reference`` extra (torch, transformers, optimum-onnx). Rebuild with::
@@ -138,7 +140,72 @@ def quantize(onnx_dir: Path) -> None:
                    save_path=str(onnx_dir / "decoder_model_merged_quantized.onnx"), strict=False)
 
 
-def build(out: Path, *, seed: int = 0, sizes: dict = TINY, text_vocab: int | None = None) -> None:
+def _graphs(graph):
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.g.node:
+                yield from _graphs(attr.g)
+
+
+def to_fp16(src: Path, dst: Path) -> None:
+    """A float16 copy of a graph: weights, inputs, outputs and KV tensors in float16 (as the ``_fp16``
+    files of the published exports). The export's explicit ``Cast(to=float)`` nodes (T5's layer norm,
+    EnCodec's weight norm) become casts to float16, and stale shape annotations are dropped first."""
+    import onnx
+    from onnxconverter_common import float16
+
+    model = onnx.load(src)
+    for g in _graphs(model.graph):
+        del g.value_info[:]
+        for node in g.node:
+            for attr in node.attribute:
+                if node.op_type == "Cast" and attr.name == "to" and attr.i == onnx.TensorProto.FLOAT:
+                    attr.i = onnx.TensorProto.FLOAT16
+    model = float16.convert_float_to_float16(model, keep_io_types=False, disable_shape_infer=True,
+                                             check_fp16_ready=False)
+    onnx.save(model, dst)
+
+
+def to_q4(src: Path, dst: Path) -> None:
+    """4-bit weights with ONNX Runtime's ``MatMulNBits`` quantizer (block 32, symmetric), If branches included."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(onnx.load(src), block_size=32, is_symmetric=True)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(dst))
+
+
+def write_variants(onnx_dir: Path) -> None:
+    """fp16 for every graph, q4 for the merged decoder (as ``Xenova/musicgen-small`` has them)."""
+    for name in ["text_encoder", "decoder_model", "decoder_with_past_model", "decoder_model_merged",
+                 "encodec_decode"]:
+        to_fp16(onnx_dir / f"{name}.onnx", onnx_dir / f"{name}_fp16.onnx")
+    to_q4(onnx_dir / "decoder_model_merged.onnx", onnx_dir / "decoder_model_merged_q4.onnx")
+
+
+def gabotechs_copy(src: Path, dst: Path, size: str = "small") -> None:
+    """Lay out an Xenova-layout model like ``gabotechs/music_gen``: ``<size>/config.json`` and tokenizer, and
+    per-variant folders (``<size>_fp32``, ``<size>_fp16``, ``<size>_i8``) whose graphs keep their weights in
+    external ``.onnx_data`` files, as that repository's medium and large models do."""
+    import onnx
+
+    (dst / size).mkdir(parents=True, exist_ok=True)
+    for name in ["config.json", "generation_config.json", "tokenizer.json"]:
+        shutil.copy(src / name, dst / size / name)
+    for variant, suffix in [("fp32", ""), ("fp16", "_fp16"), ("i8", "_quantized")]:
+        folder = dst / f"{size}_{variant}"
+        folder.mkdir(exist_ok=True)
+        for name in ["text_encoder", "decoder_model_merged", "decoder_model", "decoder_with_past_model",
+                     "encodec_decode"]:
+            model = onnx.load(src / "onnx" / f"{name}{suffix}.onnx")
+            onnx.save(model, folder / f"{name}.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+                      location=f"{name}.onnx_data", size_threshold=0)
+
+
+def build(out: Path, *, seed: int = 0, sizes: dict = TINY, text_vocab: int | None = None,
+          variants: bool = True) -> None:
     """Build, export, merge, quantize and lay out one model at ``out`` (replaced whole at the end)."""
     tok = build_tokenizer(vocab_size=128)
     model = build_torch_model(text_vocab or tok.get_vocab_size(), seed, sizes)
@@ -156,6 +223,8 @@ def build(out: Path, *, seed: int = 0, sizes: dict = TINY, text_vocab: int | Non
             if f.suffix in (".onnx", ".onnx_data") or f.name.endswith(".onnx.data"):
                 shutil.move(f, stage / "onnx" / f.name)
         quantize(stage / "onnx")
+        if variants:
+            write_variants(stage / "onnx")
         for name in ["config.json", "generation_config.json"]:
             shutil.copy(stage / "pytorch" / name, stage / name)
         tok.save(str(stage / "tokenizer.json"))
