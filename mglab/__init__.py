@@ -3,5 +3,5 @@
 from .generation import Generation
 from .model import MusicGen, load
 
-__version__ = "0.1.0"
+from .version import __version__
 __all__ = ["Generation", "MusicGen", "load", "__version__"]

@@ -19,6 +19,9 @@ component, as in transformers.js: ``{"text_encoder": "fp32", "decoder_model_merg
 
 from __future__ import annotations
 
+import hashlib
+import re
+from functools import lru_cache
 from pathlib import Path
 
 SUFFIXES = {"fp32": "", "fp16": "_fp16", "q8": "_quantized", "int8": "_int8", "uint8": "_uint8", "q4": "_q4"}
@@ -110,3 +113,28 @@ class ModelFiles:
     def __repr__(self) -> str:
         size = f", size={self.size!r}" if self.size else ""
         return f"ModelFiles({str(self.root)!r}, layout={self.layout!r}{size})"
+
+
+def sha256(path: Path) -> str:
+    """SHA-256 of a graph file (external data files included). A file in huggingface_hub's cache is a link
+    to a blob named by its SHA-256: that name is used instead of reading gigabytes."""
+    path = Path(path)
+    parts = sorted(p for p in path.parent.glob(path.name + "*") if p.is_file())
+    digests = [_blob_name(p) or _hash(p.resolve(), p.stat().st_size, p.stat().st_mtime_ns) for p in parts]
+    return digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
+def _blob_name(path: Path) -> str | None:
+    target = path.resolve()
+    if path.is_symlink() and target.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", target.name):
+        return target.name
+    return None
+
+
+@lru_cache(maxsize=64)
+def _hash(path: Path, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -27,7 +28,11 @@ class Generation:
         The delayed matrix the decoder saw, start token and forced pads included.
     prompts : list of str
     settings : dict
-        The resolved generation settings (see :class:`mglab.settings.Settings`).
+        The resolved generation settings (see :class:`mglab.settings.Settings`), seed included.
+    model : dict
+        Where the tokens came from: source (path or Hub id), layout, decoder, and each graph's variant,
+        file name and SHA-256.
+    mglab_version : str
     """
 
     audio: np.ndarray
@@ -36,6 +41,8 @@ class Generation:
     tokens: np.ndarray
     prompts: list[str]
     settings: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+    mglab_version: str = ""
 
     @property
     def duration(self) -> float:
@@ -43,10 +50,11 @@ class Generation:
         return self.audio.shape[-1] / self.sample_rate
 
     def save(self, path) -> list[Path]:
-        """Write WAV files: ``path`` for a single prompt, ``<stem>-<i><suffix>`` per prompt for a batch.
+        """Write the audio as WAV and, beside it, what reproduces it; returns the WAV paths.
 
-        Each file is written to a temporary name in the same folder, then renamed, so no half-written file
-        is ever left at ``path``.
+        ``path`` for a single prompt, ``<stem>-<i><suffix>`` per prompt for a batch; ``<stem>.json`` (prompts,
+        settings, model and files, version) and ``<stem>.npz`` (codes, tokens) next to them. Every file is
+        written to a temporary name in the same folder, then renamed: nothing half-written is left behind.
         """
         path = Path(path)
         if not path.parent.is_dir():
@@ -54,15 +62,25 @@ class Generation:
         n = len(self.audio)
         paths = [path] if n == 1 else [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(n)]
         for p, audio in zip(paths, self.audio):
-            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-            os.close(fd)
-            try:
-                sf.write(tmp, audio.T, self.sample_rate, format="WAV", subtype="FLOAT")
-                os.replace(tmp, p)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            _atomic(p, lambda tmp, a=audio: sf.write(tmp, a.T, self.sample_rate, format="WAV", subtype="FLOAT"))
+        meta = {"prompts": self.prompts, "sample_rate": self.sample_rate, "settings": self.settings,
+                "model": self.model, "mglab_version": self.mglab_version, "wav": [p.name for p in paths]}
+        _atomic(path.with_suffix(".npz"), lambda tmp: np.savez(tmp, codes=self.codes, tokens=self.tokens))
+        _atomic(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
         return paths
+
+    @classmethod
+    def load(cls, path) -> "Generation":
+        """Read back what :meth:`save` wrote (``path`` as given to ``save``)."""
+        path = Path(path)
+        meta = json.loads(path.with_suffix(".json").read_text())
+        audio = np.stack([sf.read(path.with_name(name), dtype="float32", always_2d=True)[0].T
+                          for name in meta["wav"]])                                  # [B, C, samples]
+        with np.load(path.with_suffix(".npz")) as arrays:
+            codes, tokens = arrays["codes"], arrays["tokens"]
+        return cls(audio=audio, sample_rate=meta["sample_rate"], codes=codes, tokens=tokens,
+                   prompts=meta["prompts"], settings=meta["settings"], model=meta["model"],
+                   mglab_version=meta["mglab_version"])
 
     def wav_bytes(self, index: int = 0) -> bytes:
         """Prompt ``index`` as WAV bytes (16-bit PCM)."""
@@ -82,6 +100,18 @@ class Generation:
         return (f"Generation(prompts={self.prompts!r}, audio={tuple(self.audio.shape)}, "
                 f"codes={tuple(self.codes.shape)}, sample_rate={self.sample_rate}, "
                 f"duration={self.duration:.2f}s)")
+
+
+def _atomic(path: Path, write) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _escape(text: str) -> str:

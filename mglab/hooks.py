@@ -57,8 +57,9 @@ class Hook:
     """What a hook function is told about the call it is in."""
 
     name: str
-    step: int | None = None      # decoding step, None for once-per-run points
+    step: int | None = None      # decoding step (counted across windows), None for once-per-run points
     layer: int | None = None     # decoder layer, None elsewhere
+    window: int | None = None    # long-form window the step belongs to (0 for runs of one window)
 
 
 def hook_points(num_layers: int) -> dict[str, HookPoint]:
@@ -124,6 +125,7 @@ class HookRegistry:
     def __init__(self, points: dict[str, HookPoint]):
         self.points = points
         self.table: dict[str, list] = {}
+        self.window: int | None = None     # set by the pipeline while it decodes a window
 
     def __bool__(self) -> bool:
         return bool(self.table)
@@ -168,7 +170,7 @@ class HookRegistry:
         fns = self.table.get(name)
         if not fns:
             return value
-        hook = Hook(name, step, layer)
+        hook = Hook(name, step, layer, self.window)
         for fn in list(fns):
             try:
                 out = fn(value, hook)

@@ -22,6 +22,7 @@ from .session import resolve_providers
 from .hooks import HookRegistry, hook_points, is_attention, is_kv, match
 from .settings import check_prompts, resolve
 from .text import TextEncoder
+from .version import __version__
 
 def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: str | None = None,
          size: str | None = None, revision: str | None = None, local_files_only: bool = False,
@@ -102,6 +103,7 @@ class MusicGen:
         self.decoder = Decoder({p: self.paths[p] for p in parts}, self.config, providers=providers)
         self.codec = Codec(self.paths["encodec_decode"], self.config.audio_channels, providers)
         self._check_graphs()
+        self._provenance = None
         self._hooks = HookRegistry(hook_points(self.config.num_layers))
 
     def hook_names(self) -> dict:
@@ -197,8 +199,8 @@ class MusicGen:
                 f"providers {', '.join(i['providers'])}<table>{rows}</table>")
 
     def generate(self, prompt, *, duration=None, max_new_tokens=None, guidance_scale=None, temperature=None,
-                 top_k=None, top_p=None, do_sample=None, seed=None, hooks=None,
-                 progress: bool = False) -> Generation:
+                 top_k=None, top_p=None, do_sample=None, seed=None, window=None, extend_stride=None,
+                 on_nonfinite="raise", hooks=None, progress: bool = False) -> Generation:
         """Text to music.
 
         Parameters
@@ -208,13 +210,21 @@ class MusicGen:
         duration : float, optional
             Seconds of audio: exactly ``round(duration * frame_rate)`` frames. Exclusive with ``max_new_tokens``.
         max_new_tokens : int, optional
-            Decoding steps; frames = ``max_new_tokens + 1 - K``. Default from ``generation_config.json``.
+            Decoding steps of a single window; frames = ``max_new_tokens + 1 - K``. Default from
+            ``generation_config.json``.
         guidance_scale : float, optional
             Classifier-free guidance; 1 runs the conditional model alone.
         temperature, top_k, top_p, do_sample :
             As in transformers; ``do_sample=False`` is greedy decoding.
         seed : int or list of int, optional
             Seeds the sampler; a prompt gives the same tokens alone or inside any batch.
+        window, extend_stride : float, optional
+            Seconds the model decodes in one go (default ``max_length / frame_rate``, 30 s for the public
+            models) and, past that, how far each new window moves (default 0.6 window: audiocraft's 18 s of
+            30). Each new window is prompted with the last ``window - extend_stride`` seconds of codes.
+        on_nonfinite : {"raise", "replace"}
+            NaN or inf logits stop with an error naming the step and codebook, or are replaced (NaN and -inf
+            by -1e9, +inf by 1e9).
         hooks : list of (name_or_filter, fn), optional
             Hooks for this call only (see :mod:`mglab.hooks`), on top of those of ``with model.hooks(...)``.
         progress : bool
@@ -224,58 +234,194 @@ class MusicGen:
         -------
         Generation
         """
-        prompts = check_prompts(prompt)
-        s = resolve(self.config, self.defaults, len(prompts), duration=duration, max_new_tokens=max_new_tokens,
-                    guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p,
-                    do_sample=do_sample, seed=seed)
+        prompts, s = self._settings(prompt, locals())
         with self._hooks.scope(hooks):
-            return self._generate(prompts, s, progress)
+            frames, tokens = [], None
+            for frame, tokens in self._frames(prompts, s, progress):
+                frames.append(frame)
+            return self._finish(prompts, s, frames, tokens if s.windows == 1 else None)
 
-    def _generate(self, prompts: list[str], s, progress: bool) -> Generation:
+    def stream(self, prompt, *, chunk_duration: float = 1.0, hooks=None, progress: bool = False, **kwargs):
+        """Yield audio chunks ``[batch, channels, samples]`` while decoding goes on.
+
+        Each chunk decodes the frames finished so far, with ``STREAM_CONTEXT`` frames of context before and
+        ``STREAM_LOOKAHEAD`` held back after (EnCodec's output near the end still depends on frames to come),
+        and hands out only the settled part. Joined, the chunks equal a one-shot decode of the same codes
+        within ``STREAM_TOLERANCE``. Stopping the iteration (or Ctrl-C) leaves the model usable.
+
+        Examples
+        --------
+        >>> for chunk in model.stream("lofi piano", duration=4, chunk_duration=1.0):   # doctest: +SKIP
+        ...     play(chunk)
+        """
+        _positive("chunk_duration", chunk_duration)
+        prompts, s = self._settings(prompt, kwargs)
+        chunk = max(1, round(chunk_duration * self.config.frame_rate))
+        return self._stream(prompts, s, chunk, hooks, progress)
+
+    def _stream(self, prompts, s, chunk: int, hooks, progress):
+        hop = self.config.hop_length
+        with self._hooks.scope(hooks):
+            frames, emitted = [], 0
+            for frame, _ in self._frames(prompts, s, progress):
+                frames.append(frame)
+                settled = len(frames) - STREAM_LOOKAHEAD
+                if settled - emitted >= chunk:
+                    start = max(0, emitted - STREAM_CONTEXT)
+                    audio = self.codec.decode(np.concatenate(frames[start:], axis=-1))   # [B, C, samples]
+                    yield audio[..., (emitted - start) * hop: (settled - start) * hop]
+                    emitted = settled
+            start = max(0, emitted - STREAM_CONTEXT)
+            audio = self.codec.decode(np.concatenate(frames[start:], axis=-1))
+            yield audio[..., (emitted - start) * hop:]
+
+    def _settings(self, prompt, kw: dict):
+        """Validate everything before any model runs."""
+        prompts = check_prompts(prompt)
+        names = ["duration", "max_new_tokens", "guidance_scale", "temperature", "top_k", "top_p", "do_sample",
+                 "seed", "window", "extend_stride", "on_nonfinite"]
+        unknown = set(kw) - set(names) - {"self", "prompt", "hooks", "progress"}
+        if unknown:
+            raise TypeError(f"unknown argument(s) {sorted(unknown)}; allowed: {names}")
+        return prompts, resolve(self.config, self.defaults, len(prompts),
+                                **{k: kw[k] for k in names if k in kw})
+
+    def _finish(self, prompts, s, frames, tokens) -> Generation:
         c, hook = self.config, self._hooks
-        batch, k = len(prompts), c.num_codebooks
-        guided = guidance.is_guided(s.guidance_scale)
-        rngs = sampling.make_rngs(s.seed, batch)
-        attention = hook.wants_any(is_attention)
+        codes = hook("codec.hook_codes", np.concatenate(frames, axis=-1))      # [B, K, frames]
+        audio = hook("codec.hook_audio", self.codec.decode(codes))              # [B, C, samples]
+        if tokens is None:      # several windows: the delayed matrix of the whole run
+            tokens = delay.delay(codes, c.decoder_start_token_id, c.delays)
+        return Generation(audio=audio, sample_rate=c.sample_rate, codes=codes, tokens=tokens, prompts=prompts,
+                          settings=s.to_dict(), model=self.provenance(), mglab_version=__version__)
 
+    def _frames(self, prompts: list[str], s, progress: bool):
+        """Yield each finished frame ``[B, K, 1]`` (with the window's delayed token matrix), window after
+        window: audiocraft's long-form scheme."""
+        c, hook = self.config, self._hooks
+        guided = guidance.is_guided(s.guidance_scale)
+        rngs = sampling.make_rngs(s.seed, len(prompts))
         ids, mask = self.text.tokenize(prompts)                                 # [B, n]
         hidden = hook("text_encoder.hook_hidden", self.text.encode(ids, mask))  # [B, n, d]
         mask = hook("text_encoder.hook_mask", mask)                             # [B, n]
         if guided:
             hidden, mask = guidance.null_condition(hidden, mask)                # [2B, n, d], [2B, n]
-        halves = 2 if guided else 1
+        plan = _windows(s)                                                      # [(prompt_frames, frames)]
+        bar = _progress(sum(n + max(c.delays) for _, n in plan), progress)
+        prefix = np.zeros((len(prompts), c.num_codebooks, 0), dtype=np.int64)  # [B, K, P]
+        step = 0
+        try:
+            for w, (_, n) in enumerate(plan):
+                hook.window = w
+                for t, tokens in self._window(hidden, mask, prefix, n, rngs, s, step):
+                    f = t - max(c.delays)                    # the frame that step t finished
+                    if f >= prefix.shape[-1]:
+                        frame = np.stack([tokens[:, i, f + d + 1] for i, d in enumerate(c.delays)], 1)  # [B, K]
+                        yield frame[..., None], tokens
+                    bar.update(1)
+                step += n + max(c.delays)
+                prefix = delay.undelay(tokens, c.delays)[:, :, s.stride_frames:]    # [B, K, window - stride]
+        finally:
+            hook.window = None
+            bar.close()
 
-        length = s.max_new_tokens + 1
+    def _window(self, hidden, mask, prefix, frames: int, rngs, s, step0: int):
+        """Decode one window of ``frames`` frames whose first ``P`` are the prompt codes ``prefix [B, K, P]``.
+
+        Yields ``(t, tokens)`` after each step t; ``tokens [B, K, frames + max_delay + 1]`` is the delayed
+        matrix, the start token and the forced pads and prompt codes included.
+        """
+        c, hook = self.config, self._hooks
+        batch, k = prefix.shape[:2]
+        length = frames + max(c.delays) + 1
         pattern = delay.build_delay_pattern(k, length, c.decoder_start_token_id, c.delays)   # [K, L]
-        tokens = np.full((batch, k, length), c.decoder_start_token_id, dtype=np.int64)     # [B, K, L]
-        tokens[:, :, :1] = delay.apply_delay_pattern(tokens[:, :, :1], pattern)
-
+        known = np.broadcast_to(pattern, (batch, k, length)).copy()            # [B, K, L]: -1 = predict
+        for i, d in enumerate(c.delays):
+            known[:, i, d + 1: d + 1 + prefix.shape[-1]] = prefix[:, i]         # prompt codes, delayed
+        tokens = np.where(known == delay.PREDICT, c.decoder_start_token_id, known)      # [B, K, L]
+        halves, attention = hidden.shape[0] // batch, hook.wants_any(is_attention)
         cache = None
-        for t in _steps(s.max_new_tokens, progress):
-            x = hook("decoder.hook_input_ids", tokens[:, :, t], t)              # [B, K]
+        for t in range(length - 1):
+            step = step0 + t
+            x = hook("decoder.hook_input_ids", tokens[:, :, t], step)           # [B, K]
             x = np.tile(x.reshape(-1, 1), (halves, 1))                          # [H*B*K, 1]
             logits, cache, attn = self.decoder.step(x, hidden, mask, cache, attention)   # [H*B*K, V]
+            logits = _finite(logits, step, s.on_nonfinite, batch, k)            # [H*B*K, V]
             if hook:
-                cache = self.decoder.run_hooks(hook, t, cache, attn)
+                cache = self.decoder.run_hooks(hook, step, cache, attn)
             cond, uncond = guidance.split(logits, batch, k)                     # [B, K, V] each
-            scores = hook("guidance.hook_cond_logits", cond, t)                 # [B, K, V]
-            if guided:
-                uncond = hook("guidance.hook_uncond_logits", uncond, t)         # [B, K, V]
+            scores = hook("guidance.hook_cond_logits", cond, step)              # [B, K, V]
+            if halves == 2:
+                uncond = hook("guidance.hook_uncond_logits", uncond, step)      # [B, K, V]
                 scores = guidance.guide(scores, uncond, s.guidance_scale)       # [B, K, V]
-            scores = hook("guidance.hook_logits", scores, t)                    # [B, K, V]
+            scores = hook("guidance.hook_logits", scores, step)                 # [B, K, V]
             if s.do_sample:
                 scores = sampling.warp(scores, s.temperature, s.top_k, s.top_p)   # [B, K, V]
-            scores = hook("sampler.hook_logits", scores, t)                     # [B, K, V]
+            scores = hook("sampler.hook_logits", scores, step)                  # [B, K, V]
+            _some_token_left(scores, step)
             nxt = sampling.sample(scores, rngs) if s.do_sample else sampling.greedy(scores)   # [B, K]
-            nxt = hook("sampler.hook_tokens", nxt, t)                           # [B, K]
-            forced = pattern[:, t + 1]                                          # [K]
-            column = np.where(forced == delay.PREDICT, nxt, forced)            # [B, K]
-            tokens[:, :, t + 1] = hook("delay.hook_tokens", column, t)          # [B, K]
+            nxt = hook("sampler.hook_tokens", nxt, step)                        # [B, K]
+            column = np.where(known[:, :, t + 1] == delay.PREDICT, nxt, known[:, :, t + 1])  # [B, K]
+            tokens[:, :, t + 1] = hook("delay.hook_tokens", column, step)       # [B, K]
+            yield t, tokens
 
-        codes = hook("codec.hook_codes", delay.undelay(tokens, c.delays))       # [B, K, frames]
-        audio = hook("codec.hook_audio", self.codec.decode(codes))              # [B, C, samples]
-        return Generation(audio=audio, sample_rate=c.sample_rate, codes=codes, tokens=tokens,
-                          prompts=prompts, settings=s.to_dict())
+    def provenance(self) -> dict:
+        """What a Generation records of the model: source, layout, decoder and each graph's variant and sha256."""
+        if self._provenance is None:
+            self._provenance = {
+                "source": self.source, "layout": self.files.layout, "size": self.files.size,
+                "decoder": self.layout,
+                "components": {name: {"dtype": self.dtypes[name], "file": path.name, "sha256": files.sha256(path)}
+                               for name, path in self.paths.items()}}
+        return self._provenance
+
+
+STREAM_CONTEXT = 50      # frames decoded before a chunk, for EnCodec's convolutions and LSTM to settle
+STREAM_LOOKAHEAD = 4     # frames held back after a chunk: their audio still depends on frames to come
+STREAM_TOLERANCE = 1e-3  # max |joined chunks - one-shot decode| seen on the bundled model (tests check it)
+NONFINITE_FILL = 1e9
+
+
+def _windows(s) -> list[tuple[int, int]]:
+    """``[(prompt_frames, frames), ...]`` per window: the first has no prompt; each later one is prompted with
+    the last ``window - stride`` frames of the one before and adds up to ``stride`` new frames."""
+    plan, done, prompt = [], 0, 0
+    while done < s.frames:
+        n = min(s.window_frames, prompt + s.frames - done)
+        plan.append((prompt, n))
+        done += n - prompt
+        prompt = n - s.stride_frames
+    return plan
+
+
+def _finite(logits: np.ndarray, step: int, how: str, batch: int, k: int) -> np.ndarray:
+    """NaN or inf logits: an error naming the step, prompt and codebook, or (``how='replace'``) finite fills."""
+    if np.isfinite(logits).all():
+        return logits
+    if how == "replace":
+        return np.nan_to_num(logits, nan=-NONFINITE_FILL, posinf=NONFINITE_FILL, neginf=-NONFINITE_FILL)
+    row = int(np.flatnonzero(~np.isfinite(logits).all(axis=-1))[0])
+    half, b, kb = row // (batch * k), (row % (batch * k)) // k, row % k
+    bad = logits[row]
+    raise FloatingPointError(
+        f"non-finite logits at step {step}, prompt {b}, codebook {kb} "
+        f"({'conditional' if half == 0 else 'unconditional'} branch): {int(np.isnan(bad).sum())} NaN, "
+        f"{int(np.isinf(bad).sum())} inf of {bad.size}; pass on_nonfinite='replace' to carry on")
+
+
+def _some_token_left(scores: np.ndarray, step: int) -> None:
+    left = np.isfinite(scores).any(axis=-1) & ~np.isnan(scores).any(axis=-1)   # [B, K]
+    if not left.all():
+        b, kb = map(int, np.argwhere(~left)[0])
+        raise FloatingPointError(f"no token left to choose at step {step}, prompt {b}, codebook {kb}: every "
+                                 "logit is -inf or NaN (a hook or the filters removed them all)")
+
+
+def _positive(name: str, value) -> None:
+    import math
+    import numbers
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise ValueError(f"{name}={value!r} is not allowed: {name} must be a number of seconds > 0")
 
 
 def _file_bytes(path: Path) -> int:
@@ -291,8 +437,16 @@ def _selected(step: int, steps) -> bool:
     return step in steps
 
 
-def _steps(n: int, progress: bool):
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, progress: bool):
     if not progress:
-        return range(n)
+        return _NoBar()
     from tqdm.auto import tqdm
-    return tqdm(range(n), desc="decoding", unit="step")
+    return tqdm(total=total, desc="decoding", unit="step")

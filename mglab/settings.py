@@ -20,6 +20,17 @@ class Settings:
     top_k: int
     top_p: float
     seed: int | list[int] | None
+    frames: int                 # frames of audio in all (= max_new_tokens + 1 - K for one window)
+    window_frames: int          # frames the model decodes in one go; longer runs go window by window
+    stride_frames: int          # each new window starts this many frames after the last (audiocraft's extend_stride)
+    on_nonfinite: str = "raise"
+
+    @property
+    def windows(self) -> int:
+        """How many windows the run takes."""
+        if self.frames <= self.window_frames:
+            return 1
+        return 1 + math.ceil((self.frames - self.window_frames) / self.stride_frames)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,7 +55,7 @@ def check_prompts(prompt) -> list[str]:
 
 def resolve(config: MusicGenConfig, defaults: dict, batch: int, *, duration=None, max_new_tokens=None,
             guidance_scale=None, temperature=None, top_k=None, top_p=None, do_sample=None,
-            seed=None) -> Settings:
+            seed=None, window=None, extend_stride=None, on_nonfinite="raise") -> Settings:
     """Fill unset arguments from ``defaults`` (generation_config over transformers') and validate them all."""
     if duration is not None and max_new_tokens is not None:
         raise ValueError(f"duration={duration!r} and max_new_tokens={max_new_tokens!r}: give one of them, not both")
@@ -86,6 +97,17 @@ def resolve(config: MusicGenConfig, defaults: dict, batch: int, *, duration=None
                              f"a list of {batch} of them (one per prompt), or None")
     if isinstance(seed, (list, tuple)) and len(seed) != batch:
         raise ValueError(f"seed={seed!r} is not allowed: a list of seeds needs one per prompt ({batch})")
+    fr = config.frame_rate
+    window = defaults["max_length"] / fr if window is None else window
+    _number("window", window, f"a number of seconds >= {(min_tokens + 1) / fr:g}",
+            lambda v: min_tokens + 1 <= round(v * fr) and v < math.inf)
+    extend_stride = 0.6 * window if extend_stride is None else extend_stride     # audiocraft: 18 s of 30
+    _number("extend_stride", extend_stride, f"a number of seconds in (0, window={window:g})",
+            lambda v: 1 <= round(v * fr) < round(window * fr))
+    if on_nonfinite not in ("raise", "replace"):
+        raise ValueError(f"on_nonfinite={on_nonfinite!r} is not allowed: on_nonfinite must be 'raise' or 'replace'")
     return Settings(max_new_tokens=int(max_new_tokens), guidance_scale=float(guidance_scale),
                     do_sample=do_sample, temperature=float(temperature), top_k=int(top_k),
-                    top_p=float(top_p), seed=list(seed) if isinstance(seed, (list, tuple)) else seed)
+                    top_p=float(top_p), seed=list(seed) if isinstance(seed, (list, tuple)) else seed,
+                    frames=int(max_new_tokens) - k_delay, window_frames=round(window * fr),
+                    stride_frames=round(extend_stride * fr), on_nonfinite=on_nonfinite)

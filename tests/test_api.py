@@ -68,7 +68,12 @@ def test_save_is_atomic_and_per_prompt(merged_model, tmp_path):
     assert [p.name for p in paths] == ["out-0.wav", "out-1.wav"]
     audio, sr = sf.read(paths[1], dtype="float32")
     assert sr == 32000 and np.allclose(audio, g.audio[1, 0])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out-0.wav", "out-1.wav"]   # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out-0.wav", "out-1.wav", "out.json", "out.npz"]
+    back = mglab.Generation.load(tmp_path / "out.wav")                     # what save wrote, read back
+    np.testing.assert_array_equal(back.audio, g.audio)
+    np.testing.assert_array_equal(back.codes, g.codes)
+    np.testing.assert_array_equal(back.tokens, g.tokens)
+    assert back.prompts == g.prompts and back.settings == g.settings and back.model == g.model
     with pytest.raises(FileNotFoundError, match="does not exist"):
         g.save(tmp_path / "missing" / "x.wav")
     assert "<audio controls" in g._repr_html_()
