@@ -378,7 +378,7 @@ class MusicGen:
 
 STREAM_CONTEXT = 50      # frames decoded before a chunk, for EnCodec's convolutions and LSTM to settle
 STREAM_LOOKAHEAD = 4     # frames held back after a chunk: their audio still depends on frames to come
-STREAM_TOLERANCE = 1e-3  # max |joined chunks - one-shot decode| seen on the bundled model (tests check it)
+STREAM_TOLERANCE = 1e-4  # |joined chunks - one-shot decode| allowed (1.2e-7 seen on the bundled model)
 NONFINITE_FILL = 1e9
 
 

@@ -50,7 +50,11 @@ class Session:
         self.path = Path(path)
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        except Exception as err:     # ONNX Runtime's own errors: InvalidProtobuf, Fail, NoSuchFile...
+            raise ValueError(f"{self.path} cannot be loaded by ONNX Runtime (truncated or corrupt file?): "
+                             f"{str(err).strip()[:300]}") from err
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_dtypes = {i.name: FLOATS[i.type] for i in self.session.get_inputs() if i.type in FLOATS}
