@@ -29,6 +29,13 @@ demo: $(VENV)/.notebooks
 	$(VENV)/bin/jupyter nbconvert --to html $(REPORTS)/00_quickstart.ipynb --output-dir $(REPORTS)
 	@echo "wrote $(REPORTS)/00_quickstart.ipynb, $(REPORTS)/00_quickstart.html and $(REPORTS)/*.wav"
 
+## make report: run notebooks/05_report.ipynb (prompts x seeds x guidance) -> reports/05_report/
+report: $(VENV)/.notebooks
+	mkdir -p $(REPORTS)/05_report
+	$(VENV)/bin/papermill notebooks/05_report.ipynb $(REPORTS)/05_report/05_report.ipynb \
+		-p out_dir $(abspath $(REPORTS))/05_report --kernel python3 --cwd notebooks
+	$(VENV)/bin/jupyter nbconvert --to html $(REPORTS)/05_report/05_report.ipynb --output-dir $(REPORTS)/05_report
+
 ## make test: the whole suite, parity against transformers included
 test: $(VENV)/.test
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -199,8 +199,8 @@ class MusicGen:
                 f"providers {', '.join(i['providers'])}<table>{rows}</table>")
 
     def generate(self, prompt, *, duration=None, max_new_tokens=None, guidance_scale=None, temperature=None,
-                 top_k=None, top_p=None, do_sample=None, seed=None, window=None, extend_stride=None,
-                 on_nonfinite="raise", hooks=None, progress: bool = False) -> Generation:
+                 top_k=None, top_p=None, do_sample=None, seed=None, negative_prompt=None, window=None,
+                 extend_stride=None, on_nonfinite="raise", hooks=None, progress: bool = False) -> Generation:
         """Text to music.
 
         Parameters
@@ -218,6 +218,9 @@ class MusicGen:
             As in transformers; ``do_sample=False`` is greedy decoding.
         seed : int or list of int, optional
             Seeds the sampler; a prompt gives the same tokens alone or inside any batch.
+        negative_prompt : str or list of str, optional
+            Replaces the null condition of the unconditional half with this prompt's encoding, so guidance
+            pushes away from it (as the negative-prompting demos do with transformers).
         window, extend_stride : float, optional
             Seconds the model decodes in one go (default ``max_length / frame_rate``, 30 s for the public
             models) and, past that, how far each new window moves (default 0.6 window: audiocraft's 18 s of
@@ -279,7 +282,7 @@ class MusicGen:
         """Validate everything before any model runs."""
         prompts = check_prompts(prompt)
         names = ["duration", "max_new_tokens", "guidance_scale", "temperature", "top_k", "top_p", "do_sample",
-                 "seed", "window", "extend_stride", "on_nonfinite"]
+                 "seed", "negative_prompt", "window", "extend_stride", "on_nonfinite"]
         unknown = set(kw) - set(names) - {"self", "prompt", "hooks", "progress"}
         if unknown:
             raise TypeError(f"unknown argument(s) {sorted(unknown)}; allowed: {names}")
@@ -301,11 +304,18 @@ class MusicGen:
         c, hook = self.config, self._hooks
         guided = guidance.is_guided(s.guidance_scale)
         rngs = sampling.make_rngs(s.seed, len(prompts))
-        ids, mask = self.text.tokenize(prompts)                                 # [B, n]
-        hidden = hook("text_encoder.hook_hidden", self.text.encode(ids, mask))  # [B, n, d]
-        mask = hook("text_encoder.hook_mask", mask)                             # [B, n]
-        if guided:
-            hidden, mask = guidance.null_condition(hidden, mask)                # [2B, n, d], [2B, n]
+        batch, negative = len(prompts), s.negative_prompt or []
+        ids, mask = self.text.tokenize(prompts + negative)                      # [B (+B), n]
+        encoded = self.text.encode(ids, mask)                                   # [B (+B), n, d]
+        hidden = hook("text_encoder.hook_hidden", encoded[:batch])              # [B, n, d]
+        cond_mask = hook("text_encoder.hook_mask", mask[:batch])                # [B, n]
+        if negative:                                                            # uncond = the negative prompt
+            hidden = np.concatenate([hidden, encoded[batch:]])                  # [2B, n, d]
+            mask = np.concatenate([cond_mask, mask[batch:]])                    # [2B, n]
+        elif guided:
+            hidden, mask = guidance.null_condition(hidden, cond_mask)           # [2B, n, d], [2B, n]
+        else:
+            mask = cond_mask
         plan = _windows(s)                                                      # [(prompt_frames, frames)]
         bar = _progress(sum(n + max(c.delays) for _, n in plan), progress)
         prefix = np.zeros((len(prompts), c.num_codebooks, 0), dtype=np.int64)  # [B, K, P]

@@ -24,6 +24,7 @@ class Settings:
     window_frames: int          # frames the model decodes in one go; longer runs go window by window
     stride_frames: int          # each new window starts this many frames after the last (audiocraft's extend_stride)
     on_nonfinite: str = "raise"
+    negative_prompt: list[str] | None = None   # replaces the null condition of the unconditional half
 
     @property
     def windows(self) -> int:
@@ -42,20 +43,20 @@ def _number(name: str, value, allowed: str, ok) -> float:
     return value
 
 
-def check_prompts(prompt) -> list[str]:
+def check_prompts(prompt, name: str = "prompt") -> list[str]:
     """A string or a non-empty list of non-empty strings -> list of strings."""
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if not isinstance(prompts, (list, tuple)) or len(prompts) == 0:
-        raise TypeError(f"prompt={prompt!r} is not allowed: prompt must be a string or a non-empty list of strings")
+        raise TypeError(f"{name}={prompt!r} is not allowed: {name} must be a string or a non-empty list of strings")
     for i, p in enumerate(prompts):
         if not isinstance(p, str) or not p.strip():
-            raise ValueError(f"prompt[{i}]={p!r} is not allowed: each prompt must be a non-empty string")
+            raise ValueError(f"{name}[{i}]={p!r} is not allowed: each {name} must be a non-empty string")
     return list(prompts)
 
 
 def resolve(config: MusicGenConfig, defaults: dict, batch: int, *, duration=None, max_new_tokens=None,
             guidance_scale=None, temperature=None, top_k=None, top_p=None, do_sample=None,
-            seed=None, window=None, extend_stride=None, on_nonfinite="raise") -> Settings:
+            seed=None, window=None, extend_stride=None, on_nonfinite="raise", negative_prompt=None) -> Settings:
     """Fill unset arguments from ``defaults`` (generation_config over transformers') and validate them all."""
     if duration is not None and max_new_tokens is not None:
         raise ValueError(f"duration={duration!r} and max_new_tokens={max_new_tokens!r}: give one of them, not both")
@@ -106,8 +107,18 @@ def resolve(config: MusicGenConfig, defaults: dict, batch: int, *, duration=None
             lambda v: 1 <= round(v * fr) < round(window * fr))
     if on_nonfinite not in ("raise", "replace"):
         raise ValueError(f"on_nonfinite={on_nonfinite!r} is not allowed: on_nonfinite must be 'raise' or 'replace'")
+    if negative_prompt is not None:
+        negative_prompt = check_prompts(negative_prompt, "negative_prompt")
+        if len(negative_prompt) == 1:
+            negative_prompt = negative_prompt * batch
+        if len(negative_prompt) != batch:
+            raise ValueError(f"negative_prompt has {len(negative_prompt)} entries: give one string, or one per "
+                             f"prompt ({batch})")
+        if guidance_scale == 1.0:
+            raise ValueError("negative_prompt needs guidance: guidance_scale=1.0 runs the conditional model alone")
     return Settings(max_new_tokens=int(max_new_tokens), guidance_scale=float(guidance_scale),
                     do_sample=do_sample, temperature=float(temperature), top_k=int(top_k),
                     top_p=float(top_p), seed=list(seed) if isinstance(seed, (list, tuple)) else seed,
                     frames=int(max_new_tokens) - k_delay, window_frames=round(window * fr),
-                    stride_frames=round(extend_stride * fr), on_nonfinite=on_nonfinite)
+                    stride_frames=round(extend_stride * fr), on_nonfinite=on_nonfinite,
+                    negative_prompt=negative_prompt)

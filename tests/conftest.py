@@ -8,6 +8,15 @@ TINY = ROOT / "data" / "models" / "tiny-musicgen"
 PROMPTS = ["lofi piano with soft drums", "rock"]   # different lengths: exercises padding
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_mglab_cache(tmp_path_factory):
+    """Rewritten graphs go to a temporary cache, not the user's (notebook kernels inherit it)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MGLAB_CACHE", str(tmp_path_factory.mktemp("mglab-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def tiny_path() -> Path:
     return TINY

@@ -11,14 +11,6 @@ PROMPTS = ["lofi piano with soft drums", "rock"]
 KW = dict(max_new_tokens=24, seed=0, do_sample=True, top_k=20)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_graph_cache(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MGLAB_CACHE", str(tmp_path_factory.mktemp("mglab-cache")))
-    yield
-    mp.undo()
-
-
 @pytest.fixture(scope="module")
 def cached(model):
     return model.run_with_cache(PROMPTS, guidance_scale=3.0, **KW)

@@ -38,3 +38,66 @@ def test_quickstart(tmp_path):
     audio, sr = sf.read(tmp_path / "quickstart.wav")
     assert sr == m["sample_rate"] and len(audio) == m["frames"] * 640
     assert np.abs(audio).max() == pytest.approx(m["peak"], rel=1e-5)
+
+
+def test_delay_pattern(tmp_path):
+    m = run("01_delay_pattern.ipynb", tmp_path, frames=10)
+    k, t = m["K"], m["T"]
+    import mglab
+    pattern = mglab.delay.build_delay_pattern(k, t + k, 128)
+    assert m["pattern"] == pattern.tolist()                     # the matrix the notebook drew is mglab's
+    drawn = np.array(m["drawn_tokens"])
+    assert (drawn[pattern != -1] == 128).all() and (drawn[pattern == -1] < 128).all()
+    assert m["forced_positions_match_pattern"] and m["undelay_matches_codes"]
+    assert m["steps_generated"] == t + k - 1
+    assert m["step_counts"] == {"parallel": t, "delay": t + k - 1, "flattening": t * k,
+                                "coarse_first": t + t * (k - 1)}
+    for f in m["files"]:
+        assert (tmp_path / f).stat().st_size > 0
+
+
+def test_guidance(tmp_path):
+    m = run("02_guidance.ipynb", tmp_path, scales=[1.0, 4.0], max_new_tokens=20)
+    at_one, at_four = m["summary"]["1.0"], m["summary"]["4.0"]
+    assert at_one["kl_guided_cond"] == 0.0 and at_one["top1_guided_vs_cond"] == 1.0
+    assert "entropy_uncond" not in at_one                      # scale 1 runs the conditional model alone
+    assert at_four["kl_guided_cond"] > 0 and at_four["kl_cond_uncond"] > 0
+    assert m["kl_cond_negative"] != m["kl_cond_null"] and m["negative_changes_tokens"]
+    for f in m["files"]:
+        assert (tmp_path / f).stat().st_size > 0
+
+
+def test_sampling(tmp_path):
+    m = run("03_sampling.ipynb", tmp_path, temperatures=[0.7, 1.3], top_ks=[0, 10], top_ps=[1.0, 0.5],
+            seeds=[0, 1], max_new_tokens=20)
+    for r in m["rows"]:
+        if r["top_k"]:
+            assert r["tokens_kept_max"] <= r["top_k"]
+        else:
+            assert r["tokens_kept_max"] == m["vocab_size"] or r["top_p"] < 1
+        if r["top_p"] < 1:
+            assert r["mass_kept_min"] >= r["top_p"] - 1e-6 or r["top_k"]
+    assert m["diversity"]["greedy"] == 0.0 and m["diversity"]["temperature 1.3"] > 0
+    for f in m["files"]:
+        assert (tmp_path / f).stat().st_size > 0
+
+
+def test_kv_cache(tmp_path):
+    m = run("04_kv_cache.ipynb", tmp_path, max_new_tokens=16)
+    per_step = m["bytes_per_layer_per_step"] * m["layers"]
+    assert m["bytes_measured"] == [per_step * (t + 1) for t in range(16)]     # one position per step
+    assert m["kv_positions_last_step"] == 16 and m["cross_attention_row_sum_error"] < 1e-5
+    for f in m["files"]:
+        assert (tmp_path / f).stat().st_size > 0
+
+
+def test_report(tmp_path):
+    m = run("05_report.ipynb", tmp_path, prompts=["a", "b c"], seeds=[0, 1], guidance_scales=[3.0], duration=0.5)
+    assert len(m["runs"]) == 4 and len({r["name"] for r in m["runs"]}) == 4
+    for r in m["runs"]:
+        assert r["frames"] == 25
+        audio, sr = sf.read(tmp_path / r["wav"])
+        assert len(audio) == 25 * 640 and np.abs(audio).max() == pytest.approx(r["peak"], rel=1e-5)
+        assert (tmp_path / r["wav"]).with_suffix(".json").is_file()
+    for f in m["files"]:
+        assert (tmp_path / f).stat().st_size > 0
