@@ -19,7 +19,10 @@ dynamically quantized uint8 variant of every graph written beside it, with float
 
 Needs the ``reference`` extra (torch, transformers, optimum-onnx). Rebuild with::
 
-    python scripts/build_tiny_model.py --out data/models/tiny-musicgen
+    python scripts/build_tiny_model.py --out data/models/tiny-musicgen [--gabotechs DIR]
+
+``--gabotechs DIR`` also lays the model out like ``gabotechs/music_gen`` (the tests build that copy themselves
+rather than commit a second set of graphs).
 """
 
 from __future__ import annotations
@@ -240,9 +243,14 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("data/models/tiny-musicgen"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gabotechs", type=Path, default=None,
+                        help="also write a gabotechs/music_gen-shaped copy here (external .onnx_data files)")
     args = parser.parse_args(argv)
     build(args.out, seed=args.seed)
     print(f"wrote {args.out}")
+    if args.gabotechs:
+        gabotechs_copy(args.out, args.gabotechs)
+        print(f"wrote {args.gabotechs}")
 
 
 if __name__ == "__main__":
