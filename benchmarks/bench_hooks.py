@@ -16,7 +16,6 @@ and writes JSON (``--json``, default ``reports/bench_hooks.json``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import mglab  # noqa: E402
+from build_small_shapes import load_model, model_parser  # noqa: E402
 from mglab import delay, guidance, sampling  # noqa: E402
 
 
@@ -56,20 +55,12 @@ def timed(fn) -> float:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None, help="default: the small-shapes model (built if absent)")
-    parser.add_argument("--dtype", default="q8")
-    parser.add_argument("--decoder", default="split")
+    parser = model_parser(__doc__, "bench_hooks.json")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cache-steps", type=int, default=500)
-    parser.add_argument("--json", type=Path, default=Path("reports/bench_hooks.json"))
     args = parser.parse_args(argv)
-    if args.model is None:
-        from build_small_shapes import ensure
-        args.model = ensure()
-
-    model = mglab.load(args.model, dtype=args.dtype, decoder=args.decoder)
+    model = load_model(args)
     prompt, kw = "lofi piano", dict(max_new_tokens=args.steps, do_sample=False, guidance_scale=3.0)
     read_only = [(lambda n: n.startswith(("guidance.", "sampler.", "delay.")), lambda v, h: None)]
     np.testing.assert_array_equal(bare_loop(model, prompt, args.steps), model.generate(prompt, **kw).tokens)

@@ -8,7 +8,6 @@ then ``stream`` for the time to the first chunk and to the last; prints a markdo
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -17,22 +16,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import mglab  # noqa: E402
+from build_small_shapes import load_model, model_parser  # noqa: E402
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None)
-    parser.add_argument("--dtype", default="q8")
-    parser.add_argument("--decoder", default="split")
+    parser = model_parser(__doc__, "bench_stream.json")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--chunk", type=float, default=1.0)
-    parser.add_argument("--json", type=Path, default=Path("reports/bench_stream.json"))
     args = parser.parse_args(argv)
-    if args.model is None:
-        from build_small_shapes import ensure
-        args.model = ensure()
-    model = mglab.load(args.model, dtype=args.dtype, decoder=args.decoder)
+    model = load_model(args)
     kw = dict(duration=args.duration, seed=0)
 
     t = time.perf_counter()

@@ -44,6 +44,24 @@ def ensure(path: Path | None = None) -> Path:
     return path
 
 
+def model_parser(doc: str, json_name: str):
+    """The arguments every benchmark shares: ``--model`` (default: this model, built if absent), ``--dtype``,
+    ``--decoder``, ``--json``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None, help="default: the small-shapes model (built if absent)")
+    parser.add_argument("--dtype", default="q8")
+    parser.add_argument("--decoder", default="split")
+    parser.add_argument("--json", type=Path, default=Path("reports") / json_name)
+    return parser
+
+
+def load_model(args):
+    """``mglab.load`` of ``args.model`` (the small-shapes model when unset) with ``args.dtype``, ``args.decoder``."""
+    import mglab
+    args.model = args.model or ensure()
+    return mglab.load(args.model, dtype=args.dtype, decoder=args.decoder)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help=f"default {default_path()}")
