@@ -30,7 +30,6 @@ from .session import Session
 class KVCache:
     """Per-layer keys and values: self-attention (grows by one position a step) and cross-attention (fixed)."""
 
-    # numpy arrays, or onnxruntime OrtValues straight from the previous step (no copy into numpy)
     key: list[np.ndarray] = field(default_factory=list)          # [H*B, heads, pos, head_dim] per layer
     value: list[np.ndarray] = field(default_factory=list)
     cross_key: list[np.ndarray] = field(default_factory=list)    # [H*B, heads, text_len, head_dim] per layer
@@ -39,7 +38,7 @@ class KVCache:
     @property
     def length(self) -> int:
         """Positions held in the self-attention cache."""
-        return _shape(self.key[0])[2] if self.key else 0
+        return self.key[0].shape[2] if self.key else 0
 
 
 class Decoder:
@@ -87,9 +86,9 @@ class Decoder:
         feeds.update(self._past_feeds(cache))
         if self.layout == "merged":
             feeds["use_cache_branch"] = np.array([not first])
-            out = sessions["merged"].run_bound(feeds)
+            out = sessions["merged"].run(feeds)
         else:
-            out = sessions["first" if first else "with_past"].run_bound(feeds)
+            out = sessions["first" if first else "with_past"].run(feeds)
         n = self.config.num_layers
         new = KVCache(key=[out[f"present.{i}.decoder.key"] for i in range(n)],
                       value=[out[f"present.{i}.decoder.value"] for i in range(n)],
@@ -99,20 +98,18 @@ class Decoder:
             new.cross_value = [out[f"present.{i}.encoder.value"] for i in range(n)]
         attn = None
         if attention:
-            attn = {kind: [out[f"attentions.{i}.{kind}"].numpy() for i in range(n)] for kind in ("self", "cross")}
-        logits = out["logits"].numpy()[:, -1, :]                                # [H*B*K, V]
-        return logits.astype(np.float32, copy=False), new, attn
+            attn = {kind: [out[f"attentions.{i}.{kind}"] for i in range(n)] for kind in ("self", "cross")}
+        return out["logits"][:, -1, :].astype(np.float32, copy=False), new, attn   # [H*B*K, V]
 
     def run_hooks(self, hooks, step: int, cache: KVCache, attn: dict | None) -> KVCache:
         """The decoder's per-layer hook points after one step; edits land in the cache the next step reads."""
-        points = [("hook_key", cache.key, step), ("hook_value", cache.value, step)]
-        if step == 0:
-            points += [("hook_cross_key", cache.cross_key, None), ("hook_cross_value", cache.cross_value, None)]
         for i in range(self.config.num_layers):
             p = f"decoder.layers.{i}."
-            for point, arrays, at in points:
-                if hooks.wants(p + point):                  # only then is the OrtValue copied into numpy
-                    arrays[i] = hooks(p + point, _numpy(arrays[i]), at, i)
+            cache.key[i] = hooks(p + "hook_key", cache.key[i], step, i)
+            cache.value[i] = hooks(p + "hook_value", cache.value[i], step, i)
+            if step == 0:
+                cache.cross_key[i] = hooks(p + "hook_cross_key", cache.cross_key[i], None, i)
+                cache.cross_value[i] = hooks(p + "hook_cross_value", cache.cross_value[i], None, i)
             if attn is not None:
                 hooks(p + "hook_self_attn", attn["self"][i], step, i)
                 hooks(p + "hook_cross_attn", attn["cross"][i], step, i)
@@ -134,11 +131,3 @@ class Decoder:
             feeds[f"past_key_values.{i}.encoder.key"] = cache.cross_key[i]
             feeds[f"past_key_values.{i}.encoder.value"] = cache.cross_value[i]
         return feeds
-
-
-def _numpy(value) -> np.ndarray:
-    return value if isinstance(value, np.ndarray) else value.numpy()
-
-
-def _shape(value) -> tuple:
-    return value.shape if isinstance(value, np.ndarray) else tuple(value.shape())

@@ -67,24 +67,6 @@ class Session:
         feeds = {k: self._cast(k, v) for k, v in feeds.items() if k in self.input_names}
         return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
 
-    def run_bound(self, feeds: dict) -> dict[str, ort.OrtValue]:
-        """Like :meth:`run`, through an IO binding: inputs may be ``OrtValue`` s returned by an earlier call and
-        outputs stay ``OrtValue`` s, so a KV cache passes from step to step without a copy into numpy."""
-        binding = self.session.io_binding()
-        keep = []                                           # numpy inputs must outlive the run
-        for name, value in feeds.items():
-            if name not in self.input_dtypes and name not in self.input_names:
-                continue
-            if isinstance(value, ort.OrtValue):
-                binding.bind_ortvalue_input(name, value)
-            else:
-                keep.append(np.ascontiguousarray(self._cast(name, value)))
-                binding.bind_cpu_input(name, keep[-1])
-        for name in self.output_names:
-            binding.bind_output(name, "cpu")
-        self.session.run_with_iobinding(binding)
-        return dict(zip(self.output_names, binding.get_outputs()))
-
     def _cast(self, name: str, value: np.ndarray) -> np.ndarray:
         dtype = self.input_dtypes.get(name)
         return value if dtype is None or value.dtype == dtype else value.astype(dtype)
