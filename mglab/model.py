@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from .decoder import Decoder
 from .generation import Generation
 from .session import resolve_providers
 from .hooks import HookRegistry, hook_points, is_attention, is_kv, match
-from .settings import check_prompts, resolve
+from .settings import check_number, check_prompts, resolve
 from .text import TextEncoder
 from .version import __version__
 
@@ -257,7 +258,7 @@ class MusicGen:
         >>> for chunk in model.stream("lofi piano", duration=4, chunk_duration=1.0):   # doctest: +SKIP
         ...     play(chunk)
         """
-        _positive("chunk_duration", chunk_duration)
+        check_number("chunk_duration", chunk_duration, "a number of seconds > 0", lambda v: 0 < v < math.inf)
         prompts, s = self._settings(prompt, kwargs)
         chunk = max(1, round(chunk_duration * self.config.frame_rate))
         return self._stream(prompts, s, chunk, hooks, progress)
@@ -425,13 +426,6 @@ def _some_token_left(scores: np.ndarray, step: int) -> None:
         b, kb = map(int, np.argwhere(~left)[0])
         raise FloatingPointError(f"no token left to choose at step {step}, prompt {b}, codebook {kb}: every "
                                  "logit is -inf or NaN (a hook or the filters removed them all)")
-
-
-def _positive(name: str, value) -> None:
-    import math
-    import numbers
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
-        raise ValueError(f"{name}={value!r} is not allowed: {name} must be a number of seconds > 0")
 
 
 def _file_bytes(path: Path) -> int:

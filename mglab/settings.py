@@ -37,7 +37,8 @@ class Settings:
         return asdict(self)
 
 
-def _number(name: str, value, allowed: str, ok) -> float:
+def check_number(name: str, value, allowed: str, ok) -> float:
+    """``value`` if it is a real number (not bool, not NaN) for which ``ok`` holds, else an error naming it."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value) or not ok(value):
         raise ValueError(f"{name}={value!r} is not allowed: {name} must be {allowed}")
     return value
@@ -64,7 +65,7 @@ def resolve(config: MusicGenConfig, defaults: dict, batch: int, *, duration=None
     # transformers applies no delay pattern at all below 2 * max_delay new tokens; refuse that corner.
     min_tokens = 2 * k_delay
     if duration is not None:
-        _number("duration", duration, "a number of seconds > 0", lambda v: 0 < v < math.inf)
+        check_number("duration", duration, "a number of seconds > 0", lambda v: 0 < v < math.inf)
         frames = round(duration * config.frame_rate)
         max_new_tokens = frames + k_delay                     # frames = max_new_tokens + 1 - K
         if frames < 1 or max_new_tokens < min_tokens:
@@ -79,18 +80,18 @@ def resolve(config: MusicGenConfig, defaults: dict, batch: int, *, duration=None
                          f"integer >= {min_tokens} for {config.num_codebooks} codebooks")
     guidance_scale = defaults["guidance_scale"] if guidance_scale is None else guidance_scale
     guidance_scale = 1.0 if guidance_scale is None else guidance_scale
-    _number("guidance_scale", guidance_scale, "a finite number >= 0", lambda v: 0 <= v < math.inf)
+    check_number("guidance_scale", guidance_scale, "a finite number >= 0", lambda v: 0 <= v < math.inf)
     do_sample = defaults["do_sample"] if do_sample is None else do_sample
     if not isinstance(do_sample, bool):
         raise TypeError(f"do_sample={do_sample!r} is not allowed: do_sample must be True or False")
     temperature = defaults["temperature"] if temperature is None else temperature
-    _number("temperature", temperature, "a finite number > 0", lambda v: 0 < v < math.inf)
+    check_number("temperature", temperature, "a finite number > 0", lambda v: 0 < v < math.inf)
     top_k = defaults["top_k"] if top_k is None else top_k
     if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or not 0 <= top_k <= config.vocab_size:
         raise ValueError(f"top_k={top_k!r} is not allowed: top_k must be an integer in [0, {config.vocab_size}] "
                          "(0 turns top-k off)")
     top_p = defaults["top_p"] if top_p is None else top_p
-    _number("top_p", top_p, "a number in [0, 1]", lambda v: 0 <= v <= 1)
+    check_number("top_p", top_p, "a number in [0, 1]", lambda v: 0 <= v <= 1)
     seeds = seed if isinstance(seed, (list, tuple)) else [seed]
     for s in seeds:
         if s is not None and (isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0):
@@ -100,10 +101,10 @@ def resolve(config: MusicGenConfig, defaults: dict, batch: int, *, duration=None
         raise ValueError(f"seed={seed!r} is not allowed: a list of seeds needs one per prompt ({batch})")
     fr = config.frame_rate
     window = defaults["max_length"] / fr if window is None else window
-    _number("window", window, f"a number of seconds >= {(min_tokens + 1) / fr:g}",
+    check_number("window", window, f"a number of seconds >= {(min_tokens + 1) / fr:g}",
             lambda v: min_tokens + 1 <= round(v * fr) and v < math.inf)
     extend_stride = 0.6 * window if extend_stride is None else extend_stride     # audiocraft: 18 s of 30
-    _number("extend_stride", extend_stride, f"a number of seconds in (0, window={window:g})",
+    check_number("extend_stride", extend_stride, f"a number of seconds in (0, window={window:g})",
             lambda v: 1 <= round(v * fr) < round(window * fr))
     if on_nonfinite not in ("raise", "replace"):
         raise ValueError(f"on_nonfinite={on_nonfinite!r} is not allowed: on_nonfinite must be 'raise' or 'replace'")
