@@ -10,54 +10,106 @@ Two export layouts run the same network:
   from that step only (on the cached branch the ``present.*.encoder.*`` outputs are empty) and are fed back
   as ``past_key_values.*.encoder.*`` on every later step.
 
+Every later step runs, on the CPU, the with-past graph rewritten by :mod:`mglab.inplace`: the self-attention
+cache is one preallocated buffer per layer ``[H*B, heads, capacity, head_dim]`` that the graph writes one
+position into, bound once with ONNX Runtime's IO binding (no per-step copies). The exported graph, which
+concatenates a growing cache, still runs when the rewrite does not apply (another exporter's graph, a non-CPU
+provider, attention hooks, no ``capacity`` given).
+
 Shapes: ``input_ids`` ``[H*B*K, 1]`` (row r is prompt r // K, codebook r % K; H = 2 with guidance), logits
 ``[H*B*K, V]``, self-attention cache ``[H*B, heads, pos, head_dim]``, cross ``[H*B, heads, text_len, head_dim]``.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import graph
+from . import graph, inplace
 from .config import MusicGenConfig
 from .session import Session
 
 
 @dataclass
 class KVCache:
-    """Per-layer keys and values: self-attention (grows by one position a step) and cross-attention (fixed)."""
+    """Per-layer keys and values: self-attention (one more position a step) and cross-attention (fixed).
 
-    key: list[np.ndarray] = field(default_factory=list)          # [H*B, heads, pos, head_dim] per layer
+    ``key[i]``/``value[i]`` are either exactly ``length`` positions long (the exported, concatenating graph)
+    or buffers of ``capacity`` positions of which the first ``length`` are filled (the in-place graph, with
+    ``bound`` its IO binding). :meth:`keys` and :meth:`values` give the filled part either way.
+    """
+
+    key: list[np.ndarray] = field(default_factory=list)          # [H*B, heads, pos or capacity, head_dim]
     value: list[np.ndarray] = field(default_factory=list)
     cross_key: list[np.ndarray] = field(default_factory=list)    # [H*B, heads, text_len, head_dim] per layer
     cross_value: list[np.ndarray] = field(default_factory=list)
+    length: int = 0
+    inplace: bool = False                                        # buffers for the in-place graph
+    bound: object = None                                         # its IO binding, made on the second step
 
     @property
-    def length(self) -> int:
-        """Positions held in the self-attention cache."""
+    def capacity(self) -> int:
         return self.key[0].shape[2] if self.key else 0
+
+    def keys(self, layer: int) -> np.ndarray:
+        return self.key[layer][:, :, :self.length]                   # [H*B, heads, length, head_dim]
+
+    def values(self, layer: int) -> np.ndarray:
+        return self.value[layer][:, :, :self.length]                 # [H*B, heads, length, head_dim]
 
 
 class Decoder:
     """Runs one decoding step; ``layout`` is ``'merged'`` or ``'split'``."""
 
-    def __init__(self, paths: dict[str, Path], config: MusicGenConfig, *, providers=None):
+    def __init__(self, paths: dict[str, Path], config: MusicGenConfig, *, providers=None, inplace_cache=True):
         """``paths``: ``{"decoder_model_merged": ...}`` or ``{"decoder_model": ..., "decoder_with_past_model": ...}``."""
         self.config, self._providers = config, providers
         self.layout = "merged" if "decoder_model_merged" in paths else "split"
         rename = {"decoder_model_merged": "merged", "decoder_model": "first", "decoder_with_past_model": "with_past"}
         self.paths = {rename[k]: Path(v) for k, v in paths.items()}
-        self.plain = {k: Session(p, providers) for k, p in self.paths.items()}
+        self._plain = {}
         self._with_attention = None
+        self.first = self._session("merged" if self.layout == "merged" else "first")
+        self._check_layers()
+        self.inplace, self.inplace_reason = None, "inplace_cache=False"
+        if inplace_cache:
+            self.inplace, self.inplace_reason = self._inplace_session()
+        if self.inplace is None:
+            self._session("merged" if self.layout == "merged" else "with_past")
+
+    def _session(self, kind: str) -> Session:
+        if kind not in self._plain:
+            self._plain[kind] = Session(self.paths[kind], self._providers)
+        return self._plain[kind]
+
+    def _check_layers(self) -> None:
+        layers = len([n for n in self.first.output_names if n.startswith("present.") and n.endswith(".decoder.key")])
+        if layers != self.config.num_layers:
+            raise ValueError(f"config.json says {self.config.num_layers} decoder layers but the decoder graph "
+                             f"has {layers}")
+
+    def _inplace_session(self) -> tuple[Session | None, str]:
+        """The rewritten with-past graph, or ``(None, why not)``."""
+        providers = self.first.providers
+        if providers[0] != "CPUExecutionProvider":
+            return None, f"the in-place cache runs on the CPU only (providers: {providers})"
+        src = self.paths.get("with_past") or self.paths["merged"]
+        try:
+            path = inplace.with_inplace_cache(src, self.config.num_layers, self.config.num_heads)
+        except inplace.Unmatched as err:
+            warnings.warn(f"{src.name}: the KV cache stays concatenating (slower on long runs): {err}",
+                          RuntimeWarning, stacklevel=4)
+            return None, str(err)
+        return Session(path, self._providers), ""
 
     def sessions(self, attention: bool = False) -> dict[str, Session]:
-        """The graphs to run: the exported ones, or (``attention=True``) copies that also output the
-        attention probabilities ``attentions.{i}.self`` / ``attentions.{i}.cross`` (built once, cached)."""
+        """The exported graphs, or (``attention=True``) copies that also output the attention probabilities
+        ``attentions.{i}.self`` / ``attentions.{i}.cross`` (built once, cached)."""
         if not attention:
-            return self.plain
+            return {k: self._session(k) for k in self.paths}
         if self._with_attention is None:
             self._with_attention = {k: Session(graph.with_attention(p), self._providers)
                                     for k, p in self.paths.items()}
@@ -65,48 +117,100 @@ class Decoder:
 
     @property
     def providers(self) -> list[str]:
-        return next(iter(self.plain.values())).providers
-
-    def input_names(self) -> list[str]:
-        return [n for s in self.plain.values() for n in s.input_names]
+        return self.first.providers
 
     def step(self, input_ids: np.ndarray, hidden: np.ndarray, mask: np.ndarray, cache: KVCache | None,
-             attention: bool = False) -> tuple[np.ndarray, KVCache, dict | None]:
+             attention: bool = False, capacity: int | None = None) -> tuple[np.ndarray, KVCache, dict | None]:
         """One step: ``input_ids [H*B*K, 1]`` with the text ``hidden [H*B, n, d]``, ``mask [H*B, n]``.
 
         Returns the next-token logits ``[H*B*K, V]``, the cache grown by one position and, with
         ``attention=True``, ``{"self": [...], "cross": [...]}`` per-layer probabilities
-        ``[H*B, heads, 1, pos]`` / ``[H*B, heads, 1, n]`` (else None). ``cache=None`` starts a sequence.
+        ``[H*B, heads, 1, pos]`` / ``[H*B, heads, 1, n]`` (else None). ``cache=None`` starts a sequence;
+        ``capacity`` (the steps it will run) lets it use the in-place cache.
         """
-        sessions = self.sessions(attention)
-        feeds = {"input_ids": input_ids, "encoder_hidden_states": hidden, "encoder_attention_mask": mask}
+        if cache is not None and cache.inplace:
+            if cache.bound is None:     # bound after the first step's hooks, which may edit the cross cache
+                cache.bound = self._bind(cache, input_ids, hidden, mask)
+            return self._step_inplace(input_ids, cache), cache, None
         first = cache is None
+        sessions = self.sessions(attention) if attention else None
+        feeds = {"input_ids": input_ids, "encoder_hidden_states": hidden, "encoder_attention_mask": mask}
         if first:
             cache = self._empty_cache(hidden.shape[0])
         feeds.update(self._past_feeds(cache))
         if self.layout == "merged":
             feeds["use_cache_branch"] = np.array([not first])
-            out = sessions["merged"].run(feeds)
+            out = (sessions or {"merged": self.first})["merged"].run(feeds)
         else:
-            out = sessions["first" if first else "with_past"].run(feeds)
+            kind = "first" if first else "with_past"
+            out = (sessions[kind] if sessions else self._session(kind)).run(feeds)
         n = self.config.num_layers
         new = KVCache(key=[out[f"present.{i}.decoder.key"] for i in range(n)],
                       value=[out[f"present.{i}.decoder.value"] for i in range(n)],
-                      cross_key=cache.cross_key, cross_value=cache.cross_value)
+                      cross_key=cache.cross_key, cross_value=cache.cross_value, length=cache.length + 1)
         if first:  # the cross-attention keys/values are computed once, on the first step
             new.cross_key = [out[f"present.{i}.encoder.key"] for i in range(n)]
             new.cross_value = [out[f"present.{i}.encoder.value"] for i in range(n)]
+            if capacity and self.inplace is not None and not attention:
+                new = self._to_buffers(new, capacity)
         attn = None
         if attention:
             attn = {kind: [out[f"attentions.{i}.{kind}"] for i in range(n)] for kind in ("self", "cross")}
         return out["logits"][:, -1, :].astype(np.float32, copy=False), new, attn   # [H*B*K, V]
 
+    # the in-place cache ------------------------------------------------------------------------------------
+    def _to_buffers(self, cache: KVCache, capacity: int) -> KVCache:
+        """Copy the first step's cache into ``capacity``-long buffers."""
+        rows, heads, _, hd = cache.key[0].shape
+        dtype = self.inplace.float_type("past_key_values.0.decoder.key")
+        for kv in (cache.key, cache.value):
+            for i, a in enumerate(kv):
+                buf = np.zeros((rows, heads, capacity, hd), dtype=dtype)   # [H*B, heads, capacity, hd]
+                buf[:, :, :a.shape[2]] = a
+                kv[i] = buf
+        cache.inplace = True
+        return cache
+
+    def _bind(self, cache: KVCache, input_ids, hidden, mask):
+        """Bind the buffers as the in-place graph's past and present, with the text inputs and the small
+        per-step arrays (refilled in place each step)."""
+        rows = cache.key[0].shape[0]
+        ids = np.zeros_like(input_ids)                                     # [H*B*K, 1], refilled each step
+        vocab = self.config.vocab_size
+        logits = np.zeros((ids.shape[0], 1, vocab), dtype=self.inplace.output_type("logits"))   # [H*B*K, 1, V]
+        feeds = {"input_ids": ids, "encoder_hidden_states": hidden, "encoder_attention_mask": mask,
+                 "seqlens_k": np.zeros(rows, dtype=np.int32), "total_sequence_length": np.zeros(1, dtype=np.int32)}
+        outputs = {"logits": logits}
+        for i in range(self.config.num_layers):
+            for kind, kv, cross in (("key", cache.key, cache.cross_key), ("value", cache.value, cache.cross_value)):
+                feeds[f"past_key_values.{i}.decoder.{kind}"] = kv[i]
+                feeds[f"past_key_values.{i}.encoder.{kind}"] = cross[i]
+                outputs[f"present.{i}.decoder.{kind}"] = kv[i]
+        return self.inplace.bind(feeds, outputs)
+
+    def _step_inplace(self, input_ids: np.ndarray, cache: KVCache) -> np.ndarray:
+        if cache.length >= cache.capacity:
+            raise ValueError(f"the KV cache holds capacity={cache.capacity} positions and all are used")
+        b = cache.bound
+        b.arrays["input_ids"][...] = input_ids                            # [H*B*K, 1]
+        b.arrays["seqlens_k"][...] = cache.length                         # [H*B]: positions before this one
+        b.arrays["total_sequence_length"][...] = cache.length + 1
+        self.inplace.run_bound(b)
+        cache.length += 1
+        return b.arrays["logits"][:, -1, :].astype(np.float32)            # [H*B*K, V], a copy
+
+    # hooks -----------------------------------------------------------------------------------------------
     def run_hooks(self, hooks, step: int, cache: KVCache, attn: dict | None) -> KVCache:
-        """The decoder's per-layer hook points after one step; edits land in the cache the next step reads."""
+        """The decoder's per-layer hook points after one step; edits land in the cache the next step reads.
+
+        KV hooks get the filled part of the live cache; a value they return is written into it."""
         for i in range(self.config.num_layers):
             p = f"decoder.layers.{i}."
-            cache.key[i] = hooks(p + "hook_key", cache.key[i], step, i)
-            cache.value[i] = hooks(p + "hook_value", cache.value[i], step, i)
+            for name, view in ((p + "hook_key", cache.keys(i)), (p + "hook_value", cache.values(i))):
+                if hooks.wants(name):
+                    out = hooks(name, view, step, i)
+                    if out is not view:
+                        view[...] = out
             if step == 0:
                 cache.cross_key[i] = hooks(p + "hook_cross_key", cache.cross_key[i], None, i)
                 cache.cross_value[i] = hooks(p + "hook_cross_value", cache.cross_value[i], None, i)
@@ -117,8 +221,7 @@ class Decoder:
 
     def _empty_cache(self, rows: int) -> KVCache:
         c = self.config
-        cached = self.plain.get("merged") or self.plain["with_past"]
-        dtype = cached.float_type("past_key_values.0.decoder.key")             # float32, or float16 graphs
+        dtype = self.first.input_dtypes.get("past_key_values.0.decoder.key", np.float32)  # merged only
         empty = np.zeros((rows, c.num_heads, 0, c.head_dim), dtype=dtype)       # [H*B, heads, 0, hd]
         n = c.num_layers
         return KVCache([empty] * n, [empty] * n, [empty] * n, [empty] * n)

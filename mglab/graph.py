@@ -26,16 +26,46 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MGLAB_CACHE", Path.home() / ".cache" / "mglab"))
 
 
-def with_attention(src: Path) -> Path:
-    """Path of ``src`` rewritten to output attention probabilities, building it once."""
-    src = Path(src).resolve()
-    st = src.stat()
-    key = hashlib.sha256(f"{src}|{st.st_size}|{st.st_mtime_ns}|attn-v1".encode()).hexdigest()[:16]
-    dst = cache_dir() / "graphs" / f"{src.stem}-attn-{key}.onnx"
+def cached(src: Path, tag: str, build) -> Path:
+    """Path of ``src`` rewritten by ``build(src, dst)``, built once into ``$MGLAB_CACHE/graphs``: the name is
+    derived from the source's path, size and modification time and the rewrite's ``tag``."""
+    src = Path(src).absolute()      # not resolved: a Hub snapshot's symlinks name the external-data files
+    dst = cached_path(src, tag)
     if not dst.is_file():
         dst.parent.mkdir(parents=True, exist_ok=True)
-        _rewrite(src, dst)
+        build(src, dst)
     return dst
+
+
+def cached_path(src: Path, tag: str) -> Path:
+    """Where :func:`cached` keeps ``src`` rewritten by ``tag``."""
+    st = Path(src).stat()
+    key = hashlib.sha256(f"{Path(src).absolute()}|{st.st_size}|{st.st_mtime_ns}|{tag}".encode()).hexdigest()[:16]
+    return cache_dir() / "graphs" / f"{Path(src).stem}-{tag}-{key}.onnx"
+
+
+def load(src: Path):
+    """``onnx.load`` that also reads external data through symlinks (a Hub snapshot's files are symlinks
+    into its blob store, which onnx's own loader refuses)."""
+    import onnx
+
+    model = onnx.load(str(src), load_external_data=False)
+    graphs = [model.graph] + [a.g for n in model.graph.node for a in n.attribute if a.g is not None and a.g.node]
+    for t in (t for g in graphs for t in g.initializer):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in t.external_data}
+        with open(os.path.realpath(Path(src).parent / info["location"]), "rb") as f:
+            f.seek(int(info.get("offset", 0)))
+            t.raw_data = f.read(int(info["length"])) if "length" in info else f.read()
+        del t.external_data[:]
+        t.data_location = onnx.TensorProto.DEFAULT
+    return model
+
+
+def with_attention(src: Path) -> Path:
+    """Path of ``src`` rewritten to output attention probabilities, building it once."""
+    return cached(src, "attn-v1", _rewrite)
 
 
 def attention_outputs(graph) -> list[tuple[str, str]]:
@@ -56,7 +86,7 @@ def _rewrite(src: Path, dst: Path) -> None:
     import onnx
     from onnx import TensorProto, helper
 
-    model = onnx.load(str(src))
+    model = load(src)
     graph = model.graph
     if_nodes = [n for n in graph.node if n.op_type == "If"]
     if if_nodes:                      # merged decoder: the softmaxes are inside both branches
@@ -80,14 +110,20 @@ def _rewrite(src: Path, dst: Path) -> None:
         raise ValueError(f"{src.name}: no attention softmax found to expose")
     for name in names:
         graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    save(model, dst)
+
+
+def save(model, dst: Path) -> None:
+    """Write ``model`` to ``dst`` atomically (a temporary name, then a rename); weights over 1.5 GB go to
+    ``dst.data`` (protobuf's 2 GB limit)."""
+    import onnx
+
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
     os.close(fd)
     try:
-        large = src.stat().st_size > 1_500_000_000 or any(
-            t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer)
-        if large:
-            data = dst.name + ".data"
-            onnx.save(model, tmp, save_as_external_data=True, location=data, all_tensors_to_one_file=True)
+        if sum(len(t.raw_data) for t in model.graph.initializer) > 1_500_000_000:
+            onnx.save(model, tmp, save_as_external_data=True, location=dst.name + ".data",
+                      all_tensors_to_one_file=True)
         else:
             onnx.save(model, tmp)
         os.replace(tmp, dst)

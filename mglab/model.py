@@ -27,7 +27,7 @@ from .version import __version__
 
 def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: str | None = None,
          size: str | None = None, revision: str | None = None, local_files_only: bool = False,
-         cache_dir=None) -> "MusicGen":
+         cache_dir=None, kv_cache: str = "inplace") -> "MusicGen":
     """Load a MusicGen ONNX export: a local folder or a Hugging Face Hub id.
 
     Parameters
@@ -50,6 +50,11 @@ def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: s
         Shorthand for ``providers``.
     size : str, optional
         ``"small"``, ``"medium"`` or ``"large"`` for ``gabotechs/music_gen``-shaped repositories.
+    kv_cache : {"inplace", "concat"}
+        ``inplace`` (CPU): later steps run the with-past graph rewritten to write one position a step into a
+        preallocated cache (:mod:`mglab.inplace`); ``concat``: the exported graph, which copies the whole
+        growing cache every step. ``inplace`` falls back to ``concat``, with a warning, for a graph it does not
+        recognise.
     revision, local_files_only, cache_dir :
         Passed to ``huggingface_hub.snapshot_download`` for Hub ids (``HF_HUB_OFFLINE=1`` is honoured too).
 
@@ -63,6 +68,8 @@ def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: s
     dtypes = files.component_dtypes(dtype)
     if decoder not in ("auto", "merged", "split"):
         raise ValueError(f"decoder={decoder!r} is not known; allowed: 'auto', 'merged', 'split'")
+    if kv_cache not in ("inplace", "concat"):
+        raise ValueError(f"kv_cache={kv_cache!r} is not known; allowed: 'inplace', 'concat'")
     providers = resolve_providers(providers, device)
     source = str(path)
     root = Path(path).expanduser()
@@ -85,13 +92,14 @@ def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: s
         if not (found.config_dir / name).is_file():
             raise FileNotFoundError(f"path={source!r}: {name} is missing from {found.config_dir}")
     layout = found.choose_decoder(decoder, dtypes)
-    return MusicGen(found, dtypes=dtypes, layout=layout, providers=providers, source=source)
+    return MusicGen(found, dtypes=dtypes, layout=layout, providers=providers, source=source, kv_cache=kv_cache)
 
 
 class MusicGen:
     """A loaded MusicGen: text encoder, decoder, codec, and the model's generation defaults."""
 
-    def __init__(self, found: files.ModelFiles, *, dtypes: dict, layout: str, providers=None, source=None):
+    def __init__(self, found: files.ModelFiles, *, dtypes: dict, layout: str, providers=None, source=None,
+                 kv_cache: str = "inplace"):
         self.files, self.dtypes, self.layout = found, dtypes, layout
         self.source = source or str(found.root)
         self.root = found.config_dir
@@ -101,9 +109,10 @@ class MusicGen:
         parts = ["decoder_model_merged"] if layout == "merged" else ["decoder_model", "decoder_with_past_model"]
         self.paths = {c: found.find(c, dtypes[c]) for c in ["text_encoder", *parts, "encodec_decode"]}
         self.text = TextEncoder(self.root / "tokenizer.json", self.paths["text_encoder"], providers)
-        self.decoder = Decoder({p: self.paths[p] for p in parts}, self.config, providers=providers)
         self.codec = Codec(self.paths["encodec_decode"], self.config.audio_channels, providers)
         self._check_graphs()
+        self.decoder = Decoder({p: self.paths[p] for p in parts}, self.config, providers=providers,
+                               inplace_cache=kv_cache == "inplace")
         self._provenance = None
         self._hooks = HookRegistry(hook_points(self.config.num_layers))
 
@@ -152,10 +161,6 @@ class MusicGen:
     def _check_graphs(self) -> None:
         """The config must describe the graphs: codebooks and layers agree, or a clear error now."""
         c = self.config
-        names = self.decoder.input_names()
-        layers = len([n for n in names if n.startswith("past_key_values.") and n.endswith(".decoder.key")])
-        if layers and layers != c.num_layers:
-            raise ValueError(f"config.json says {c.num_layers} decoder layers but the decoder graph has {layers}")
         codes = self.codec.session.session.get_inputs()[0].shape
         if isinstance(codes[2], int) and codes[2] != c.num_codebooks // c.audio_channels:
             raise ValueError(f"config.json says {c.num_codebooks} codebooks but encodec_decode takes {codes[2]}")
@@ -356,7 +361,7 @@ class MusicGen:
             step = step0 + t
             x = hook("decoder.hook_input_ids", tokens[:, :, t], step)           # [B, K]
             x = np.tile(x.reshape(-1, 1), (halves, 1))                          # [H*B*K, 1]
-            logits, cache, attn = self.decoder.step(x, hidden, mask, cache, attention)   # [H*B*K, V]
+            logits, cache, attn = self.decoder.step(x, hidden, mask, cache, attention, capacity=length - 1)
             logits = _finite(logits, step, s.on_nonfinite, batch, k)            # [H*B*K, V]
             if hook:
                 cache = self.decoder.run_hooks(hook, step, cache, attn)

@@ -58,6 +58,7 @@ class Session:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_dtypes = {i.name: FLOATS[i.type] for i in self.session.get_inputs() if i.type in FLOATS}
+        self.output_dtypes = {o.name: FLOATS[o.type] for o in self.session.get_outputs() if o.type in FLOATS}
 
     @property
     def providers(self) -> list[str]:
@@ -67,6 +68,31 @@ class Session:
         feeds = {k: self._cast(k, v) for k, v in feeds.items() if k in self.input_names}
         return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
 
+    def bind(self, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> "Bound":
+        """An IO binding of numpy arrays, kept by reference: the graph reads ``feeds`` and writes ``outputs``
+        in their memory (the same array in both is updated in place). Refill the arrays, then
+        :meth:`run_bound`."""
+        arrays = {k: np.ascontiguousarray(self._cast(k, v)) for k, v in feeds.items() if k in self.input_names}
+        missing = [n for n in self.input_names if n not in arrays]
+        if missing:
+            raise ValueError(f"{self.path.name}: no value bound for inputs {missing}")
+        values = {}                                    # one OrtValue per array, shared when the array is
+        binding = self.session.io_binding()
+        for kind, table in (("in", arrays), ("out", outputs)):
+            for name, a in table.items():
+                if not a.flags.c_contiguous:
+                    raise ValueError(f"{name}: a bound array must be C-contiguous")
+                v = values.setdefault(id(a), ort.OrtValue.ortvalue_from_numpy(a))
+                (binding.bind_ortvalue_input if kind == "in" else binding.bind_ortvalue_output)(name, v)
+        return Bound(binding, {**arrays, **outputs}, list(values.values()))
+
+    def run_bound(self, bound: "Bound") -> None:
+        self.session.run_with_iobinding(bound.binding)
+
+    def output_type(self, name: str):
+        """numpy dtype of a float output."""
+        return self.output_dtypes[name]
+
     def _cast(self, name: str, value: np.ndarray) -> np.ndarray:
         dtype = self.input_dtypes.get(name)
         return value if dtype is None or value.dtype == dtype else value.astype(dtype)
@@ -74,3 +100,10 @@ class Session:
     def float_type(self, name: str):
         """numpy dtype of a float input (float32 for fp32 graphs, float16 for fp16 ones)."""
         return self.input_dtypes[name]
+
+
+class Bound:
+    """An IO binding and the numpy arrays (and OrtValues over them) it reads and writes."""
+
+    def __init__(self, binding, arrays: dict[str, np.ndarray], values: list):
+        self.binding, self.arrays, self._values = binding, arrays, values

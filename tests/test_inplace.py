@@ -1,0 +1,107 @@
+"""The in-place KV cache (mglab.inplace): the tokens of the exported concatenating graph, one buffer written in
+place, hook edits that land, and graphs it does not know left alone."""
+
+import shutil
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+
+import mglab
+from mglab import inplace
+
+PROMPTS = ["lofi piano with soft drums", "rock"]
+GREEDY = dict(max_new_tokens=30, do_sample=False, guidance_scale=3.0)
+SAMPLED = dict(max_new_tokens=30, do_sample=True, guidance_scale=3.0, seed=5, top_k=50)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "q8", "fp16"])
+@pytest.mark.parametrize("decoder", ["split", "merged"])
+def test_inplace_gives_the_tokens_of_the_concatenating_graph(tiny_path, decoder, dtype):
+    fast = mglab.load(tiny_path, decoder=decoder, dtype=dtype)
+    slow = mglab.load(tiny_path, decoder=decoder, dtype=dtype, kv_cache="concat")
+    assert fast.decoder.inplace is not None and slow.decoder.inplace is None
+    for kw in (GREEDY, SAMPLED):
+        a, b = fast.generate(PROMPTS, **kw), slow.generate(PROMPTS, **kw)
+        np.testing.assert_array_equal(a.tokens, b.tokens)
+        np.testing.assert_allclose(a.audio, b.audio, atol=1e-5)
+
+
+def test_each_layer_is_one_attention_op_writing_the_cache(model):
+    g = onnx.load(str(model.decoder.inplace.path), load_external_data=False).graph
+    ops = Counter(n.op_type for n in g.node)
+    assert ops["GroupQueryAttention"] == model.config.num_layers
+    writers = {n.op_type for n in g.node for o in n.output if o.startswith("present.")}
+    assert writers == {"GroupQueryAttention"}
+    assert {"seqlens_k", "total_sequence_length"} <= {i.name for i in g.input}
+
+
+def test_the_cache_is_one_buffer_written_in_place(model):
+    seen = []                                    # the live cache each step: views, not copies
+    with model.hooks([("decoder.layers.0.hook_key", lambda v, hook: seen.append((v, v.copy())))]):
+        model.generate(PROMPTS, **GREEDY)
+    assert [v.shape[2] for v, _ in seen] == list(range(1, len(seen) + 1))
+    assert all(np.shares_memory(seen[1][0], v) for v, _ in seen[2:])
+    last = seen[-1][0]
+    for t, (_, copy) in enumerate(seen):        # positions already written never change
+        np.testing.assert_array_equal(last[:, :, :t + 1], copy)
+
+
+@pytest.mark.parametrize("name", ["decoder.layers.0.hook_value", "decoder.layers.1.hook_key"])
+def test_kv_edits_land_the_same_in_both_caches(tiny_path, name):
+    def scramble(value, hook):                  # every cached position replaced by loud noise at step 5
+        if hook.step == 5:
+            return np.random.default_rng(0).standard_normal(value.shape) * 50
+
+    def logits(kv_cache, hooks):
+        m, seen = mglab.load(tiny_path, decoder="split", kv_cache=kv_cache), []
+        with m.hooks(hooks + [("guidance.hook_logits", lambda v, hook: seen.append(v.copy()))]):
+            m.generate(PROMPTS, **GREEDY)
+        return np.stack(seen)                                                # [steps, B, K, V]
+
+    edited = {kv: logits(kv, [(name, scramble)]) for kv in ("inplace", "concat")}
+    plain = logits("inplace", [])
+    np.testing.assert_allclose(edited["inplace"], edited["concat"], atol=1e-5)
+    np.testing.assert_array_equal(edited["inplace"][:6], plain[:6])         # the edit acts from step 6 on
+    assert np.abs(edited["inplace"][6] - plain[6]).max() > 1e-3
+
+
+def _add_zero_before_a_softmax(path):
+    """An attention that is still correct but not the shape the rewrite knows: scores + 0 before softmax."""
+    model = onnx.load(str(path))
+    g = model.graph
+    softmax = next(n for n in g.node if n.op_type == "Softmax" and "self_attn" in n.name)
+    g.initializer.append(onnx.numpy_helper.from_array(np.zeros(1, np.float32), "zero"))
+    g.node.append(onnx.helper.make_node("Add", [softmax.input[0], "zero"], ["scores_plus_zero"]))
+    softmax.input[0] = "scores_plus_zero"
+    onnx.save(model, str(path))
+
+
+def test_an_unknown_graph_keeps_the_concatenating_cache(tmp_path, tiny_path):
+    folder = tmp_path / "odd"
+    shutil.copytree(tiny_path, folder, ignore=shutil.ignore_patterns("pytorch", "*fp16*", "*q4*", "*quantized*"))
+    _add_zero_before_a_softmax(folder / "onnx" / "decoder_with_past_model.onnx")
+    for _ in range(2):                           # the second load remembers the mismatch
+        with pytest.warns(RuntimeWarning, match="stays concatenating.*Add"):
+            odd = mglab.load(folder, decoder="split")
+        assert odd.decoder.inplace is None
+    reference = mglab.load(tiny_path, decoder="split").generate(PROMPTS, **GREEDY)
+    np.testing.assert_array_equal(odd.generate(PROMPTS, **GREEDY).tokens, reference.tokens)
+
+
+def test_a_full_cache_is_an_error_not_a_silent_overwrite(model):
+    c = model.config
+    ids, mask = model.text.tokenize(["rock"])
+    hidden = model.text.encode(ids, mask)                                   # [1, n, d]
+    x = np.full((c.num_codebooks, 1), c.decoder_start_token_id)             # [K, 1]
+    _, cache, _ = model.decoder.step(x, hidden, mask, None, capacity=2)
+    _, cache, _ = model.decoder.step(x, hidden, mask, cache)
+    with pytest.raises(ValueError, match="capacity=2"):
+        model.decoder.step(x, hidden, mask, cache)
+
+
+def test_matcher_reasons_name_the_node():
+    g = onnx.helper.make_graph([], "empty", [], [onnx.helper.make_tensor_value_info("logits", 1, None)])
+    with pytest.raises(inplace.Unmatched, match="present.0.decoder.key"):
+        inplace.rewrite(g, num_layers=1, num_heads=2)
