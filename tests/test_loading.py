@@ -163,3 +163,31 @@ def test_info(tiny_path):
 def test_not_a_folder_nor_an_id(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such model folder, and not a Hub id"):
         mglab.load(tmp_path / "nope" / "deeper")
+
+
+def test_optimized_graphs_are_cached_and_give_the_same_tokens(tiny_path, tmp_path, monkeypatch):
+    from mglab.session import optimized_folder
+
+    monkeypatch.setenv("MGLAB_CACHE", str(tmp_path))
+    first = mglab.load(tiny_path, decoder="split")
+    used = [p for name, p in first.paths.items() if name != "decoder_with_past_model"]   # in-place graph instead
+    assert all((optimized_folder(p) / "model.onnx").is_file() for p in used + [first.decoder.inplace.path])
+    assert not optimized_folder(first.paths["decoder_with_past_model"]).exists()
+    again = mglab.load(tiny_path, decoder="split")
+    kw = dict(max_new_tokens=20, do_sample=True, seed=1, guidance_scale=3.0)
+    monkeypatch.setenv("MGLAB_ORT_CACHE", "0")
+    plain = mglab.load(tiny_path, decoder="split")
+    np.testing.assert_array_equal(again.generate("rock", **kw).tokens, plain.generate("rock", **kw).tokens)
+
+
+def test_a_damaged_optimized_graph_is_rebuilt(tiny_path, tmp_path, monkeypatch):
+    from mglab.session import optimized_folder
+
+    monkeypatch.setenv("MGLAB_CACHE", str(tmp_path))
+    model = mglab.load(tiny_path, decoder="merged")
+    cached = optimized_folder(model.paths["text_encoder"]) / "model.onnx"
+    cached.write_bytes(cached.read_bytes()[:100])
+    again = mglab.load(tiny_path, decoder="merged")
+    assert cached.stat().st_size > 100
+    kw = dict(max_new_tokens=10, do_sample=False)
+    np.testing.assert_array_equal(again.generate("rock", **kw).tokens, model.generate("rock", **kw).tokens)
