@@ -4,16 +4,27 @@
 
 Greedy, guidance 3.0, batch 1, on the musicgen-small-shaped model (built on first use). For each engine:
 steps/s over a ``--steps`` generation, the rate over the first and last 100 steps of a ``--long-steps`` one,
-time to first audio (the first 1 s streamed chunk, mglab only), model load time (first and second load),
-peak RSS of this process so far; plus a memory-bandwidth probe and the bytes of weights each decoder step
-reads, to give each rate as a share of its bandwidth bound. Prints a markdown table and writes JSON.
+time to first audio (the first 1 s streamed chunk, mglab only), model load time (first load with an empty
+``$MGLAB_CACHE``, so it includes the graph rewrite and ONNX Runtime's optimization; then a second load),
+peak RSS of this process so far. ``mglab q8 concat`` runs the exported, concatenating KV cache as the
+baseline of the in-place one.
+
+Bandwidth bound: the best of two probes (numpy summing 512 MB; ONNX Runtime streaming 1 GB of fp32 weights
+through ``[2, 1024] @ [1024, 4096]`` matmuls on this machine's threads) over the bytes a step must read:
+every weight of the with-past graph (less the embeddings, of which it gathers K rows, and the cross-attention
+key/value projections, run once). The last 100 steps of the long run also read the KV cache, ``2 * layers *
+2B * heads * pos * head_dim`` floats, so their bound is given with those bytes added. Prints a markdown table
+and writes JSON.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +41,40 @@ def bandwidth_gbps(size_mb: int = 512, repeats: int = 5) -> float:
     a = np.ones(size_mb * 2**20 // 8)
     best = min(_timed(lambda: a.sum()) for _ in range(repeats))
     return a.nbytes / best / 1e9
+
+
+def ort_bandwidth_gbps(total_mb: int = 1024, repeats: int = 10) -> float:
+    """Weight-streaming bandwidth ONNX Runtime reaches: ``x [2, 1024]`` times a chain of ``[1024, 4096]`` fp32
+    matrices (different ones, 1 GB in all, so no cache helps), best of ``repeats``."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    k, n = 1024, 4096
+    count = total_mb * 2**20 // (k * n * 4)
+    rng = np.random.default_rng(0)
+    nodes, inits = [], []
+    for i in range(count):
+        inits.append(numpy_helper.from_array(rng.standard_normal((k, n), dtype=np.float32), f"w{i}"))
+        nodes += [helper.make_node("MatMul", ["x", f"w{i}"], [f"m{i}"]),
+                  helper.make_node("ReduceSum", [f"m{i}"], [f"r{i}"], keepdims=1)]
+    nodes.append(helper.make_node("Sum", [f"r{i}" for i in range(count)], ["y"]))
+    graph = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    with tempfile.TemporaryDirectory() as d:
+        import onnx
+        onnx.save(model, f"{d}/probe.onnx", save_as_external_data=True)
+        session = ort.InferenceSession(f"{d}/probe.onnx", providers=["CPUExecutionProvider"])
+        x = rng.standard_normal((2, k), dtype=np.float32)
+        session.run(None, {"x": x})
+        best = min(_timed(lambda: session.run(None, {"x": x})) for _ in range(repeats))
+    return count * k * n * 4 / best / 1e9
+
+
+def kv_bytes(model, positions: int, rows: int = 2) -> int:
+    """Bytes of self-attention cache a step reads at ``positions`` (keys and values, every layer)."""
+    c = model.config
+    return 2 * c.num_layers * rows * c.num_heads * positions * c.head_dim * 4
 
 
 def decoder_bytes_per_step(model) -> int:
@@ -94,11 +139,16 @@ def main(argv=None) -> dict:
         from build_small_shapes import ensure
         args.model = ensure()
 
+    probes = {"numpy_read": bandwidth_gbps(), "onnxruntime_matmul": ort_bandwidth_gbps()}
     result = {"model": str(args.model), "decoder": args.decoder, "steps": args.steps, "long_steps": args.long_steps,
-              "bandwidth_gbps": bandwidth_gbps(), "engines": {}}
-    for dtype in ["fp32", "q8"]:
-        loads = [_timed(lambda: mglab.load(args.model, dtype=dtype, decoder=args.decoder)) for _ in range(2)]
-        model = mglab.load(args.model, dtype=dtype, decoder=args.decoder)
+              "bandwidth_probes_gbps": probes, "bandwidth_gbps": max(probes.values()), "engines": {}}
+    bandwidth = result["bandwidth_gbps"] * 1e9
+    cold = tempfile.mkdtemp(prefix="mglab-bench-cache-")          # first loads start from an empty cache
+    os.environ["MGLAB_CACHE"] = cold
+    for dtype, kv_cache in [("fp32", "inplace"), ("q8", "inplace"), ("q8", "concat")]:
+        kw = dict(dtype=dtype, decoder=args.decoder, kv_cache=kv_cache)
+        loads = [_timed(lambda: mglab.load(args.model, **kw)) for _ in range(2)]
+        model = mglab.load(args.model, **kw)
         step_times_mglab(model, 8)                                          # warm up
         t = time.perf_counter()
         next(model.stream("lofi piano", duration=10, chunk_duration=1.0, do_sample=False))
@@ -106,11 +156,14 @@ def main(argv=None) -> dict:
         short = rates(step_times_mglab(model, args.steps))
         long = rates(step_times_mglab(model, args.long_steps))
         per_step = decoder_bytes_per_step(model)
-        bound = result["bandwidth_gbps"] * 1e9 / per_step
-        result["engines"][f"mglab {dtype}"] = {
+        bound = bandwidth / per_step
+        last_bound = bandwidth / (per_step + kv_bytes(model, args.long_steps - 50))
+        name = f"mglab {dtype}" + (" concat" if kv_cache == "concat" else "")
+        result["engines"][name] = {
             "steps_per_s": short["steps_per_s"], "first_100": long["first_100"], "last_100": long["last_100"],
             "time_to_first_audio_s": first_audio, "load_s": loads, "weight_bytes_per_step": per_step,
             "bandwidth_bound_steps_per_s": bound, "share_of_bound": short["steps_per_s"] / bound,
+            "last_100_bound_steps_per_s": last_bound, "last_100_share_of_bound": long["last_100"] / last_bound,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         del model
     if not args.skip_transformers:
@@ -129,17 +182,20 @@ def main(argv=None) -> dict:
             "steps_per_s": short["steps_per_s"], "first_100": long["first_100"], "last_100": long["last_100"],
             "load_s": [load], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
-    print(f"memory bandwidth (numpy read): {result['bandwidth_gbps']:.1f} GB/s\n")
-    print(f"| engine | steps/s ({args.steps}) | first 100 | last 100 (of {args.long_steps}) | share of bound | "
-          "first audio (s) | load (s) |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"memory bandwidth: {result['bandwidth_gbps']:.1f} GB/s (probes: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in probes.items()) + ")\n")
+    print(f"| engine | steps/s ({args.steps}) | share of bound | first 100 | last 100 (of {args.long_steps}) | "
+          "last / first | last 100 share of bound (+KV) | first audio (s) | load, first / second (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, e in result["engines"].items():
-        share = f"{100 * e['share_of_bound']:.0f}%" if "share_of_bound" in e else "-"
+        pct = lambda key: f"{100 * e[key]:.0f}%" if key in e else "-"
         ttfa = f"{e['time_to_first_audio_s']:.2f}" if "time_to_first_audio_s" in e else "-"
-        print(f"| {name} | {e['steps_per_s']:.1f} | {e['first_100']:.1f} | {e['last_100']:.1f} | {share} | {ttfa} | "
-              f"{' / '.join(f'{x:.1f}' for x in e['load_s'])} |")
+        print(f"| {name} | {e['steps_per_s']:.1f} | {pct('share_of_bound')} | {e['first_100']:.1f} | "
+              f"{e['last_100']:.1f} | {100 * e['last_100'] / e['first_100']:.0f}% | {pct('last_100_share_of_bound')} | "
+              f"{ttfa} | {' / '.join(f'{x:.1f}' for x in e['load_s'])} |")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))
+    shutil.rmtree(cold, ignore_errors=True)
     return result
 
 

@@ -40,7 +40,7 @@ def bare_loop(model, prompt: str, steps: int, scale: float = 3.0) -> np.ndarray:
     cache = None
     for t in range(steps):
         x = np.tile(tokens[:, :, t].reshape(-1, 1), (2, 1))                    # [2K, 1]
-        logits, cache, _ = model.decoder.step(x, hidden, mask, cache)          # [2K, V]
+        logits, cache, _ = model.decoder.step(x, hidden, mask, cache, capacity=steps)   # [2K, V]
         cond, uncond = guidance.split(logits, 1, k)                            # [1, K, V]
         nxt = sampling.greedy(guidance.guide(cond, uncond, scale))             # [1, K]
         tokens[:, :, t + 1] = np.where(pattern[:, t + 1] == delay.PREDICT, nxt, pattern[:, t + 1])
