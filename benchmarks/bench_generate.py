@@ -46,6 +46,7 @@ def bandwidth_gbps(size_mb: int = 512, repeats: int = 5) -> float:
 def ort_bandwidth_gbps(total_mb: int = 1024, repeats: int = 10) -> float:
     """Weight-streaming bandwidth ONNX Runtime reaches: ``x [2, 1024]`` times a chain of ``[1024, 4096]`` fp32
     matrices (different ones, 1 GB in all, so no cache helps), best of ``repeats``."""
+    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
@@ -62,7 +63,6 @@ def ort_bandwidth_gbps(total_mb: int = 1024, repeats: int = 10) -> float:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
     with tempfile.TemporaryDirectory() as d:
-        import onnx
         onnx.save(model, f"{d}/probe.onnx", save_as_external_data=True)
         session = ort.InferenceSession(f"{d}/probe.onnx", providers=["CPUExecutionProvider"])
         x = rng.standard_normal((2, k), dtype=np.float32)

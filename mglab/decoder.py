@@ -39,7 +39,8 @@ class KVCache:
 
     ``key[i]``/``value[i]`` are either exactly ``length`` positions long (the exported, concatenating graph)
     or buffers of ``capacity`` positions of which the first ``length`` are filled (the in-place graph, with
-    ``bound`` its IO binding). :meth:`keys` and :meth:`values` give the filled part either way.
+    ``bound`` its IO binding). :meth:`keys` and :meth:`values` give the filled part either way; the arrays are
+    only ever edited in place, so a binding stays valid.
     """
 
     key: list[np.ndarray] = field(default_factory=list)          # [H*B, heads, pos or capacity, head_dim]
@@ -47,8 +48,7 @@ class KVCache:
     cross_key: list[np.ndarray] = field(default_factory=list)    # [H*B, heads, text_len, head_dim] per layer
     cross_value: list[np.ndarray] = field(default_factory=list)
     length: int = 0
-    inplace: bool = False                                        # buffers for the in-place graph
-    bound: object = None                                         # its IO binding, made on the second step
+    bound: object = None                                         # the in-place graph's IO binding, or None
 
     @property
     def capacity(self) -> int:
@@ -74,9 +74,7 @@ class Decoder:
         self._with_attention = None
         self.first = self._session("merged" if self.layout == "merged" else "first")
         self._check_layers()
-        self.inplace, self.inplace_reason = None, "inplace_cache=False"
-        if inplace_cache:
-            self.inplace, self.inplace_reason = self._inplace_session()
+        self.inplace = self._inplace_session() if inplace_cache else None
         if self.inplace is None:
             self._session("merged" if self.layout == "merged" else "with_past")
 
@@ -91,29 +89,29 @@ class Decoder:
             raise ValueError(f"config.json says {self.config.num_layers} decoder layers but the decoder graph "
                              f"has {layers}")
 
-    def _inplace_session(self) -> tuple[Session | None, str]:
-        """The rewritten with-past graph, or ``(None, why not)``."""
-        providers = self.first.providers
-        if providers[0] != "CPUExecutionProvider":
-            return None, f"the in-place cache runs on the CPU only (providers: {providers})"
+    def _inplace_session(self) -> Session | None:
+        """The rewritten with-past graph; None off the CPU or (with a warning) for a graph it cannot rewrite."""
+        if self.first.providers[0] != "CPUExecutionProvider":
+            return None
         src = self.paths.get("with_past") or self.paths["merged"]
         try:
             path = inplace.with_inplace_cache(src, self.config.num_layers, self.config.num_heads)
         except inplace.Unmatched as err:
             warnings.warn(f"{src.name}: the KV cache stays concatenating (slower on long runs): {err}",
                           RuntimeWarning, stacklevel=4)
-            return None, str(err)
-        return Session(path, self._providers), ""
+            return None
+        return Session(path, self._providers)
 
-    def sessions(self, attention: bool = False) -> dict[str, Session]:
-        """The exported graphs, or (``attention=True``) copies that also output the attention probabilities
-        ``attentions.{i}.self`` / ``attentions.{i}.cross`` (built once, cached)."""
+    def session(self, kind: str, attention: bool = False) -> Session:
+        """The exported graph ``kind`` (``merged``, ``first`` or ``with_past``), or (``attention=True``) its copy
+        that also outputs the attention probabilities ``attentions.{i}.self`` / ``attentions.{i}.cross``
+        (built once, cached)."""
         if not attention:
-            return {k: self._session(k) for k in self.paths}
+            return self._session(kind)
         if self._with_attention is None:
             self._with_attention = {k: Session(graph.with_attention(p), self._providers)
                                     for k, p in self.paths.items()}
-        return self._with_attention
+        return self._with_attention[kind]
 
     @property
     def providers(self) -> list[str]:
@@ -128,22 +126,17 @@ class Decoder:
         ``[H*B, heads, 1, pos]`` / ``[H*B, heads, 1, n]`` (else None). ``cache=None`` starts a sequence;
         ``capacity`` (the steps it will run) lets it use the in-place cache.
         """
-        if cache is not None and cache.inplace:
-            if cache.bound is None:     # bound after the first step's hooks, which may edit the cross cache
-                cache.bound = self._bind(cache, input_ids, hidden, mask)
+        if cache is not None and cache.bound is not None:
             return self._step_inplace(input_ids, cache), cache, None
         first = cache is None
-        sessions = self.sessions(attention) if attention else None
         feeds = {"input_ids": input_ids, "encoder_hidden_states": hidden, "encoder_attention_mask": mask}
         if first:
             cache = self._empty_cache(hidden.shape[0])
         feeds.update(self._past_feeds(cache))
         if self.layout == "merged":
             feeds["use_cache_branch"] = np.array([not first])
-            out = (sessions or {"merged": self.first})["merged"].run(feeds)
-        else:
-            kind = "first" if first else "with_past"
-            out = (sessions[kind] if sessions else self._session(kind)).run(feeds)
+        kind = "merged" if self.layout == "merged" else "first" if first else "with_past"
+        out = self.session(kind, attention).run(feeds)
         n = self.config.num_layers
         new = KVCache(key=[out[f"present.{i}.decoder.key"] for i in range(n)],
                       value=[out[f"present.{i}.decoder.value"] for i in range(n)],
@@ -152,7 +145,7 @@ class Decoder:
             new.cross_key = [out[f"present.{i}.encoder.key"] for i in range(n)]
             new.cross_value = [out[f"present.{i}.encoder.value"] for i in range(n)]
             if capacity and self.inplace is not None and not attention:
-                new = self._to_buffers(new, capacity)
+                new.bound = self._bind(self._to_buffers(new, capacity), input_ids, hidden, mask)
         attn = None
         if attention:
             attn = {kind: [out[f"attentions.{i}.{kind}"] for i in range(n)] for kind in ("self", "cross")}
@@ -162,13 +155,12 @@ class Decoder:
     def _to_buffers(self, cache: KVCache, capacity: int) -> KVCache:
         """Copy the first step's cache into ``capacity``-long buffers."""
         rows, heads, _, hd = cache.key[0].shape
-        dtype = self.inplace.float_type("past_key_values.0.decoder.key")
+        dtype = self.inplace.input_dtypes["past_key_values.0.decoder.key"]
         for kv in (cache.key, cache.value):
             for i, a in enumerate(kv):
                 buf = np.zeros((rows, heads, capacity, hd), dtype=dtype)   # [H*B, heads, capacity, hd]
                 buf[:, :, :a.shape[2]] = a
                 kv[i] = buf
-        cache.inplace = True
         return cache
 
     def _bind(self, cache: KVCache, input_ids, hidden, mask):
@@ -177,7 +169,7 @@ class Decoder:
         rows = cache.key[0].shape[0]
         ids = np.zeros_like(input_ids)                                     # [H*B*K, 1], refilled each step
         vocab = self.config.vocab_size
-        logits = np.zeros((ids.shape[0], 1, vocab), dtype=self.inplace.output_type("logits"))   # [H*B*K, 1, V]
+        logits = np.zeros((ids.shape[0], 1, vocab), dtype=self.inplace.output_dtypes["logits"])   # [H*B*K, 1, V]
         feeds = {"input_ids": ids, "encoder_hidden_states": hidden, "encoder_attention_mask": mask,
                  "seqlens_k": np.zeros(rows, dtype=np.int32), "total_sequence_length": np.zeros(1, dtype=np.int32)}
         outputs = {"logits": logits}
@@ -203,17 +195,19 @@ class Decoder:
     def run_hooks(self, hooks, step: int, cache: KVCache, attn: dict | None) -> KVCache:
         """The decoder's per-layer hook points after one step; edits land in the cache the next step reads.
 
-        KV hooks get the filled part of the live cache; a value they return is written into it."""
+        Cache hooks get the live cache (the filled positions); a value they return is written into it."""
         for i in range(self.config.num_layers):
             p = f"decoder.layers.{i}."
-            for name, view in ((p + "hook_key", cache.keys(i)), (p + "hook_value", cache.values(i))):
-                if hooks.wants(name):
-                    out = hooks(name, view, step, i)
+            points = [("hook_key", cache.keys, step), ("hook_value", cache.values, step)]
+            if step == 0:       # the cross-attention cache is made once
+                points += [("hook_cross_key", lambda j: cache.cross_key[j], None),
+                           ("hook_cross_value", lambda j: cache.cross_value[j], None)]
+            for name, get, when in points:
+                if hooks.wants(p + name):
+                    view = get(i)
+                    out = hooks(p + name, view, when, i)
                     if out is not view:
                         view[...] = out
-            if step == 0:
-                cache.cross_key[i] = hooks(p + "hook_cross_key", cache.cross_key[i], None, i)
-                cache.cross_value[i] = hooks(p + "hook_cross_value", cache.cross_value[i], None, i)
             if attn is not None:
                 hooks(p + "hook_self_attn", attn["self"][i], step, i)
                 hooks(p + "hook_cross_attn", attn["cross"][i], step, i)

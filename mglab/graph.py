@@ -39,9 +39,16 @@ def cached(src: Path, tag: str, build) -> Path:
 
 def cached_path(src: Path, tag: str) -> Path:
     """Where :func:`cached` keeps ``src`` rewritten by ``tag``."""
-    st = Path(src).stat()
-    key = hashlib.sha256(f"{Path(src).absolute()}|{st.st_size}|{st.st_mtime_ns}|{tag}".encode()).hexdigest()[:16]
-    return cache_dir() / "graphs" / f"{Path(src).stem}-{tag}-{key}.onnx"
+    return cache_dir() / "graphs" / f"{cache_name(src, tag)}.{tag}.onnx"
+
+
+def cache_name(src: Path, *versions: str) -> str:
+    """``<stem>-<key>``: a cache entry's name for ``src``, the key covering its path, size and modification
+    time and ``versions`` (what else the entry depends on)."""
+    src = Path(src).absolute()
+    st = src.stat()
+    key = "|".join([str(src), str(st.st_size), str(st.st_mtime_ns), *versions])
+    return f"{src.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
 def load(src: Path):

@@ -99,12 +99,13 @@ def rewrite(g, num_layers: int, num_heads: int) -> None:
     for i, m in enumerate(layers):
         gqa = helper.make_node(
             "GroupQueryAttention",
-            [m["q"], m["k"], m["v"], m["past_key"], m["past_value"], "seqlens_k", "total_sequence_length"],
+            [m["q"], m["k"], m["v"], f"past_key_values.{i}.decoder.key", f"past_key_values.{i}.decoder.value",
+             "seqlens_k", "total_sequence_length"],
             [m["y"], f"present.{i}.decoder.key", f"present.{i}.decoder.value"],
             name=f"/inplace/layers.{i}/GroupQueryAttention", domain="com.microsoft",
             num_heads=num_heads, kv_num_heads=num_heads, scale=m["scale"])
-        instead.update({id(n): [] for n in m["replaced"]})
-        instead[id(m["replaced"][-1])] = [gqa]
+        instead.update({id(n): [] for n in m["concats"]})
+        instead[id(m["reshape"])] = [gqa]
     first = _replace_shapes(g, shapes, instead)
     nodes = first + [x for n in g.node for x in instead.get(id(n), [n])]
     del g.node[:]
@@ -119,13 +120,11 @@ class _Index:
     def __init__(self, g):
         from onnx import numpy_helper
 
-        self.g = g
         self.producer = {o: n for n in g.node for o in n.output}
         self.consumers = defaultdict(list)
         for n in g.node:
             for name in n.input:
                 self.consumers[name].append(n)
-        self.inputs = {i.name for i in g.input}
         self.consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
         for n in g.node:
             if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
@@ -146,11 +145,16 @@ class _Index:
         return float(v.reshape(-1)[0]) if v is not None and v.size == 1 else None
 
     def source(self, tensor: str) -> str:
-        """``tensor`` followed back through Identity and one-input Concat nodes."""
+        """``tensor`` followed back through nodes that pass it on unchanged."""
         n = self.producer.get(tensor)
-        while n is not None and (n.op_type == "Identity" or (n.op_type == "Concat" and len(n.input) == 1)):
+        while n is not None and _passes(n):
             tensor, n = n.input[0], self.producer.get(n.input[0])
         return tensor
+
+
+def _passes(node) -> bool:
+    """Identity, or a one-input Concat (optimum's exports read the past length through one)."""
+    return node.op_type == "Identity" or (node.op_type == "Concat" and len(node.input) == 1)
 
 
 def _attr(node, name, default=None):
@@ -159,13 +163,12 @@ def _attr(node, name, default=None):
     return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
-def _from_heads(ix: _Index, tensor: str) -> tuple[str, list]:
+def _from_heads(ix: _Index, tensor: str) -> str:
     """``tensor [B, heads, S, hd]`` made by ``Transpose(Reshape(x [B, S, heads*hd]))``: returns ``x``."""
     t = ix.node(tensor, "Transpose")
     if list(_attr(t, "perm", [])) != [0, 2, 1, 3]:
         raise Unmatched(f"{t.name}: perm {_attr(t, 'perm')} is not [0, 2, 1, 3]")
-    r = ix.node(t.input[0], "Reshape")
-    return r.input[0], [t, r]
+    return ix.node(t.input[0], "Reshape").input[0]
 
 
 def _scaled(ix: _Index, tensor: str, *stop: str) -> tuple[str, float]:
@@ -193,8 +196,8 @@ def _match_layer(ix: _Index, i: int) -> dict:
         want = f"past_key_values.{i}.decoder.{kind}"
         if ix.source(node.input[0]) != want:
             raise Unmatched(f"{node.name}: first input is not {want}")
-    k, k_nodes = _from_heads(ix, concat["key"].input[1])
-    v, v_nodes = _from_heads(ix, concat["value"].input[1])
+    k = _from_heads(ix, concat["key"].input[1])
+    v = _from_heads(ix, concat["value"].input[1])
     pv = [n for n in ix.consumers[names["value"]] if n.op_type == "MatMul" and n.input[1] == names["value"]]
     if len(pv) != 1 or len(ix.consumers[names["value"]]) != 1:
         raise Unmatched(f"{names['value']}: expected exactly one consumer, the probabilities @ V MatMul")
@@ -204,7 +207,7 @@ def _match_layer(ix: _Index, i: int) -> dict:
     scores, scale = _scaled(ix, softmax.input[0], "MatMul")
     qk = ix.node(scores, "MatMul")
     q_heads, q_scale = _scaled(ix, qk.input[0], "Transpose")
-    q, q_nodes = _from_heads(ix, q_heads)
+    q = _from_heads(ix, q_heads)
     k_side, k_scale = _scaled(ix, qk.input[1], "Transpose")
     kt = ix.node(k_side, "Transpose")
     if list(_attr(kt, "perm", [])) != [0, 1, 3, 2] or ix.source(kt.input[0]) != names["key"]:
@@ -216,8 +219,7 @@ def _match_layer(ix: _Index, i: int) -> dict:
     if len(reshape) != 1 or reshape[0].op_type != "Reshape":
         raise Unmatched(f"{out[0].name}: not followed by the Reshape to [B, S, hidden]")
     return {"q": q, "k": k, "v": v, "y": reshape[0].output[0], "scale": scale * q_scale * k_scale,
-            "past_key": f"past_key_values.{i}.decoder.key", "past_value": f"past_key_values.{i}.decoder.value",
-            "replaced": [concat["key"], concat["value"], reshape[0]]}
+            "concats": list(concat.values()), "reshape": reshape[0]}
 
 
 def _past_shape_readers(ix: _Index, num_layers: int) -> list:
@@ -229,7 +231,7 @@ def _past_shape_readers(ix: _Index, num_layers: int) -> list:
             todo = [f"past_key_values.{i}.decoder.{kind}"]
             while todo:
                 for n in ix.consumers[todo.pop()]:
-                    if n.op_type == "Identity" or (n.op_type == "Concat" and len(n.input) == 1):
+                    if _passes(n):
                         todo.append(n.output[0])
                     elif n.op_type == "Shape" and _attr(n, "start") is None and _attr(n, "end") is None:
                         readers.append(n)

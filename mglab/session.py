@@ -64,15 +64,25 @@ def _options(level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL) -> ort.SessionOpti
 
 def _session(path: Path, providers: list) -> ort.InferenceSession:
     """An InferenceSession of ``path``, through the optimized-graph cache when only the CPU runs it."""
+    def open_(p):
+        return ort.InferenceSession(str(p), _options(), providers=providers)
+
     cpu = all((p[0] if isinstance(p, tuple) else p) == "CPUExecutionProvider" for p in providers)
     if not cpu or os.environ.get("MGLAB_ORT_CACHE") == "0":
-        return ort.InferenceSession(str(path), _options(), providers=providers)
-    folder = optimized_folder(path)
-    if (folder / "model.onnx").is_file():
+        return open_(path)
+    cached = optimized_folder(path) / "model.onnx"
+    if cached.is_file():
         try:
-            return ort.InferenceSession(str(folder / "model.onnx"), _options(), providers=providers)
+            return open_(cached)
         except Exception:                         # a damaged cache entry: build it again
-            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(cached.parent, ignore_errors=True)
+    _save_optimized(path, cached.parent, providers)
+    return open_(cached if cached.is_file() else path)
+
+
+def _save_optimized(path: Path, folder: Path, providers: list) -> None:
+    """ONNX Runtime's optimized graph of ``path`` into ``folder`` (``model.onnx`` + ``model.onnx.data``),
+    written under a temporary name and renamed: a folder appears whole or not at all."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     # the saved graph stops at the portable (extended) level; layout passes for this CPU run on each load
@@ -82,25 +92,19 @@ def _session(path: Path, providers: list) -> ort.InferenceSession:
     options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     try:
         ort.InferenceSession(str(path), options, providers=providers)
-        os.replace(tmp, folder)                   # atomic: a folder appears whole or not at all
+        os.replace(tmp, folder)
     except OSError:                               # another process made it first
         pass
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if (folder / "model.onnx").is_file():
-        return ort.InferenceSession(str(folder / "model.onnx"), _options(), providers=providers)
-    return ort.InferenceSession(str(path), _options(), providers=providers)
 
 
 def optimized_folder(path: Path) -> Path:
     """Where the optimized graph of ``path`` is cached."""
-    from .graph import cache_dir
+    from .graph import cache_dir, cache_name
 
-    path = Path(path).absolute()
-    st = path.stat()
     cpu = f"{platform.machine()}|{platform.processor()}|{os.cpu_count()}|{_cpu_flags()}"
-    key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{ort.__version__}|{cpu}"
-    return cache_dir() / "ort" / f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    return cache_dir() / "ort" / cache_name(path, ort.__version__, cpu)
 
 
 def _cpu_flags() -> str:
@@ -155,17 +159,9 @@ class Session:
     def run_bound(self, bound: "Bound") -> None:
         self.session.run_with_iobinding(bound.binding)
 
-    def output_type(self, name: str):
-        """numpy dtype of a float output."""
-        return self.output_dtypes[name]
-
     def _cast(self, name: str, value: np.ndarray) -> np.ndarray:
         dtype = self.input_dtypes.get(name)
         return value if dtype is None or value.dtype == dtype else value.astype(dtype)
-
-    def float_type(self, name: str):
-        """numpy dtype of a float input (float32 for fp32 graphs, float16 for fp16 ones)."""
-        return self.input_dtypes[name]
 
 
 class Bound:

@@ -16,8 +16,8 @@ GREEDY = dict(max_new_tokens=30, do_sample=False, guidance_scale=3.0)
 SAMPLED = dict(max_new_tokens=30, do_sample=True, guidance_scale=3.0, seed=5, top_k=50)
 
 
-@pytest.mark.parametrize("dtype", ["fp32", "q8", "fp16"])
-@pytest.mark.parametrize("decoder", ["split", "merged"])
+@pytest.mark.parametrize("decoder, dtype", [(d, t) for d in ("split", "merged") for t in ("fp32", "q8", "fp16")]
+                         + [("merged", {"decoder_model_merged": "q4"})])
 def test_inplace_gives_the_tokens_of_the_concatenating_graph(tiny_path, decoder, dtype):
     fast = mglab.load(tiny_path, decoder=decoder, dtype=dtype)
     slow = mglab.load(tiny_path, decoder=decoder, dtype=dtype, kv_cache="concat")
@@ -48,10 +48,11 @@ def test_the_cache_is_one_buffer_written_in_place(model):
         np.testing.assert_array_equal(last[:, :, :t + 1], copy)
 
 
-@pytest.mark.parametrize("name", ["decoder.layers.0.hook_value", "decoder.layers.1.hook_key"])
-def test_kv_edits_land_the_same_in_both_caches(tiny_path, name):
-    def scramble(value, hook):                  # every cached position replaced by loud noise at step 5
-        if hook.step == 5:
+@pytest.mark.parametrize("name, edited_from", [("decoder.layers.0.hook_value", 6), ("decoder.layers.1.hook_key", 6),
+                                               ("decoder.layers.0.hook_cross_value", 1)])
+def test_kv_edits_land_the_same_in_both_caches(tiny_path, name, edited_from):
+    def scramble(value, hook):                  # the cache replaced by loud noise at step 5 (cross: once, step 0)
+        if hook.step in (5, None):
             return np.random.default_rng(0).standard_normal(value.shape) * 50
 
     def logits(kv_cache, hooks):
@@ -63,8 +64,8 @@ def test_kv_edits_land_the_same_in_both_caches(tiny_path, name):
     edited = {kv: logits(kv, [(name, scramble)]) for kv in ("inplace", "concat")}
     plain = logits("inplace", [])
     np.testing.assert_allclose(edited["inplace"], edited["concat"], atol=1e-5)
-    np.testing.assert_array_equal(edited["inplace"][:6], plain[:6])         # the edit acts from step 6 on
-    assert np.abs(edited["inplace"][6] - plain[6]).max() > 1e-3
+    np.testing.assert_array_equal(edited["inplace"][:edited_from], plain[:edited_from])
+    assert np.abs(edited["inplace"][edited_from] - plain[edited_from]).max() > 1e-3
 
 
 def _add_zero_before_a_softmax(path):
