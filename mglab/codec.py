@@ -1,4 +1,9 @@
-"""Stage 6: EnCodec decoding, codes ``[B, K, frames]`` -> audio ``[B, channels, frames * hop_length]``."""
+"""Stage 7 of 7: the codec, codes ``[B, K, frames]`` <-> audio ``[B, channels, frames * hop_length]``.
+
+:class:`Codec` is the interface the pipeline uses; any object with these members works (an EnCodec graph,
+a synthesizer): ``decode``, optionally ``encode``, ``sample_rate``, ``hop_length``, ``channels``,
+``num_codebooks`` and ``codebooks()``. :class:`EncodecCodec` runs ``encodec_decode*.onnx``.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,42 @@ from .session import Session
 
 
 class Codec:
+    """What the pipeline needs of a codec. Subclasses set the attributes and implement :meth:`decode`."""
+
+    sample_rate: int            # audio samples per second
+    hop_length: int             # audio samples per frame
+    channels: int               # audio channels (2 for stereo checkpoints)
+    num_codebooks: int          # K: codebooks per frame, all channels together
+    encode = None               # a codec that can encode audio to codes overrides this with a method
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second: 50 for the 32 kHz EnCodec."""
+        return self.sample_rate / self.hop_length
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Codes ``[B, K, frames]`` int64 -> audio ``[B, channels, frames * hop_length]`` float32."""
+        raise NotImplementedError
+
+    def codebooks(self) -> np.ndarray:
+        """The codebook matrices ``[K, codebook_size, D]``: row i of codebook k is the vector token i adds."""
+        raise NotImplementedError
+
+
+class EncodecCodec(Codec):
     """``encodec_decode*.onnx``. Stereo checkpoints interleave left/right codebooks; each half is decoded
     separately and the two become the channels, as transformers does."""
 
-    def __init__(self, onnx_path: Path, audio_channels: int = 1, providers=None):
+    def __init__(self, onnx_path: Path, *, sample_rate: int, hop_length: int, channels: int = 1,
+                 providers=None):
         self.session = Session(onnx_path, providers)
-        self.audio_channels = audio_channels
+        self.sample_rate, self.hop_length, self.channels = sample_rate, hop_length, channels
+        per_channel = self.session.session.get_inputs()[0].shape[2]              # [1, B, K, frames]
+        self.num_codebooks = per_channel * channels if isinstance(per_channel, int) else None
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Codes ``[B, K, frames]`` int64 -> audio ``[B, channels, samples]`` float32."""
-        if self.audio_channels == 2:
+        if self.channels == 2:
             left, right = self._decode(codes[:, 0::2]), self._decode(codes[:, 1::2])
             return np.concatenate([left, right], axis=1)                          # [B, 2, samples]
         return self._decode(codes)                                                # [B, 1, samples]
@@ -27,3 +58,13 @@ class Codec:
     def _decode(self, codes: np.ndarray) -> np.ndarray:
         out = self.session.run({"audio_codes": codes[None].astype(np.int64)})     # [1, B, K, frames] in
         return out["audio_values"].astype(np.float32)                             # [B, 1, samples]
+
+    def codebooks(self) -> np.ndarray:
+        """``[K, codebook_size, D]``: the tables the graph's ``Gather`` nodes read codes from, in order."""
+        from . import graph
+
+        tables = graph.gather_tables(self.session.path)
+        if not tables:
+            raise ValueError(f"{self.session.path.name}: no codebook tables found (plain Gather initializers "
+                             "of rank 2); a quantized codec keeps them in another form")
+        return np.stack(tables)                                                   # [K, size, D]

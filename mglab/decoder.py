@@ -1,4 +1,4 @@
-"""Stage 2: the MusicGen decoder, one token per codebook per step, with its KV cache.
+"""Stage 3 of 7: the MusicGen decoder, one token per codebook per step, with its KV cache.
 
 Two export layouts run the same network:
 
@@ -23,42 +23,14 @@ Shapes: ``input_ids`` ``[H*B*K, 1]`` (row r is prompt r // K, codebook r % K; H 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import graph, inplace
 from .config import MusicGenConfig
+from .kvcache import KVCache
 from .session import Session
-
-
-@dataclass
-class KVCache:
-    """Per-layer keys and values: self-attention (one more position a step) and cross-attention (fixed).
-
-    ``key[i]``/``value[i]`` are either exactly ``length`` positions long (the exported, concatenating graph)
-    or buffers of ``capacity`` positions of which the first ``length`` are filled (the in-place graph, with
-    ``bound`` its IO binding). :meth:`keys` and :meth:`values` give the filled part either way; the arrays are
-    only ever edited in place, so a binding stays valid.
-    """
-
-    key: list[np.ndarray] = field(default_factory=list)          # [H*B, heads, pos or capacity, head_dim]
-    value: list[np.ndarray] = field(default_factory=list)
-    cross_key: list[np.ndarray] = field(default_factory=list)    # [H*B, heads, text_len, head_dim] per layer
-    cross_value: list[np.ndarray] = field(default_factory=list)
-    length: int = 0
-    bound: object = None                                         # the in-place graph's IO binding, or None
-
-    @property
-    def capacity(self) -> int:
-        return self.key[0].shape[2] if self.key else 0
-
-    def keys(self, layer: int) -> np.ndarray:
-        return self.key[layer][:, :, :self.length]                   # [H*B, heads, length, head_dim]
-
-    def values(self, layer: int) -> np.ndarray:
-        return self.value[layer][:, :, :self.length]                 # [H*B, heads, length, head_dim]
 
 
 class Decoder:
@@ -132,7 +104,7 @@ class Decoder:
         feeds = {"input_ids": input_ids, "encoder_hidden_states": hidden, "encoder_attention_mask": mask}
         if first:
             cache = self._empty_cache(hidden.shape[0])
-        feeds.update(self._past_feeds(cache))
+        feeds.update(cache.feeds())
         if self.layout == "merged":
             feeds["use_cache_branch"] = np.array([not first])
         kind = "merged" if self.layout == "merged" else "first" if first else "with_past"
@@ -145,24 +117,14 @@ class Decoder:
             new.cross_key = [out[f"present.{i}.encoder.key"] for i in range(n)]
             new.cross_value = [out[f"present.{i}.encoder.value"] for i in range(n)]
             if capacity and self.inplace is not None and not attention:
-                new.bound = self._bind(self._to_buffers(new, capacity), input_ids, hidden, mask)
+                dtype = self.inplace.input_dtypes["past_key_values.0.decoder.key"]
+                new.bound = self._bind(new.to_buffers(capacity, dtype), input_ids, hidden, mask)
         attn = None
         if attention:
             attn = {kind: [out[f"attentions.{i}.{kind}"] for i in range(n)] for kind in ("self", "cross")}
         return out["logits"][:, -1, :].astype(np.float32, copy=False), new, attn   # [H*B*K, V]
 
     # the in-place cache ------------------------------------------------------------------------------------
-    def _to_buffers(self, cache: KVCache, capacity: int) -> KVCache:
-        """Copy the first step's cache into ``capacity``-long buffers."""
-        rows, heads, _, hd = cache.key[0].shape
-        dtype = self.inplace.input_dtypes["past_key_values.0.decoder.key"]
-        for kv in (cache.key, cache.value):
-            for i, a in enumerate(kv):
-                buf = np.zeros((rows, heads, capacity, hd), dtype=dtype)   # [H*B, heads, capacity, hd]
-                buf[:, :, :a.shape[2]] = a
-                kv[i] = buf
-        return cache
-
     def _bind(self, cache: KVCache, input_ids, hidden, mask):
         """Bind the buffers as the in-place graph's past and present, with the text inputs and the small
         per-step arrays (refilled in place each step)."""
@@ -191,40 +153,7 @@ class Decoder:
         cache.length += 1
         return b.arrays["logits"][:, -1, :].astype(np.float32)            # [H*B*K, V], a copy
 
-    # hooks -----------------------------------------------------------------------------------------------
-    def run_hooks(self, hooks, step: int, cache: KVCache, attn: dict | None) -> KVCache:
-        """The decoder's per-layer hook points after one step; edits land in the cache the next step reads.
-
-        Cache hooks get the live cache (the filled positions); a value they return is written into it."""
-        for i in range(self.config.num_layers):
-            p = f"decoder.layers.{i}."
-            points = [("hook_key", cache.keys, step), ("hook_value", cache.values, step)]
-            if step == 0:       # the cross-attention cache is made once
-                points += [("hook_cross_key", lambda j: cache.cross_key[j], None),
-                           ("hook_cross_value", lambda j: cache.cross_value[j], None)]
-            for name, get, when in points:
-                if hooks.wants(p + name):
-                    view = get(i)
-                    out = hooks(p + name, view, when, i)
-                    if out is not view:
-                        view[...] = out
-            if attn is not None:
-                hooks(p + "hook_self_attn", attn["self"][i], step, i)
-                hooks(p + "hook_cross_attn", attn["cross"][i], step, i)
-        return cache
-
     def _empty_cache(self, rows: int) -> KVCache:
         c = self.config
         dtype = self.first.input_dtypes.get("past_key_values.0.decoder.key", np.float32)  # merged only
-        empty = np.zeros((rows, c.num_heads, 0, c.head_dim), dtype=dtype)       # [H*B, heads, 0, hd]
-        n = c.num_layers
-        return KVCache([empty] * n, [empty] * n, [empty] * n, [empty] * n)
-
-    def _past_feeds(self, cache: KVCache) -> dict[str, np.ndarray]:
-        feeds = {}
-        for i in range(self.config.num_layers):
-            feeds[f"past_key_values.{i}.decoder.key"] = cache.key[i]
-            feeds[f"past_key_values.{i}.decoder.value"] = cache.value[i]
-            feeds[f"past_key_values.{i}.encoder.key"] = cache.cross_key[i]
-            feeds[f"past_key_values.{i}.encoder.value"] = cache.cross_value[i]
-        return feeds
+        return KVCache.empty(rows, c.num_layers, c.num_heads, c.head_dim, dtype)

@@ -1,7 +1,7 @@
-"""Stage 3: MusicGen's delay pattern, exactly as transformers' ``build_delay_pattern_mask`` builds it.
+"""MusicGen's delay pattern written the way transformers' ``build_delay_pattern_mask`` writes it.
 
-MusicGen predicts all K codebooks of a step at once, but codebook k is shifted right by k steps, so that
-when codebook k of frame f is predicted, codebooks 0..k-1 of frame f are already known. For K = 4 and
+This is :func:`mglab.patterns.delay` (one :class:`~mglab.patterns.Pattern`) seen as the mask the generation
+loop applies: ``-1`` where a token is predicted, the pad/start token where it is forced. For K = 4 and
 ``max_length`` L = 8 (one start token + 7 steps), the pattern is (P = pad, -1 = to be predicted)::
 
     position:   0   1   2   3   4   5   6   7
@@ -12,9 +12,9 @@ when codebook k of frame f is predicted, codebooks 0..k-1 of frame f are already
 
 Position 0 is the start token. Each step t (0-based) feeds column t and predicts column t + 1; wherever the
 pattern is not -1 the sampled token is replaced by the pattern's value. That includes the upper-right
-triangle: in the last K - 1 steps the early codebooks are forced to pad while the late ones finish their
-last frames. There are ``L - K`` frames (``L - 1 - max(delay)`` in general). De-delaying reads frame f
-of codebook k at position ``f + delay[k] + 1``::
+triangle: in the last ``max(delays)`` steps the early codebooks are forced to pad while the late ones finish
+their last frames. There are ``L - 1 - max(delays)`` frames. De-delaying reads frame f of codebook k at
+position ``f + delays[k] + 1``::
 
     delayed (K=4)                       de-delayed codes [K, frames=4]
     [P, a0, a1, a2, a3,  P,  P,  P]     [a0, a1, a2, a3]
@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import patterns
+
 PREDICT = -1
 
 
@@ -36,6 +38,16 @@ def default_delays(num_codebooks: int, audio_channels: int = 1) -> np.ndarray:
     """``[0, 1, .., K-1]`` (mono) or ``[0, 0, 1, 1, ..]`` (stereo)."""
     k = np.arange(num_codebooks)
     return k if audio_channels == 1 else k // 2
+
+
+def pattern(num_codebooks: int, frames: int, delays=None) -> patterns.Pattern:
+    """The delay :class:`~mglab.patterns.Pattern` of ``frames`` frames (``frames + max(delays) + 1`` positions)."""
+    return patterns.delay(num_codebooks, frames, None if delays is None else list(delays))
+
+
+def num_frames(max_length: int, delays) -> int:
+    """Frames left after de-delaying a ``max_length`` sequence: ``max_length - 1 - max(delays)``."""
+    return max_length - 1 - int(np.max(delays))
 
 
 def build_delay_pattern(num_codebooks: int, max_length: int, pad_token_id: int,
@@ -70,37 +82,23 @@ def build_delay_pattern(num_codebooks: int, max_length: int, pad_token_id: int,
     if max_length < max_delay + 2:
         raise ValueError(f"max_length={max_length} is too short for delays up to {max_delay}: it must be at "
                          f"least {max_delay + 2} to hold one frame")
-    t = np.arange(max_length)[None, :]                                        # [1, L]
-    d = delays[:, None]                                                       # [K, 1]
-    forced = (t <= d) | (t >= max_length - max_delay + d)                     # [K, L]
-    return np.where(forced, pad_token_id, PREDICT).astype(np.int64)          # [K, L]
+    mask = pattern(num_codebooks, num_frames(max_length, delays), delays).mask   # [K, L]
+    return np.where(mask, PREDICT, pad_token_id).astype(np.int64)                 # [K, L]
 
 
-def apply_delay_pattern(tokens: np.ndarray, pattern: np.ndarray) -> np.ndarray:
+def apply_delay_pattern(tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Force the pattern's pads onto ``tokens [..., K, t]`` (the first ``t`` columns of the pattern)."""
-    mask = pattern[:, : tokens.shape[-1]]                                     # [K, t]
+    mask = mask[:, : tokens.shape[-1]]                                        # [K, t]
     return np.where(mask == PREDICT, tokens, mask)                            # [..., K, t]
-
-
-def num_frames(max_length: int, delays) -> int:
-    """Frames left after de-delaying a ``max_length`` sequence: ``max_length - 1 - max(delays)``."""
-    return max_length - 1 - int(np.max(delays))
 
 
 def undelay(tokens: np.ndarray, delays) -> np.ndarray:
     """Delayed tokens ``[..., K, L]`` -> codes ``[..., K, frames]``: frame f of codebook k is at ``f + d_k + 1``."""
-    delays = np.asarray(delays)
-    frames = num_frames(tokens.shape[-1], delays)
-    return np.stack([tokens[..., k, d + 1: d + 1 + frames] for k, d in enumerate(delays)], axis=-2)
+    k = tokens.shape[-2]
+    return pattern(k, num_frames(tokens.shape[-1], delays), delays).revert(tokens)
 
 
 def delay(codes: np.ndarray, pad_token_id: int, delays=None) -> np.ndarray:
     """Inverse of :func:`undelay`: codes ``[..., K, frames]`` -> delayed tokens ``[..., K, frames + max_delay + 1]``."""
     k, frames = codes.shape[-2:]
-    delays = default_delays(k) if delays is None else np.asarray(delays)
-    length = frames + int(delays.max()) + 1
-    pattern = build_delay_pattern(k, length, pad_token_id, delays)            # [K, L]
-    tokens = np.full(codes.shape[:-1] + (length,), pad_token_id, dtype=np.int64)   # [..., K, L]
-    for i, d in enumerate(delays):
-        tokens[..., i, d + 1: d + 1 + frames] = codes[..., i, :]
-    return apply_delay_pattern(tokens, pattern)
+    return pattern(k, frames, delays).build(np.asarray(codes, dtype=np.int64), pad_token_id)

@@ -137,3 +137,15 @@ def save(model, dst: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def gather_tables(src: Path) -> list:
+    """The rank-2 initializers that ``Gather`` nodes index with a graph tensor (embedding tables), in node
+    order, as numpy arrays: an EnCodec decoder's codebooks."""
+    from onnx import numpy_helper
+
+    model = load(src)
+    inits = {t.name: t for t in model.graph.initializer}
+    tables = [inits[n.input[0]] for n in model.graph.node
+              if n.op_type == "Gather" and n.input[0] in inits and len(inits[n.input[0]].dims) == 2]
+    return [numpy_helper.to_array(t) for t in tables]

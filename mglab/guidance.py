@@ -1,8 +1,9 @@
-"""Stage 4: classifier-free guidance.
+"""Stage 4 of 7: classifier-free guidance.
 
-The decoder runs on a doubled batch: rows ``[0, B)`` see the prompt (conditional), rows ``[B, 2B)`` see the
-null condition, i.e. the text encoding replaced by zeros with an all-zero attention mask (unconditional).
-Both halves are fed the same tokens. The guided logits are ``uncond + scale * (cond - uncond)``.
+The decoder runs on a doubled batch (:mod:`mglab.conditioning` lays the rows out): rows ``[0, B)`` see the
+prompt (conditional), rows ``[B, 2B)`` see the null condition, i.e. the text encoding replaced by zeros with
+an all-zero attention mask (unconditional). Both halves are fed the same tokens. The guided logits are
+``uncond + scale * (cond - uncond)``.
 """
 
 from __future__ import annotations
@@ -20,12 +21,6 @@ def null_condition(hidden: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np
     hidden = np.concatenate([hidden, np.zeros_like(hidden)], axis=0)          # [2B, n, d]
     mask = np.concatenate([mask, np.zeros_like(mask)], axis=0)                # [2B, n]
     return hidden, mask
-
-
-def split(logits: np.ndarray, batch: int, num_codebooks: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Decoder logits ``[H*B*K, V]`` (H = 2 when guided) -> ``cond [B, K, V]``, ``uncond [B, K, V]`` or None."""
-    halves = logits.reshape(-1, batch, num_codebooks, logits.shape[-1])       # [H, B, K, V]
-    return halves[0], (halves[1] if halves.shape[0] == 2 else None)
 
 
 def guide(cond: np.ndarray, uncond: np.ndarray, guidance_scale: float) -> np.ndarray:

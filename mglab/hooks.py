@@ -32,6 +32,16 @@ guidance else 1, n text tokens, ``pos`` = positions in the self-attention cache 
 
 An edit to a key/value takes effect from the next step on (it is the cache the next step reads). Attention
 probabilities are extra outputs of the ONNX graph (see :mod:`mglab.graph`), so they can be read, not edited.
+
+Every :class:`HookPoint` carries its ``kind`` (``"kv"``, ``"attention"``, ``"logits"``, ...), and every name
+is defined here only: the pipeline calls a point by name and an unknown name is an error. Hooks attached with
+``with model.hooks(...)`` belong to the model until the block ends; hooks passed to one call
+(``generate(hooks=...)``) belong to that call only (:class:`Hooks`), so a half-consumed ``stream()`` keeps
+nothing attached to the model. ``steps=`` selects the decoding steps a hook runs at, editing hooks included
+(once-per-run points always run)::
+
+    with model.hooks([("guidance.hook_logits", ban_token)], steps=slice(0, 50)):   # the first 50 steps only
+        gen = model.generate("lofi piano")
 """
 
 from __future__ import annotations
@@ -42,13 +52,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# what a hook point holds
+TEXT, TOKENS, KV, CROSS_KV, ATTENTION, LOGITS, CODES, AUDIO = (
+    "text", "tokens", "kv", "cross_kv", "attention", "logits", "codes", "audio")
+
 
 @dataclass(frozen=True)
 class HookPoint:
-    """A named place in the pipeline: its shape convention, how often it fires, whether edits apply."""
+    """A named place in the pipeline: its shape convention, how often it fires, whether edits apply, and
+    what it holds (``kind``)."""
 
     shape: str
     when: str            # "once" or "each step"
+    kind: str
     editable: bool = True
 
 
@@ -60,43 +76,46 @@ class Hook:
     step: int | None = None      # decoding step (counted across windows), None for once-per-run points
     layer: int | None = None     # decoder layer, None elsewhere
     window: int | None = None    # long-form window the step belongs to (0 for runs of one window)
+    kind: str = ""               # the point's kind (see HookPoint)
+
+
+def layer_point(layer: int, what: str) -> str:
+    """The name of a per-layer point: ``layer_point(3, "key") == "decoder.layers.3.hook_key"``."""
+    return f"decoder.layers.{layer}.hook_{what}"
+
+
+LAYER_POINTS = {   # what -> (shape, when, kind, editable)
+    "key": ("[H*batch, heads, pos, head_dim]", "each step", KV, True),
+    "value": ("[H*batch, heads, pos, head_dim]", "each step", KV, True),
+    "cross_key": ("[H*batch, heads, text_len, head_dim]", "once", CROSS_KV, True),
+    "cross_value": ("[H*batch, heads, text_len, head_dim]", "once", CROSS_KV, True),
+    "self_attn": ("[H*batch, heads, 1, pos]", "each step", ATTENTION, False),
+    "cross_attn": ("[H*batch, heads, 1, text_len]", "each step", ATTENTION, False),
+}
 
 
 def hook_points(num_layers: int) -> dict[str, HookPoint]:
     """Every hook point of a model with ``num_layers`` decoder layers, in pipeline order."""
     step = "each step"
     points = {
-        "text_encoder.hook_hidden": HookPoint("[batch, text_len, d]", "once"),
-        "text_encoder.hook_mask": HookPoint("[batch, text_len]", "once"),
-        "decoder.hook_input_ids": HookPoint("[batch, K]", step),
+        "text_encoder.hook_hidden": HookPoint("[batch, text_len, d]", "once", TEXT),
+        "text_encoder.hook_mask": HookPoint("[batch, text_len]", "once", TEXT),
+        "decoder.hook_input_ids": HookPoint("[batch, K]", step, TOKENS),
     }
     for i in range(num_layers):
-        p = f"decoder.layers.{i}."
-        points[p + "hook_key"] = HookPoint("[H*batch, heads, pos, head_dim]", step)
-        points[p + "hook_value"] = HookPoint("[H*batch, heads, pos, head_dim]", step)
-        points[p + "hook_cross_key"] = HookPoint("[H*batch, heads, text_len, head_dim]", "once")
-        points[p + "hook_cross_value"] = HookPoint("[H*batch, heads, text_len, head_dim]", "once")
-        points[p + "hook_self_attn"] = HookPoint("[H*batch, heads, 1, pos]", step, editable=False)
-        points[p + "hook_cross_attn"] = HookPoint("[H*batch, heads, 1, text_len]", step, editable=False)
+        for what, (shape, when, kind, editable) in LAYER_POINTS.items():
+            points[layer_point(i, what)] = HookPoint(shape, when, kind, editable)
     points.update({
-        "guidance.hook_cond_logits": HookPoint("[batch, K, vocab]", step),
-        "guidance.hook_uncond_logits": HookPoint("[batch, K, vocab]", step),
-        "guidance.hook_logits": HookPoint("[batch, K, vocab]", step),
-        "sampler.hook_logits": HookPoint("[batch, K, vocab]", step),
-        "sampler.hook_tokens": HookPoint("[batch, K]", step),
-        "delay.hook_tokens": HookPoint("[batch, K]", step),
-        "codec.hook_codes": HookPoint("[batch, K, frames]", "once"),
-        "codec.hook_audio": HookPoint("[batch, channels, samples]", "once"),
+        "guidance.hook_cond_logits": HookPoint("[batch, K, vocab]", step, LOGITS),
+        "guidance.hook_uncond_logits": HookPoint("[batch, K, vocab]", step, LOGITS),
+        "guidance.hook_logits": HookPoint("[batch, K, vocab]", step, LOGITS),
+        "sampler.hook_logits": HookPoint("[batch, K, vocab]", step, LOGITS),
+        "sampler.hook_tokens": HookPoint("[batch, K]", step, TOKENS),
+        "delay.hook_tokens": HookPoint("[batch, K]", step, TOKENS),
+        "codec.hook_codes": HookPoint("[batch, K, frames]", "once", CODES),
+        "codec.hook_audio": HookPoint("[batch, channels, samples]", "once", AUDIO),
     })
     return points
-
-
-def is_kv(name: str) -> bool:
-    return name.endswith(".hook_key") or name.endswith(".hook_value")
-
-
-def is_attention(name: str) -> bool:
-    return name.endswith("_attn")
 
 
 def match(names_filter, names) -> list[str]:
@@ -119,13 +138,86 @@ def match(names_filter, names) -> list[str]:
     return wanted
 
 
+def check_steps(steps, name: str = "steps"):
+    """``steps`` if it selects decoding steps (None, a slice with non-negative bounds, or indices), else an
+    error naming it."""
+    bad_slice = isinstance(steps, slice) and any(
+        v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0)
+        for v in (steps.start, steps.stop, steps.step))
+    ok_list = isinstance(steps, (list, tuple, range)) and all(
+        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in steps)
+    if bad_slice or not (steps is None or isinstance(steps, slice) or ok_list):
+        raise TypeError(f"{name}={steps!r} is not allowed: {name} must be None, a slice with non-negative "
+                        "integer bounds, or a list of step indices >= 0")
+    return steps
+
+
+def selected(step: int | None, steps) -> bool:
+    """Does a hook with step selection ``steps`` run at ``step``? Once-per-run points (step None) always do."""
+    if step is None or steps is None:
+        return True
+    if isinstance(steps, slice):
+        start, stride = steps.start or 0, steps.step or 1
+        return step >= start and (steps.stop is None or step < steps.stop) and (step - start) % stride == 0
+    return step in steps
+
+
+def _entries(points, hooks, steps) -> list[tuple[str, object, object]]:
+    """``[(name_or_filter, fn), ...]`` -> ``[(name, fn, steps), ...]``, checked."""
+    check_steps(steps)
+    if hooks is not None and not isinstance(hooks, (list, tuple)):
+        raise TypeError(f"hooks={hooks!r} is not allowed: hooks must be a list of (name_or_filter, fn)")
+    entries = []
+    for item in hooks or []:
+        if not (isinstance(item, tuple) and len(item) == 2 and callable(item[1])):
+            raise TypeError(f"hooks: each entry must be (name_or_filter, fn), got {item!r}")
+        names_filter, fn = item
+        entries += [(name, fn, steps) for name in match(names_filter, points)]
+    return entries
+
+
 class HookRegistry:
-    """The hooks attached to one model: ``name -> [fn, ...]``, called by the pipeline at each hook point."""
+    """The hooks attached to one model with ``with model.hooks(...)``: ``name -> [(fn, steps), ...]``."""
 
     def __init__(self, points: dict[str, HookPoint]):
         self.points = points
         self.table: dict[str, list] = {}
-        self.window: int | None = None     # set by the pipeline while it decodes a window
+
+    def __bool__(self) -> bool:
+        return bool(self.table)
+
+    @contextmanager
+    def scope(self, hooks, steps=None):
+        """Attach hooks for the ``with`` block; they are removed on exit, also when the block raises."""
+        entries = _entries(self.points, hooks, steps)
+        for name, fn, sel in entries:
+            self.table.setdefault(name, []).append((fn, sel))
+        try:
+            yield self
+        finally:
+            for name, fn, sel in entries:
+                fns = self.table.get(name, [])
+                if (fn, sel) in fns:
+                    fns.remove((fn, sel))
+                if not fns:
+                    self.table.pop(name, None)
+
+    def call(self, hooks=None, steps=None) -> "Hooks":
+        """The hooks of one call: those attached to the model now, plus ``hooks`` for this call only."""
+        table = {name: list(fns) for name, fns in self.table.items()}
+        for name, fn, sel in _entries(self.points, hooks, steps):
+            table.setdefault(name, []).append((fn, sel))
+        return Hooks(self.points, table)
+
+
+class Hooks:
+    """One call's hooks, called by the pipeline at each hook point: ``hooks(name, value, step, layer)``.
+
+    Its state (``window``) is the call's own, so two calls cannot interfere."""
+
+    def __init__(self, points: dict[str, HookPoint], table: dict[str, list] | None = None):
+        self.points, self.table = points, table or {}
+        self.window: int | None = None     # set by the long-form loop while it decodes a window
 
     def __bool__(self) -> bool:
         return bool(self.table)
@@ -133,45 +225,19 @@ class HookRegistry:
     def wants(self, name: str) -> bool:
         return name in self.table
 
-    def wants_any(self, predicate) -> bool:
-        return any(predicate(n) for n in self.table)
-
-    def add(self, hooks) -> list[tuple[str, object]]:
-        """Attach ``[(name_or_filter, fn), ...]``; returns the entries, for :meth:`remove`."""
-        entries = []
-        for item in hooks or []:
-            if not (isinstance(item, tuple) and len(item) == 2 and callable(item[1])):
-                raise TypeError(f"hooks: each entry must be (name_or_filter, fn), got {item!r}")
-            names_filter, fn = item
-            entries += [(name, fn) for name in match(names_filter, self.points)]
-        for name, fn in entries:
-            self.table.setdefault(name, []).append(fn)
-        return entries
-
-    def remove(self, entries) -> None:
-        for name, fn in entries:
-            fns = self.table.get(name, [])
-            if fn in fns:
-                fns.remove(fn)
-            if not fns:
-                self.table.pop(name, None)
-
-    @contextmanager
-    def scope(self, hooks):
-        """Attach hooks for the ``with`` block; they are removed on exit, also when the block raises."""
-        entries = self.add(hooks)
-        try:
-            yield self
-        finally:
-            self.remove(entries)
+    def wants_kind(self, kind: str) -> bool:
+        return any(self.points[n].kind == kind for n in self.table)
 
     def __call__(self, name: str, value, step: int | None = None, layer: int | None = None):
         """Run the hooks of ``name`` on ``value``; return the (possibly replaced) value."""
+        point = self.points[name]                 # a name not defined in hook_points is a KeyError
         fns = self.table.get(name)
         if not fns:
             return value
-        hook = Hook(name, step, layer, self.window)
-        for fn in list(fns):
+        hook = Hook(name, step, layer, self.window, point.kind)
+        for fn, steps in fns:
+            if not selected(step, steps):
+                continue
             try:
                 out = fn(value, hook)
             except Exception as err:
@@ -179,8 +245,31 @@ class HookRegistry:
                 raise RuntimeError(f"hook {getattr(fn, '__name__', fn)!r} on {name!r}{where} raised "
                                    f"{type(err).__name__}: {err}") from err
             if out is not None:
-                value = _checked(name, value, out, self.points[name], step)
+                value = _checked(name, value, out, point, step)
         return value
+
+
+def run_layer_hooks(hooks: Hooks, step: int, cache, attn: dict | None, num_layers: int) -> None:
+    """The decoder's per-layer points after one step; edits land in the cache the next step reads.
+
+    Cache points get live views of ``cache`` (a :class:`mglab.kvcache.KVCache`, filled positions only); a
+    returned value is written into it. Attention points (``attn``: per-layer probabilities) are read-only.
+    """
+    for i in range(num_layers):
+        points = [("key", cache.keys, step), ("value", cache.values, step)]
+        if step == 0:       # the cross-attention cache is made once
+            points += [("cross_key", lambda j: cache.cross_key[j], None),
+                       ("cross_value", lambda j: cache.cross_value[j], None)]
+        for what, get, when in points:
+            name = layer_point(i, what)
+            if hooks.wants(name):
+                view = get(i)
+                out = hooks(name, view, when, i)
+                if out is not view:
+                    view[...] = out
+        if attn is not None:
+            hooks(layer_point(i, "self_attn"), attn["self"][i], step, i)
+            hooks(layer_point(i, "cross_attn"), attn["cross"][i], step, i)
 
 
 def _checked(name, old, new, point: HookPoint, step):

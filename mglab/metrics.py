@@ -14,12 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """``log p`` over the last axis, float64; ``-inf`` where the logit is ``-inf``."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+from .numeric import log_softmax
 
 
 def entropy(logits: np.ndarray) -> np.ndarray:

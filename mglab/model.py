@@ -1,29 +1,39 @@
-"""``mglab.load`` and ``MusicGen.generate``: the whole pipeline, top to bottom.
+"""``mglab.load`` and ``MusicGen``: the facade a newcomer reads first. Each stage lives in its own file::
 
-    prompts --tokenize/T5--> hidden [B, n, d] --(+ null condition)--> [2B, n, d]
-    for each step t:  tokens[:, :, t] --decoder--> logits [2B*K, V]
-                      --guidance--> [B, K, V] --warp/sample--> [B, K] --delay mask--> tokens[:, :, t+1]
-    tokens [B, K, L] --undelay--> codes [B, K, frames] --EnCodec--> audio [B, channels, samples]
+    prompts --text.py (1)--> hidden [B, n, d] --conditioning.py (2)--> rows [H*B, n, d] (H = 2 with guidance)
+    longform.py: window after window, each decoded by loop.py:
+        for each step t:  tokens[:, :, t] --decoder.py (3)--> logits [H*B*K, V] --guidance.py (4)--> [B, K, V]
+                          --sampling.py (5)--> [B, K] --patterns.py / delay.py (6)--> tokens[:, :, t+1]
+    codes [B, K, frames] --codec.py (7)--> audio [B, channels, samples]        (streaming.py: chunk by chunk)
+
+Hook points (hooks.py) fire at every stage; ``run_with_cache`` records them (cache.py).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from . import delay, files, guidance, hub, sampling
+from . import conditioning, delay, files, guidance, longform, sampling, streaming
 from .cache import ActivationCache
-from .codec import Codec
+from .codec import Codec, EncodecCodec
 from .config import MusicGenConfig, generation_defaults, read_json
 from .decoder import Decoder
 from .generation import Generation
-from .session import resolve_providers
-from .hooks import HookRegistry, hook_points, is_attention, is_kv, match
+from .hooks import KV, HookRegistry, check_steps, hook_points, match, selected
 from .settings import check_number, check_prompts, resolve
+from .settings import docstring as params_docstring
+from .settings import signature as params_signature
+from .spec import LoadSpec, locate
 from .text import TextEncoder
 from .version import __version__
+
+STREAM_TOLERANCE = streaming.STREAM_TOLERANCE
+
 
 def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: str | None = None,
          size: str | None = None, revision: str | None = None, local_files_only: bool = False,
@@ -58,6 +68,11 @@ def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: s
     revision, local_files_only, cache_dir :
         Passed to ``huggingface_hub.snapshot_download`` for Hub ids (``HF_HUB_OFFLINE=1`` is honoured too).
 
+    Returns
+    -------
+    MusicGen
+        It records how it was loaded (``model.spec``), pickles as that and can be made again from it.
+
     Examples
     --------
     >>> import mglab
@@ -65,68 +80,71 @@ def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: s
     >>> model.generate("lofi piano", duration=0.5, seed=0).codes.shape
     (1, 4, 25)
     """
-    dtypes = files.component_dtypes(dtype)
-    if decoder not in ("auto", "merged", "split"):
-        raise ValueError(f"decoder={decoder!r} is not known; allowed: 'auto', 'merged', 'split'")
-    if kv_cache not in ("inplace", "concat"):
-        raise ValueError(f"kv_cache={kv_cache!r} is not known; allowed: 'inplace', 'concat'")
-    providers = resolve_providers(providers, device)
-    source = str(path)
-    root = Path(path).expanduser()
-    if not root.exists():
-        if not hub.is_repo_id(source):
-            raise FileNotFoundError(f"path={source!r}: no such model folder, and not a Hub id (owner/name)")
-        size = size or ("small" if source.lower() == "gabotechs/music_gen" else None)
-        kw = dict(size=size, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)
-        want = ["text_encoder", "encodec_decode"]
-        want += ["decoder_model_merged"] if decoder != "split" else ["decoder_model", "decoder_with_past_model"]
-        root = hub.download(source, {c: dtypes[c] for c in want}, **kw)
-        found = files.ModelFiles(root, size)
-        if decoder == "auto" and not found.path("decoder_model_merged", dtypes["decoder_model_merged"]).is_file():
-            split = ["decoder_model", "decoder_with_past_model"]
-            root = hub.download(source, {c: dtypes[c] for c in split}, **kw)
-    elif not root.is_dir():
-        raise FileNotFoundError(f"path={source!r} is a file, not a model folder")
-    found = files.ModelFiles(root, size)
-    for name in ("config.json", "tokenizer.json"):
-        if not (found.config_dir / name).is_file():
-            raise FileNotFoundError(f"path={source!r}: {name} is missing from {found.config_dir}")
-    layout = found.choose_decoder(decoder, dtypes)
-    return MusicGen(found, dtypes=dtypes, layout=layout, providers=providers, source=source, kv_cache=kv_cache)
+    spec = LoadSpec(str(path), dtype=dtype, decoder=decoder, providers=providers, device=device, size=size,
+                    revision=revision, local_files_only=local_files_only, cache_dir=cache_dir,
+                    kv_cache=kv_cache)
+    found, layout, dtypes, providers = locate(spec)
+    root = found.config_dir
+    generation_config = read_json(root / "generation_config.json")
+    config = MusicGenConfig.from_dict(read_json(root / "config.json"), generation_config)
+    parts = ["decoder_model_merged"] if layout == "merged" else ["decoder_model", "decoder_with_past_model"]
+    paths = {c: found.find(c, dtypes[c]) for c in ["text_encoder", *parts, "encodec_decode"]}
+    text = TextEncoder(root / "tokenizer.json", paths["text_encoder"], providers)
+    codec = EncodecCodec(paths["encodec_decode"], sample_rate=config.sample_rate, hop_length=config.hop_length,
+                         channels=config.audio_channels, providers=providers)
+    _check_codebooks(config, codec)
+    dec = Decoder({p: paths[p] for p in parts}, config, providers=providers, inplace_cache=kv_cache == "inplace")
+    return MusicGen(config, text, dec, codec, defaults=generation_defaults(generation_config), spec=spec,
+                    files=found, paths=paths, dtypes=dtypes)
+
+
+def _check_codebooks(config: MusicGenConfig, codec: Codec) -> None:
+    """The config must describe the graphs: codebooks agree, or a clear error now."""
+    if codec.num_codebooks is not None and codec.num_codebooks != config.num_codebooks:
+        raise ValueError(f"config.json says {config.num_codebooks} codebooks but encodec_decode takes "
+                         f"{codec.num_codebooks // codec.channels}")
 
 
 class MusicGen:
-    """A loaded MusicGen: text encoder, decoder, codec, and the model's generation defaults."""
+    """A MusicGen: text encoder, decoder, codec and the model's generation defaults.
 
-    def __init__(self, found: files.ModelFiles, *, dtypes: dict, layout: str, providers=None, source=None,
-                 kv_cache: str = "inplace"):
-        self.files, self.dtypes, self.layout = found, dtypes, layout
-        self.source = source or str(found.root)
-        self.root = found.config_dir
-        gen = read_json(self.root / "generation_config.json")
-        self.config = MusicGenConfig.from_dict(read_json(self.root / "config.json"), gen)
-        self.defaults = generation_defaults(gen)
-        parts = ["decoder_model_merged"] if layout == "merged" else ["decoder_model", "decoder_with_past_model"]
-        self.paths = {c: found.find(c, dtypes[c]) for c in ["text_encoder", *parts, "encodec_decode"]}
-        self.text = TextEncoder(self.root / "tokenizer.json", self.paths["text_encoder"], providers)
-        self.codec = Codec(self.paths["encodec_decode"], self.config.audio_channels, providers)
-        self._check_graphs()
-        self.decoder = Decoder({p: self.paths[p] for p in parts}, self.config, providers=providers,
-                               inplace_cache=kv_cache == "inplace")
+    :func:`load` assembles one from an export's files; the components can also be given directly (any
+    :class:`~mglab.codec.Codec`, e.g. a synthesizer in place of EnCodec). The codec decides the sample and
+    frame rates.
+    """
+
+    def __init__(self, config: MusicGenConfig, text: TextEncoder, decoder: Decoder, codec: Codec, *,
+                 defaults: dict | None = None, spec: LoadSpec | None = None, files=None, paths=None, dtypes=None):
+        self.config = replace(config, sample_rate=codec.sample_rate, hop_length=codec.hop_length)
+        self.text, self.decoder, self.codec = text, decoder, codec
+        self.defaults = defaults or generation_defaults({})
+        self.spec, self.files = spec, files
+        self.paths, self.dtypes = dict(paths or {}), dict(dtypes or {})
+        self.layout = decoder.layout
+        self.source = spec.path if spec else type(self).__name__
         self._provenance = None
-        self._hooks = HookRegistry(hook_points(self.config.num_layers))
+        self._hooks = HookRegistry(hook_points(config.num_layers))
 
+    # re-creating ----------------------------------------------------------------------------------------
+    def __reduce__(self):
+        """A model pickles as its load spec: unpickling (a Dask worker, say) loads its own copy."""
+        if self.spec is None:
+            raise TypeError("this MusicGen was assembled from components, not loaded: it cannot be pickled")
+        return (_from_spec, (self.spec,))
+
+    # hooks ----------------------------------------------------------------------------------------------
     def hook_names(self) -> dict:
-        """Every hook point: ``{name: HookPoint(shape, when, editable)}``, in pipeline order."""
+        """Every hook point: ``{name: HookPoint(shape, when, kind, editable)}``, in pipeline order."""
         return dict(self._hooks.points)
 
-    def hooks(self, hooks):
-        """``with model.hooks([(name_or_filter, fn), ...]):`` attaches hooks for the block only.
+    def hooks(self, hooks, steps=None):
+        """``with model.hooks([(name_or_filter, fn), ...], steps=None):`` attaches hooks for the block only.
 
-        ``name_or_filter`` is a hook name, a list of names, or a predicate on names. Hooks are removed on
-        exit, also when the block raises, so nothing leaks between notebook cells.
+        ``name_or_filter`` is a hook name, a list of names, or a predicate on names; ``steps`` (a slice or
+        a list of indices) limits per-step hooks to those decoding steps. Hooks are removed on exit, also
+        when the block raises, so nothing leaks between notebook cells.
         """
-        return self._hooks.scope(hooks)
+        return self._hooks.scope(hooks, steps)
 
     def run_with_cache(self, prompt, *, names_filter=None, steps=None, **generate_kwargs):
         """Generate and record hook values: ``(Generation, ActivationCache)``.
@@ -137,34 +155,87 @@ class MusicGen:
             Which hook points to record (default all). Attention points make the decoder run a graph
             rewritten to output attention probabilities.
         steps : slice or list of int, optional
-            Which decoding steps to record per-step points at (default all). Key/value points always record
-            every step's new position (the cache at step t needs all of them; it costs O(steps)).
+            Which decoding steps to record per-step points at (default all), and to run the ``hooks=``
+            given here at. Key/value points always record every step's new position (the cache at step t
+            needs all of them; it costs O(steps)).
         **generate_kwargs
             Passed to :meth:`generate` (``hooks=`` included).
         """
         names = match(names_filter, self._hooks.points)
-        bad_slice = isinstance(steps, slice) and any(v is not None and v < 0 for v in
-                                                     (steps.start, steps.stop, steps.step))
-        if bad_slice or (steps is not None and not isinstance(steps, (slice, list, tuple, range))):
-            raise ValueError(f"steps={steps!r} is not allowed: steps must be a slice with non-negative "
-                             "bounds or a list of step indices")
-        cache = ActivationCache()
+        check_steps(steps)
+        hooks = self._hooks.call(generate_kwargs.pop("hooks", None), steps)
+        cache = ActivationCache(watch=[n for n in names if self._hooks.points[n].kind == KV and hooks.wants(n)])
 
         def record(value, hook):
-            if hook.step is None or steps is None or is_kv(hook.name) or _selected(hook.step, steps):
+            if hook.kind == KV or selected(hook.step, steps):
                 cache.record(value, hook)
 
-        user = list(generate_kwargs.pop("hooks", None) or [])
-        gen = self.generate(prompt, hooks=user + [(names, record)], **generate_kwargs)
+        for name in names:
+            hooks.table.setdefault(name, []).append((record, None))
+        gen = self._generate(prompt, hooks, generate_kwargs.pop("progress", False), generate_kwargs)
         return gen, cache
 
-    def _check_graphs(self) -> None:
-        """The config must describe the graphs: codebooks and layers agree, or a clear error now."""
-        c = self.config
-        codes = self.codec.session.session.get_inputs()[0].shape
-        if isinstance(codes[2], int) and codes[2] != c.num_codebooks // c.audio_channels:
-            raise ValueError(f"config.json says {c.num_codebooks} codebooks but encodec_decode takes {codes[2]}")
+    # generating -----------------------------------------------------------------------------------------
+    def generate(self, prompt, *, hooks=None, hook_steps=None, progress: bool = False, **params) -> Generation:
+        """Text to music."""
+        return self._generate(prompt, self._hooks.call(hooks, hook_steps), progress, params)
 
+    def _generate(self, prompt, hooks, progress: bool, params: dict) -> Generation:
+        prompts = check_prompts(prompt)
+        s = resolve(self.config, self.defaults, len(prompts), **params)
+        bar = _progress(_total_steps(s, self.config), progress)
+        frames, tokens = [], None
+        try:
+            for frame, tokens in self._frames(prompts, s, hooks, bar.update):
+                frames.append(frame)                                            # [B, K, 1]
+        finally:
+            bar.close()
+        codes = hooks("codec.hook_codes", np.concatenate(frames, axis=-1))     # [B, K, frames]
+        audio = hooks("codec.hook_audio", self.codec.decode(codes))             # [B, C, samples]
+        if s.windows > 1:       # the delayed matrix of the whole run, not of the last window
+            tokens = delay.delay(codes, self.config.decoder_start_token_id, self.config.delays)   # [B, K, S]
+        return Generation(audio=audio, sample_rate=self.config.sample_rate, codes=codes, tokens=tokens,
+                          prompts=prompts, settings=s.to_dict(), model=self.provenance(),
+                          mglab_version=__version__)
+
+    def stream(self, prompt, *, chunk_duration: float = 1.0, hooks=None, hook_steps=None, progress: bool = False,
+               **params):
+        """Yield audio chunks ``[batch, channels, samples]`` while decoding goes on.
+
+        Takes :meth:`generate`'s arguments. Each chunk holds about ``chunk_duration`` seconds; joined, the
+        chunks equal a one-shot decode of the same codes within ``STREAM_TOLERANCE`` (see
+        :mod:`mglab.streaming`). The codec hooks fire once per chunk. Per-call hooks belong to this stream
+        only: stopping the iteration (or Ctrl-C), or leaving the generator half consumed, leaves the model
+        as it was.
+
+        Examples
+        --------
+        >>> for chunk in model.stream("lofi piano", duration=4, chunk_duration=1.0):   # doctest: +SKIP
+        ...     play(chunk)
+        """
+        check_number("chunk_duration", chunk_duration, "a number of seconds > 0", lambda v: 0 < v < math.inf)
+        prompts = check_prompts(prompt)
+        s = resolve(self.config, self.defaults, len(prompts), **params)
+        call = self._hooks.call(hooks, hook_steps)
+        chunk = max(1, round(chunk_duration * self.config.frame_rate))
+        return self._stream(prompts, s, call, chunk, progress)
+
+    def _stream(self, prompts, s, hooks, chunk: int, progress: bool):
+        bar = _progress(_total_steps(s, self.config), progress)
+        try:
+            yield from streaming.chunks(self._frames(prompts, s, hooks, bar.update), self.codec, hooks, chunk)
+        finally:
+            bar.close()
+
+    def _frames(self, prompts: list[str], s, hooks, on_step):
+        """Condition once, then every finished frame ``[B, K, 1]``, window after window."""
+        cond = conditioning.condition(self.text, prompts, s.negative_prompt,
+                                      guidance.is_guided(s.guidance_scale), hooks)
+        prefix = np.zeros((len(prompts), self.config.num_codebooks, 0), dtype=np.int64)   # [B, K, 0]
+        rngs = sampling.make_rngs(s.seed, len(prompts))
+        return longform.frames(self.decoder, hooks, cond, prefix, s, rngs, on_step)
+
+    # describing -----------------------------------------------------------------------------------------
     @property
     def dtype(self):
         """The variant: one name if every component uses it, else the dict per component."""
@@ -179,15 +250,28 @@ class MusicGen:
         """Sizes, layers, heads, codebooks, rates, variant and file per component, providers."""
         c = self.config
         return {
-            "source": self.source, "layout": self.files.layout, "size": self.files.size, "decoder": self.layout,
+            "source": self.source, "layout": getattr(self.files, "layout", None),
+            "size": getattr(self.files, "size", None), "decoder": self.layout,
             "layers": c.num_layers, "heads": c.num_heads, "hidden_size": c.hidden_size,
             "codebooks": c.num_codebooks, "vocab_size": c.vocab_size, "audio_channels": c.audio_channels,
             "sample_rate": c.sample_rate, "frame_rate": c.frame_rate,
-            "components": {name: {"dtype": self.dtypes[name], "file": str(path),
+            "components": {name: {"dtype": self.dtypes.get(name), "file": str(path),
                                   "mb": round(_file_bytes(path) / 1e6, 2)}
                            for name, path in self.paths.items()},
             "providers": self.providers,
         }
+
+    def provenance(self) -> dict:
+        """What a Generation records of the model: source, layout, decoder and each graph's variant and sha256."""
+        if self._provenance is None:
+            self._provenance = {
+                "source": self.source, "layout": getattr(self.files, "layout", None),
+                "size": getattr(self.files, "size", None), "decoder": self.layout,
+                "components": {name: {"dtype": self.dtypes.get(name), "file": path.name,
+                                      "sha256": files.sha256(path)} for name, path in self.paths.items()}}
+            if not self.paths:
+                self._provenance["components"] = {"codec": {"class": type(self.codec).__name__}}
+        return self._provenance
 
     def __repr__(self) -> str:
         c = self.config
@@ -204,233 +288,39 @@ class MusicGen:
                 f"{i['vocab_size']}, {i['sample_rate']} Hz, {i['frame_rate']:g} frames/s, "
                 f"providers {', '.join(i['providers'])}<table>{rows}</table>")
 
-    def generate(self, prompt, *, duration=None, max_new_tokens=None, guidance_scale=None, temperature=None,
-                 top_k=None, top_p=None, do_sample=None, seed=None, negative_prompt=None, window=None,
-                 extend_stride=None, on_nonfinite="raise", hooks=None, progress: bool = False) -> Generation:
-        """Text to music.
 
-        Parameters
-        ----------
-        prompt : str or list of str
-            One prompt, or a batch (padded with an attention mask).
-        duration : float, optional
-            Seconds of audio: exactly ``round(duration * frame_rate)`` frames. Exclusive with ``max_new_tokens``.
-        max_new_tokens : int, optional
-            Decoding steps of a single window; frames = ``max_new_tokens + 1 - K``. Default from
-            ``generation_config.json``.
-        guidance_scale : float, optional
-            Classifier-free guidance; 1 runs the conditional model alone.
-        temperature, top_k, top_p, do_sample :
-            As in transformers; ``do_sample=False`` is greedy decoding.
-        seed : int or list of int, optional
-            Seeds the sampler; a prompt gives the same tokens alone or inside any batch.
-        negative_prompt : str or list of str, optional
-            Replaces the null condition of the unconditional half with this prompt's encoding, so guidance
-            pushes away from it (as the negative-prompting demos do with transformers).
-        window, extend_stride : float, optional
-            Seconds the model decodes in one go (default ``max_length / frame_rate``, 30 s for the public
-            models) and, past that, how far each new window moves (default 0.6 window: audiocraft's 18 s of
-            30). Each new window is prompted with the last ``window - extend_stride`` seconds of codes.
-        on_nonfinite : {"raise", "replace"}
-            NaN or inf logits stop with an error naming the step and codebook, or are replaced (NaN and -inf
-            by -1e9, +inf by 1e9).
-        hooks : list of (name_or_filter, fn), optional
-            Hooks for this call only (see :mod:`mglab.hooks`), on top of those of ``with model.hooks(...)``.
-        progress : bool
-            Show a progress bar over decoding steps.
-
-        Returns
-        -------
-        Generation
-        """
-        prompts, s = self._settings(prompt, locals())
-        with self._hooks.scope(hooks):
-            frames, tokens = [], None
-            for frame, tokens in self._frames(prompts, s, progress):
-                frames.append(frame)
-            return self._finish(prompts, s, frames, tokens if s.windows == 1 else None)
-
-    def stream(self, prompt, *, chunk_duration: float = 1.0, hooks=None, progress: bool = False, **kwargs):
-        """Yield audio chunks ``[batch, channels, samples]`` while decoding goes on.
-
-        Each chunk decodes the frames finished so far, with ``STREAM_CONTEXT`` frames of context before and
-        ``STREAM_LOOKAHEAD`` held back after (EnCodec's output near the end still depends on frames to come),
-        and hands out only the settled part. Joined, the chunks equal a one-shot decode of the same codes
-        within ``STREAM_TOLERANCE``. Stopping the iteration (or Ctrl-C) leaves the model usable.
-
-        Examples
-        --------
-        >>> for chunk in model.stream("lofi piano", duration=4, chunk_duration=1.0):   # doctest: +SKIP
-        ...     play(chunk)
-        """
-        check_number("chunk_duration", chunk_duration, "a number of seconds > 0", lambda v: 0 < v < math.inf)
-        prompts, s = self._settings(prompt, kwargs)
-        chunk = max(1, round(chunk_duration * self.config.frame_rate))
-        return self._stream(prompts, s, chunk, hooks, progress)
-
-    def _stream(self, prompts, s, chunk: int, hooks, progress):
-        hop = self.config.hop_length
-        with self._hooks.scope(hooks):
-            frames, emitted = [], 0
-            for frame, _ in self._frames(prompts, s, progress):
-                frames.append(frame)
-                settled = len(frames) - STREAM_LOOKAHEAD
-                if settled - emitted >= chunk:
-                    start = max(0, emitted - STREAM_CONTEXT)
-                    audio = self.codec.decode(np.concatenate(frames[start:], axis=-1))   # [B, C, samples]
-                    yield audio[..., (emitted - start) * hop: (settled - start) * hop]
-                    emitted = settled
-            start = max(0, emitted - STREAM_CONTEXT)
-            audio = self.codec.decode(np.concatenate(frames[start:], axis=-1))
-            yield audio[..., (emitted - start) * hop:]
-
-    def _settings(self, prompt, kw: dict):
-        """Validate everything before any model runs."""
-        prompts = check_prompts(prompt)
-        names = ["duration", "max_new_tokens", "guidance_scale", "temperature", "top_k", "top_p", "do_sample",
-                 "seed", "negative_prompt", "window", "extend_stride", "on_nonfinite"]
-        unknown = set(kw) - set(names) - {"self", "prompt", "hooks", "progress"}
-        if unknown:
-            raise TypeError(f"unknown argument(s) {sorted(unknown)}; allowed: {names}")
-        return prompts, resolve(self.config, self.defaults, len(prompts),
-                                **{k: kw[k] for k in names if k in kw})
-
-    def _finish(self, prompts, s, frames, tokens) -> Generation:
-        c, hook = self.config, self._hooks
-        codes = hook("codec.hook_codes", np.concatenate(frames, axis=-1))      # [B, K, frames]
-        audio = hook("codec.hook_audio", self.codec.decode(codes))              # [B, C, samples]
-        if tokens is None:      # several windows: the delayed matrix of the whole run
-            tokens = delay.delay(codes, c.decoder_start_token_id, c.delays)
-        return Generation(audio=audio, sample_rate=c.sample_rate, codes=codes, tokens=tokens, prompts=prompts,
-                          settings=s.to_dict(), model=self.provenance(), mglab_version=__version__)
-
-    def _frames(self, prompts: list[str], s, progress: bool):
-        """Yield each finished frame ``[B, K, 1]`` (with the window's delayed token matrix), window after
-        window: audiocraft's long-form scheme."""
-        c, hook = self.config, self._hooks
-        guided = guidance.is_guided(s.guidance_scale)
-        rngs = sampling.make_rngs(s.seed, len(prompts))
-        batch, negative = len(prompts), s.negative_prompt or []
-        ids, mask = self.text.tokenize(prompts + negative)                      # [B (+B), n]
-        encoded = self.text.encode(ids, mask)                                   # [B (+B), n, d]
-        hidden = hook("text_encoder.hook_hidden", encoded[:batch])              # [B, n, d]
-        cond_mask = hook("text_encoder.hook_mask", mask[:batch])                # [B, n]
-        if negative:                                                            # uncond = the negative prompt
-            hidden = np.concatenate([hidden, encoded[batch:]])                  # [2B, n, d]
-            mask = np.concatenate([cond_mask, mask[batch:]])                    # [2B, n]
-        elif guided:
-            hidden, mask = guidance.null_condition(hidden, cond_mask)           # [2B, n, d], [2B, n]
-        else:
-            mask = cond_mask
-        plan = _windows(s)                                                      # [(prompt_frames, frames)]
-        bar = _progress(sum(n + max(c.delays) for _, n in plan), progress)
-        prefix = np.zeros((len(prompts), c.num_codebooks, 0), dtype=np.int64)  # [B, K, P]
-        step = 0
-        try:
-            for w, (_, n) in enumerate(plan):
-                hook.window = w
-                for t, tokens in self._window(hidden, mask, prefix, n, rngs, s, step):
-                    f = t - max(c.delays)                    # the frame that step t finished
-                    if f >= prefix.shape[-1]:
-                        frame = np.stack([tokens[:, i, f + d + 1] for i, d in enumerate(c.delays)], 1)  # [B, K]
-                        yield frame[..., None], tokens
-                    bar.update(1)
-                step += n + max(c.delays)
-                prefix = delay.undelay(tokens, c.delays)[:, :, s.stride_frames:]    # [B, K, window - stride]
-        finally:
-            hook.window = None
-            bar.close()
-
-    def _window(self, hidden, mask, prefix, frames: int, rngs, s, step0: int):
-        """Decode one window of ``frames`` frames whose first ``P`` are the prompt codes ``prefix [B, K, P]``.
-
-        Yields ``(t, tokens)`` after each step t; ``tokens [B, K, frames + max_delay + 1]`` is the delayed
-        matrix, the start token and the forced pads and prompt codes included.
-        """
-        c, hook = self.config, self._hooks
-        batch, k = prefix.shape[:2]
-        length = frames + max(c.delays) + 1
-        pattern = delay.build_delay_pattern(k, length, c.decoder_start_token_id, c.delays)   # [K, L]
-        known = np.broadcast_to(pattern, (batch, k, length)).copy()            # [B, K, L]: -1 = predict
-        for i, d in enumerate(c.delays):
-            known[:, i, d + 1: d + 1 + prefix.shape[-1]] = prefix[:, i]         # prompt codes, delayed
-        tokens = np.where(known == delay.PREDICT, c.decoder_start_token_id, known)      # [B, K, L]
-        halves, attention = hidden.shape[0] // batch, hook.wants_any(is_attention)
-        cache = None
-        for t in range(length - 1):
-            step = step0 + t
-            x = hook("decoder.hook_input_ids", tokens[:, :, t], step)           # [B, K]
-            x = np.tile(x.reshape(-1, 1), (halves, 1))                          # [H*B*K, 1]
-            logits, cache, attn = self.decoder.step(x, hidden, mask, cache, attention, capacity=length - 1)
-            logits = _finite(logits, step, s.on_nonfinite, batch, k)            # [H*B*K, V]
-            if hook:
-                cache = self.decoder.run_hooks(hook, step, cache, attn)
-            cond, uncond = guidance.split(logits, batch, k)                     # [B, K, V] each
-            scores = hook("guidance.hook_cond_logits", cond, step)              # [B, K, V]
-            if halves == 2:
-                uncond = hook("guidance.hook_uncond_logits", uncond, step)      # [B, K, V]
-                scores = guidance.guide(scores, uncond, s.guidance_scale)       # [B, K, V]
-            scores = hook("guidance.hook_logits", scores, step)                 # [B, K, V]
-            if s.do_sample:
-                scores = sampling.warp(scores, s.temperature, s.top_k, s.top_p)   # [B, K, V]
-            scores = hook("sampler.hook_logits", scores, step)                  # [B, K, V]
-            _some_token_left(scores, step)
-            nxt = sampling.sample(scores, rngs) if s.do_sample else sampling.greedy(scores)   # [B, K]
-            nxt = hook("sampler.hook_tokens", nxt, step)                        # [B, K]
-            column = np.where(known[:, :, t + 1] == delay.PREDICT, nxt, known[:, :, t + 1])  # [B, K]
-            tokens[:, :, t + 1] = hook("delay.hook_tokens", column, step)       # [B, K]
-            yield t, tokens
-
-    def provenance(self) -> dict:
-        """What a Generation records of the model: source, layout, decoder and each graph's variant and sha256."""
-        if self._provenance is None:
-            self._provenance = {
-                "source": self.source, "layout": self.files.layout, "size": self.files.size,
-                "decoder": self.layout,
-                "components": {name: {"dtype": self.dtypes[name], "file": path.name, "sha256": files.sha256(path)}
-                               for name, path in self.paths.items()}}
-        return self._provenance
+def _from_spec(spec: LoadSpec) -> MusicGen:
+    return spec.load()
 
 
-STREAM_CONTEXT = 50      # frames decoded before a chunk, for EnCodec's convolutions and LSTM to settle
-STREAM_LOOKAHEAD = 4     # frames held back after a chunk: their audio still depends on frames to come
-STREAM_TOLERANCE = 1e-4  # |joined chunks - one-shot decode| allowed (1.2e-7 seen on the bundled model)
-NONFINITE_FILL = 1e9
+_GENERATE_DOC = """Text to music.
+
+Parameters
+----------
+prompt : str or list of str
+    One prompt, or a batch (padded with an attention mask).
+{params}
+hooks : list of (name_or_filter, fn), optional
+    Hooks for this call only (see :mod:`mglab.hooks`), on top of those of ``with model.hooks(...)``.
+hook_steps : slice or list of int, optional
+    The decoding steps the ``hooks`` of this call run at (default every step).
+progress : bool
+    Show a progress bar over decoding steps.
+
+Returns
+-------
+Generation
+"""
+MusicGen.generate.__doc__ = _GENERATE_DOC.format(params=params_docstring())
+_P = inspect.Parameter
+MusicGen.generate.__signature__ = params_signature(
+    MusicGen.generate, [_P("self", _P.POSITIONAL_OR_KEYWORD), _P("prompt", _P.POSITIONAL_OR_KEYWORD)],
+    [_P("hooks", _P.KEYWORD_ONLY, default=None), _P("hook_steps", _P.KEYWORD_ONLY, default=None),
+     _P("progress", _P.KEYWORD_ONLY, default=False)])
 
 
-def _windows(s) -> list[tuple[int, int]]:
-    """``[(prompt_frames, frames), ...]`` per window: the first has no prompt; each later one is prompted with
-    the last ``window - stride`` frames of the one before and adds up to ``stride`` new frames."""
-    plan, done, prompt = [], 0, 0
-    while done < s.frames:
-        n = min(s.window_frames, prompt + s.frames - done)
-        plan.append((prompt, n))
-        done += n - prompt
-        prompt = n - s.stride_frames
-    return plan
-
-
-def _finite(logits: np.ndarray, step: int, how: str, batch: int, k: int) -> np.ndarray:
-    """NaN or inf logits: an error naming the step, prompt and codebook, or (``how='replace'``) finite fills."""
-    if np.isfinite(logits).all():
-        return logits
-    if how == "replace":
-        return np.nan_to_num(logits, nan=-NONFINITE_FILL, posinf=NONFINITE_FILL, neginf=-NONFINITE_FILL)
-    row = int(np.flatnonzero(~np.isfinite(logits).all(axis=-1))[0])
-    half, b, kb = row // (batch * k), (row % (batch * k)) // k, row % k
-    bad = logits[row]
-    raise FloatingPointError(
-        f"non-finite logits at step {step}, prompt {b}, codebook {kb} "
-        f"({'conditional' if half == 0 else 'unconditional'} branch): {int(np.isnan(bad).sum())} NaN, "
-        f"{int(np.isinf(bad).sum())} inf of {bad.size}; pass on_nonfinite='replace' to carry on")
-
-
-def _some_token_left(scores: np.ndarray, step: int) -> None:
-    left = np.isfinite(scores).any(axis=-1) & ~np.isnan(scores).any(axis=-1)   # [B, K]
-    if not left.all():
-        b, kb = map(int, np.argwhere(~left)[0])
-        raise FloatingPointError(f"no token left to choose at step {step}, prompt {b}, codebook {kb}: every "
-                                 "logit is -inf or NaN (a hook or the filters removed them all)")
+def _total_steps(s, config: MusicGenConfig) -> int:
+    return sum(n + max(config.delays) for _, n in longform.plan(s.frames, s.window_frames, s.stride_frames))
 
 
 def _file_bytes(path: Path) -> int:
@@ -438,16 +328,8 @@ def _file_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
 
 
-def _selected(step: int, steps) -> bool:
-    """Is decoding step ``step`` in ``steps`` (a slice with non-negative bounds, or a list of indices)?"""
-    if isinstance(steps, slice):
-        start, stride = steps.start or 0, steps.step or 1
-        return step >= start and (steps.stop is None or step < steps.stop) and (step - start) % stride == 0
-    return step in steps
-
-
 class _NoBar:
-    def update(self, n):
+    def update(self, n=1):
         pass
 
     def close(self):

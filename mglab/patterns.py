@@ -1,51 +1,249 @@
-"""Ways to lay K codebooks of T frames out as a sequence of decoding steps (audiocraft's
-``codebooks_patterns.py``), for teaching. Each function returns ``steps [K, T]``: the decoding step at which
-the token of codebook k, frame t is produced. For K = 3, T = 4::
+"""Stage 6 of 7: codebook patterns, how K codebooks of T frames become a sequence of decoding steps.
 
-    parallel (T steps)     delay (T + K - 1)      flattening (T * K)        coarse-first (T + T*(K-1))
-    [0, 1, 2, 3]           [0, 1, 2, 3]           [0, 3, 6,  9]             [0, 1, 2, 3]
-    [0, 1, 2, 3]           [1, 2, 3, 4]           [1, 4, 7, 10]             [4, 6, 8, 10]
-    [0, 1, 2, 3]           [2, 3, 4, 5]           [2, 5, 8, 11]             [5, 7, 9, 11]
+One object, :class:`Pattern`, as in audiocraft's ``codebooks_patterns.py``: a *layout* lists, for every
+sequence position ``s``, the ``(t, q)`` coordinates (frame, codebook) whose tokens sit there. Position 0 is
+always empty: it holds the special (start) token. :meth:`Pattern.build` lays codes ``[..., K, T]`` out as the
+sequence ``[..., K, S]`` (special token where the layout has nothing) and :meth:`Pattern.revert` takes them
+back. The decoder feeds position ``s`` at step ``s`` and predicts position ``s + 1``, so the token at
+position ``s`` is produced by decoding step ``s - 1`` (:meth:`Pattern.steps`).
 
-MusicGen uses *delay*: all codebooks at once, codebook k shifted by k steps, so codebook k of frame t is
+The providers below build the layouts of audiocraft's pattern providers. For K = 3 codebooks, T = 4 frames
+(digits are frames, ``S`` the special token, one row per codebook)::
+
+    delay (MusicGen)          parallel               unroll (flattening)
+    [S, 0, 1, 2, 3, S, S]     [S, 0, 1, 2, 3]        [S, 0, S, S, 1, S, S, 2, S, S, 3, S, S]
+    [S, S, 0, 1, 2, 3, S]     [S, 0, 1, 2, 3]        [S, S, 0, S, S, 1, S, S, 2, S, S, 3, S]
+    [S, S, S, 0, 1, 2, 3]     [S, 0, 1, 2, 3]        [S, S, S, 0, S, S, 1, S, S, 2, S, S, 3]
+    T + max(delay) steps      T steps                T * K steps
+
+    coarse_first                  musiclm (group_by=2)
+    [S, 0, 1, 2, 3, S, S, S, S]   [S, 0, S, 1, S, 2, S, 3, S, S, S, S, S]
+    [S, S, S, S, S, 0, 1, 2, 3]   [S, S, 0, S, 1, S, 2, S, 3, S, S, S, S]
+    [S, S, S, S, S, 0, 1, 2, 3]   [S, S, S, S, S, S, S, S, S, 0, 1, 2, 3]
+    2T steps (+ delays of 1..K-1)  T * K steps: codebooks 0-1 flattened, then codebook 2
+
+MusicGen uses *delay*: all codebooks at once, codebook k shifted by ``delays[k]``, so codebook k of frame t is
 predicted after codebooks 0..k-1 of the same frame. *Parallel* is fastest but predicts each frame's codebooks
-independently; *flattening* is exact but K times slower; *coarse-first* (VALL-E style) decodes codebook 0
-over all frames, then the rest frame by frame.
+independently; *unroll* is exact but K times slower; *coarse_first* decodes codebook 0 over all frames, then
+the others together; *musiclm* flattens groups of codebooks one group after the other.
+
+:mod:`mglab.delay` is the delay provider seen the way transformers writes it (a ``-1``/pad mask).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 
-def parallel(k: int, t: int) -> np.ndarray:
-    """All codebooks of a frame at one step: ``T`` steps."""
-    return np.broadcast_to(np.arange(t), (k, t)).copy()
+class Pattern:
+    """A layout: ``layout[s]`` is the tuple of ``(t, q)`` whose tokens sit at sequence position ``s``.
+
+    Parameters
+    ----------
+    layout : sequence of sequences of (int, int)
+        Position 0 must be empty (the special token). A codebook appears at most once per position and its
+        frames never go backwards (audiocraft's checks). Coordinates with ``t >= timesteps`` are allowed
+        (the tail of a delayed layout) and ignored when building.
+    timesteps : int
+        T, the frames the pattern lays out.
+    n_q : int
+        K, the codebooks.
+    """
+
+    def __init__(self, layout, timesteps: int, n_q: int):
+        self.layout = tuple(tuple((int(t), int(q)) for t, q in coords) for coords in layout)
+        self.timesteps, self.n_q = int(timesteps), int(n_q)
+        self._validate()
+        pos = np.full((self.n_q, self.timesteps), -1, dtype=np.int64)     # [K, T]: position of (q, t)
+        for s, coords in enumerate(self.layout):
+            for t, q in coords:
+                if t < self.timesteps and pos[q, t] < 0:
+                    pos[q, t] = s
+        self._positions = pos
+        self._done = pos.max(axis=0) - 1 if pos.size else pos               # [T]: step finishing frame t
+
+    def _validate(self) -> None:
+        if not self.layout or self.layout[0]:
+            raise ValueError("a pattern's layout must start with an empty position (the special token)")
+        last = [0] * self.n_q
+        for s, coords in enumerate(self.layout):
+            qs = [q for _, q in coords]
+            if len(set(qs)) != len(qs):
+                raise ValueError(f"layout position {s} holds codebook {qs} more than once")
+            for t, q in coords:
+                if not 0 <= q < self.n_q:
+                    raise ValueError(f"layout position {s} names codebook {q}; there are {self.n_q}")
+                if t < last[q]:
+                    raise ValueError(f"layout position {s}: codebook {q} goes back from frame {last[q]} to {t}")
+                last[q] = t
+
+    @property
+    def length(self) -> int:
+        """S: sequence positions, the special token included (decoding steps + 1)."""
+        return len(self.layout)
+
+    @property
+    def num_steps(self) -> int:
+        """Decoding steps: every position but the first is predicted by one step."""
+        return len(self.layout) - 1
+
+    def positions(self) -> np.ndarray:
+        """``[K, T]``: the sequence position of frame t of codebook q (-1 if the layout never places it)."""
+        return self._positions.copy()
+
+    def steps(self) -> np.ndarray:
+        """``[K, T]``: the decoding step that produces frame t of codebook q (position - 1)."""
+        return self._positions - 1
+
+    @property
+    def mask(self) -> np.ndarray:
+        """``[K, S]`` bool: True where a code sits, False where the special token does."""
+        m = np.zeros((self.n_q, self.length), dtype=bool)
+        q, t = np.nonzero(self._positions >= 0)
+        m[q, self._positions[q, t]] = True
+        return m
+
+    def build(self, codes: np.ndarray, special_token: int) -> np.ndarray:
+        """Codes ``[..., K, T]`` -> sequence ``[..., K, S]``, ``special_token`` where the layout has none."""
+        if codes.shape[-2:] != (self.n_q, self.timesteps):
+            raise ValueError(f"codes of shape {codes.shape} do not fit a pattern of K={self.n_q}, "
+                             f"T={self.timesteps}")
+        seq = np.full(codes.shape[:-1] + (self.length,), special_token, dtype=codes.dtype)   # [..., K, S]
+        q, t = np.nonzero(self._positions >= 0)
+        seq[..., q, self._positions[q, t]] = codes[..., q, t]
+        return seq
+
+    def revert(self, sequence: np.ndarray) -> np.ndarray:
+        """Sequence ``[..., K, S]`` -> codes ``[..., K, T]`` (the inverse of :meth:`build`)."""
+        if sequence.shape[-2:] != (self.n_q, self.length):
+            raise ValueError(f"a sequence of shape {sequence.shape} does not fit a pattern of K={self.n_q}, "
+                             f"S={self.length}")
+        if (self._positions < 0).any():
+            raise ValueError("this pattern does not place every frame: it cannot be reverted")
+        k = np.arange(self.n_q)[:, None]                                      # [K, 1]
+        return sequence[..., k, self._positions]                              # [..., K, T]
+
+    def frames_done_at(self, step: int) -> list[int]:
+        """The frames whose last codebook is produced by decoding step ``step``."""
+        return [int(t) for t in np.flatnonzero(self._done == step)]
+
+    def __repr__(self) -> str:
+        return f"Pattern(n_q={self.n_q}, timesteps={self.timesteps}, steps={self.num_steps})"
 
 
-def delay(k: int, t: int, delays=None) -> np.ndarray:
-    """Codebook k shifted right by ``delays[k]`` (default k): ``T + max(delays)`` steps."""
-    d = np.arange(k) if delays is None else np.asarray(delays)
-    return np.arange(t)[None, :] + d[:, None]
+def _check(n_q: int, timesteps: int) -> None:
+    for name, v in (("n_q", n_q), ("timesteps", timesteps)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name}={v!r} is not allowed: {name} must be an integer >= 1")
 
 
-def flattening(k: int, t: int) -> np.ndarray:
-    """One token per step, frame by frame, codebook 0 first: ``T * K`` steps."""
-    return np.arange(t)[None, :] * k + np.arange(k)[:, None]
+def _ascending(name: str, values, n: int) -> tuple[int, ...]:
+    values = tuple(int(v) for v in values)
+    if len(values) != n or list(values) != sorted(values) or min(values, default=0) < 0:
+        raise ValueError(f"{name}={list(values)} is not allowed: {name} must be {n} ascending integers >= 0")
+    return values
 
 
-def coarse_first(k: int, t: int) -> np.ndarray:
-    """Codebook 0 over every frame, then codebooks 1..K-1 flattened frame by frame: ``T + T * (K - 1)`` steps."""
-    steps = np.empty((k, t), dtype=np.int64)
-    steps[0] = np.arange(t)
-    if k > 1:
-        steps[1:] = t + flattening(k - 1, t)
-    return steps
+@lru_cache(maxsize=64)
+def _delay(n_q: int, timesteps: int, delays: tuple[int, ...]) -> Pattern:
+    layout = [()]
+    for s in range(timesteps + max(delays)):
+        layout.append(tuple((s - d, q) for q, d in enumerate(delays) if s - d >= 0))
+    return Pattern(layout, timesteps, n_q)
 
 
-PATTERNS = {"parallel": parallel, "delay": delay, "flattening": flattening, "coarse_first": coarse_first}
+def delay(n_q: int, timesteps: int, delays=None) -> Pattern:
+    """Codebook q shifted right by ``delays[q]`` (default q): ``T + max(delays)`` steps.
+
+    audiocraft's ``DelayedPatternProvider``; MusicGen's pattern. Stereo checkpoints use ``0, 0, 1, 1, ...``.
+
+    Examples
+    --------
+    >>> delay(3, 4).build(np.arange(12).reshape(3, 4), special_token=-1)
+    array([[-1,  0,  1,  2,  3, -1, -1],
+           [-1, -1,  4,  5,  6,  7, -1],
+           [-1, -1, -1,  8,  9, 10, 11]])
+    """
+    _check(n_q, timesteps)
+    return _delay(n_q, timesteps, _ascending("delays", range(n_q) if delays is None else delays, n_q))
 
 
-def num_steps(steps: np.ndarray) -> int:
-    """Decoding steps a layout takes."""
-    return int(steps.max()) + 1
+def parallel(n_q: int, timesteps: int) -> Pattern:
+    """All codebooks of a frame at one step: ``T`` steps (audiocraft's ``ParallelPatternProvider``)."""
+    return delay(n_q, timesteps, [0] * n_q)
+
+
+@lru_cache(maxsize=64)
+def _unroll(n_q: int, timesteps: int, flattening: tuple[int, ...], delays: tuple[int, ...]) -> Pattern:
+    groups: dict[int, tuple[list[int], int]] = {}
+    for q, (inner, d) in enumerate(zip(flattening, delays)):
+        if inner in groups and groups[inner][1] != d:
+            raise ValueError("codebooks flattened to the same inner step must have the same delay")
+        groups.setdefault(inner, ([], d))[0].append(q)
+    inner_steps, max_t = max(groups) + 1, timesteps + max(delays)
+    indexed = [(-1, ())]
+    for t in range(max_t):
+        for inner in range(inner_steps):
+            if inner in groups:
+                qs, d = groups[inner]
+                if t + d < max_t:
+                    indexed.append((t + d, tuple((t, q) for q in qs)))
+            else:
+                indexed.append((t, ()))
+    return Pattern([coords for _, coords in sorted(indexed)], timesteps, n_q)
+
+
+def unroll(n_q: int, timesteps: int, flattening=None, delays=None) -> Pattern:
+    """Codebooks flattened into inner steps (default one codebook a step: ``T * K`` steps).
+
+    audiocraft's ``UnrolledPatternProvider``: ``flattening[q]`` is codebook q's inner step (equal values share
+    a step), ``delays[q]`` shifts it by whole frames.
+    """
+    _check(n_q, timesteps)
+    flattening = _ascending("flattening", range(n_q) if flattening is None else flattening, n_q)
+    delays = _ascending("delays", [0] * n_q if delays is None else delays, n_q)
+    return _unroll(n_q, timesteps, flattening, delays)
+
+
+def flattening(n_q: int, timesteps: int) -> Pattern:
+    """One token per step, frame by frame, codebook 0 first: ``T * K`` steps (full :func:`unroll`)."""
+    return unroll(n_q, timesteps)
+
+
+@lru_cache(maxsize=64)
+def _coarse_first(n_q: int, timesteps: int, delays: tuple[int, ...]) -> Pattern:
+    layout = [()] + [((t, 0),) for t in range(timesteps)]
+    for s in range(timesteps + max(delays, default=0)):
+        layout.append(tuple((s - d, q + 1) for q, d in enumerate(delays) if s - d >= 0))
+    return Pattern(layout, timesteps, n_q)
+
+
+def coarse_first(n_q: int, timesteps: int, delays=None) -> Pattern:
+    """Codebook 0 over every frame, then codebooks 1..K-1 together (delayed by ``delays``, default 0):
+    ``2T + max(delays)`` steps. audiocraft's ``CoarseFirstPattern``."""
+    _check(n_q, timesteps)
+    return _coarse_first(n_q, timesteps, _ascending("delays", [0] * (n_q - 1) if delays is None else delays,
+                                                     n_q - 1))
+
+
+@lru_cache(maxsize=64)
+def _musiclm(n_q: int, timesteps: int, group_by: int) -> Pattern:
+    layout = [()]
+    for offset in range(0, n_q, group_by):
+        for t in range(timesteps):
+            layout += [((t, q),) for q in range(offset, min(offset + group_by, n_q))]
+    return Pattern(layout, timesteps, n_q)
+
+
+def musiclm(n_q: int, timesteps: int, group_by: int = 2) -> Pattern:
+    """Groups of ``group_by`` codebooks, each flattened over every frame before the next group: ``T * K``
+    steps. audiocraft's ``MusicLMPattern``."""
+    _check(n_q, timesteps)
+    _check(group_by, 1)
+    return _musiclm(n_q, timesteps, int(group_by))
+
+
+PATTERNS = {"parallel": parallel, "delay": delay, "flattening": flattening, "coarse_first": coarse_first,
+            "musiclm": musiclm}

@@ -100,7 +100,7 @@ def plot_delay_pattern(tokens: np.ndarray, *, pad_token_id: int, step: int | Non
 def plot_logits(logits: np.ndarray, *, top: int = 20, ax=None, labels=None, title="top tokens"):
     """Probabilities of the ``top`` most likely tokens for one or more distributions ``[V]`` or ``[n, V]``
     (e.g. conditional, unconditional, guided), side by side."""
-    from .metrics import log_softmax
+    from .numeric import log_softmax
 
     ax = _axes(ax)
     logits = np.atleast_2d(logits)                                            # [n, V]

@@ -1,4 +1,4 @@
-"""Stage 5: choosing the next token from (guided) logits: temperature, top-k, top-p, greedy or sampling.
+"""Stage 5 of 7: choosing the next token from (guided) logits: temperature, top-k, top-p, greedy or sampling.
 
 Each warper matches transformers' ``TemperatureLogitsWarper``, ``TopKLogitsWarper`` and ``TopPLogitsWarper``
 (applied in that order, after guidance): removed tokens get ``-inf``. Sampling draws one uniform number per
@@ -9,6 +9,8 @@ same seed gives the same tokens on every machine.
 from __future__ import annotations
 
 import numpy as np
+
+from .numeric import softmax
 
 
 def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -46,13 +48,6 @@ def warp(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, top_p: fl
     if temperature != 1.0:
         logits = apply_temperature(logits, temperature)
     return top_p_filter(top_k_filter(logits, top_k), top_p)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis, safe with ``-inf`` entries; ``[..., V]``."""
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def greedy(logits: np.ndarray) -> np.ndarray:

@@ -1,12 +1,68 @@
-"""Generation settings: the model's defaults, overridden by the caller, checked before any work starts."""
+"""Generation parameters, declared once: types, defaults, allowed ranges and help.
+
+:data:`PARAMS` is the single list that ``MusicGen.generate``'s signature and docstring, the checks in
+:func:`resolve` and the command line's flags are all made from. A value of the wrong type is a ``TypeError``,
+a value of the right type outside its range a ``ValueError``; both name the argument and what is allowed, and
+both are raised before any model runs.
+"""
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from dataclasses import asdict, dataclass
 
 from .config import MusicGenConfig
+
+
+@dataclass(frozen=True)
+class Param:
+    """One argument of ``generate``. ``allowed`` may name ``{vocab}``, ``{min_tokens}``, ``{batch}``,
+    ``{min_window}`` and ``{window}``, filled in for the model and call at hand."""
+
+    name: str
+    type: str            # "float", "int", "bool", "choice", "seeds", "prompts"
+    allowed: str
+    help: str
+    default: object = None          # None: from generation_config.json, or derived (see help)
+    choices: tuple = ()
+    metavar: str | None = None
+
+
+PARAMS = (
+    Param("duration", "float", "a number of seconds > 0",
+          "Seconds of audio: exactly ``round(duration * frame_rate)`` frames. Exclusive with "
+          "``max_new_tokens``."),
+    Param("max_new_tokens", "int", "an integer >= {min_tokens}",
+          "Decoding steps in all (every window of a long run together); one window of ``n`` steps gives "
+          "``n - max(delays)`` frames. Default from ``generation_config.json``."),
+    Param("guidance_scale", "float", "a finite number >= 0",
+          "Classifier-free guidance ``uncond + s * (cond - uncond)``; exactly 1 runs the conditional model "
+          "alone. Default from ``generation_config.json`` (3.0 for the public models)."),
+    Param("temperature", "float", "a finite number > 0", "Divides the guided logits before sampling."),
+    Param("top_k", "int", "an integer in [0, {vocab}] (0 turns top-k off)",
+          "Keep the k most likely tokens (ties with the k-th kept too)."),
+    Param("top_p", "float", "a number in [0, 1]",
+          "Nucleus sampling: keep the most likely tokens whose probability exceeds top_p."),
+    Param("do_sample", "bool", "True or False", "False decodes greedily (the most likely token)."),
+    Param("seed", "seeds", "a non-negative integer, a list of them, one per prompt ({batch}), or None",
+          "Seeds the sampler; a prompt gives the same tokens alone or inside any batch."),
+    Param("negative_prompt", "prompts", "a non-empty string, or one per prompt ({batch})",
+          "Replaces the null condition of the unconditional half with this prompt's encoding, so guidance "
+          "pushes away from it."),
+    Param("window", "float", "a number of seconds >= {min_window}",
+          "Seconds the model decodes in one go (default ``max_length / frame_rate``, 30 s for the public "
+          "models); longer runs go window by window."),
+    Param("extend_stride", "float", "a number of seconds in (0, window={window})",
+          "How far each new window moves (default 0.6 window: audiocraft's 18 s of 30); each new window is "
+          "prompted with the last ``window - extend_stride`` seconds of codes."),
+    Param("on_nonfinite", "choice", "'raise' or 'replace'",
+          "NaN or inf logits stop with an error naming the step and codebook, or are replaced (NaN and -inf "
+          "by -1e9, +inf by 1e9).", default="raise", choices=("raise", "replace")),
+)
+NAMES = tuple(p.name for p in PARAMS)
+BY_NAME = {p.name: p for p in PARAMS}
 
 
 @dataclass(frozen=True)
@@ -20,7 +76,7 @@ class Settings:
     top_k: int
     top_p: float
     seed: int | list[int] | None
-    frames: int                 # frames of audio in all (= max_new_tokens + 1 - K for one window)
+    frames: int                 # frames of audio in all (= max_new_tokens - max(delays))
     window_frames: int          # frames the model decodes in one go; longer runs go window by window
     stride_frames: int          # each new window starts this many frames after the last (audiocraft's extend_stride)
     on_nonfinite: str = "raise"
@@ -37,11 +93,28 @@ class Settings:
         return asdict(self)
 
 
+def _fail(name: str, value, ctx: dict, error=ValueError):
+    allowed = BY_NAME[name].allowed.format(**ctx) if name in BY_NAME else ctx["allowed"]
+    raise error(f"{name}={value!r} is not allowed: {name} must be {allowed}")
+
+
 def check_number(name: str, value, allowed: str, ok) -> float:
-    """``value`` if it is a real number (not bool, not NaN) for which ``ok`` holds, else an error naming it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value) or not ok(value):
+    """``value`` if it is a real number (not bool, not NaN) for which ``ok`` holds: a ``TypeError`` for
+    another type, a ``ValueError`` for NaN or a number out of range, each naming ``name`` and ``allowed``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}={value!r} is not allowed: {name} must be {allowed}")
+    if math.isnan(value) or not ok(value):
         raise ValueError(f"{name}={value!r} is not allowed: {name} must be {allowed}")
     return value
+
+
+def check_integer(name: str, value, allowed: str, ok) -> int:
+    """As :func:`check_number`, for an integer."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}={value!r} is not allowed: {name} must be {allowed}")
+    if not ok(value):
+        raise ValueError(f"{name}={value!r} is not allowed: {name} must be {allowed}")
+    return int(value)
 
 
 def check_prompts(prompt, name: str = "prompt") -> list[str]:
@@ -50,76 +123,124 @@ def check_prompts(prompt, name: str = "prompt") -> list[str]:
     if not isinstance(prompts, (list, tuple)) or len(prompts) == 0:
         raise TypeError(f"{name}={prompt!r} is not allowed: {name} must be a string or a non-empty list of strings")
     for i, p in enumerate(prompts):
-        if not isinstance(p, str) or not p.strip():
+        if not isinstance(p, str):
+            raise TypeError(f"{name}[{i}]={p!r} is not allowed: each {name} must be a non-empty string")
+        if not p.strip():
             raise ValueError(f"{name}[{i}]={p!r} is not allowed: each {name} must be a non-empty string")
     return list(prompts)
 
 
-def resolve(config: MusicGenConfig, defaults: dict, batch: int, *, duration=None, max_new_tokens=None,
-            guidance_scale=None, temperature=None, top_k=None, top_p=None, do_sample=None,
-            seed=None, window=None, extend_stride=None, on_nonfinite="raise", negative_prompt=None) -> Settings:
+def check_names(kwargs: dict) -> None:
+    """Only arguments of :data:`PARAMS`, else a ``TypeError`` listing the allowed names."""
+    unknown = set(kwargs) - set(NAMES)
+    if unknown:
+        raise TypeError(f"unknown argument(s) {sorted(unknown)}; allowed: {list(NAMES)}")
+
+
+def resolve(config: MusicGenConfig, defaults: dict, batch: int, **kw) -> Settings:
     """Fill unset arguments from ``defaults`` (generation_config over transformers') and validate them all."""
+    check_names(kw)
+    kw = {name: kw.get(name, BY_NAME[name].default) for name in NAMES}
+    delay = max(config.delays)
+    fr = config.frame_rate
+    # transformers applies no delay pattern at all below 2 * max_delay new tokens; refuse that corner.
+    min_tokens = 2 * delay
+    ctx = dict(vocab=config.vocab_size, min_tokens=min_tokens, batch=batch, min_window=(min_tokens + 1) / fr)
+    duration, max_new_tokens = kw["duration"], kw["max_new_tokens"]
     if duration is not None and max_new_tokens is not None:
         raise ValueError(f"duration={duration!r} and max_new_tokens={max_new_tokens!r}: give one of them, not both")
-    k_delay = max(config.delays)
-    # transformers applies no delay pattern at all below 2 * max_delay new tokens; refuse that corner.
-    min_tokens = 2 * k_delay
     if duration is not None:
-        check_number("duration", duration, "a number of seconds > 0", lambda v: 0 < v < math.inf)
-        frames = round(duration * config.frame_rate)
-        max_new_tokens = frames + k_delay                     # frames = max_new_tokens + 1 - K
+        check_number("duration", duration, BY_NAME["duration"].allowed, lambda v: 0 < v < math.inf)
+        frames = round(duration * fr)
+        max_new_tokens = frames + delay                       # frames = max_new_tokens - max(delays)
         if frames < 1 or max_new_tokens < min_tokens:
-            raise ValueError(f"duration={duration!r} is too short: it must give at least "
-                             f"{max(1, min_tokens - k_delay)} frames (>= "
-                             f"{max(1, min_tokens - k_delay) / config.frame_rate:g} s)")
+            least = max(1, min_tokens - delay)
+            raise ValueError(f"duration={duration!r} is too short: it must give at least {least} frames "
+                             f"(>= {least / fr:g} s)")
     elif max_new_tokens is None:
         max_new_tokens = defaults["max_new_tokens"] or defaults["max_length"] - 1
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) \
-            or max_new_tokens < min_tokens:
-        raise ValueError(f"max_new_tokens={max_new_tokens!r} is not allowed: max_new_tokens must be an "
-                         f"integer >= {min_tokens} for {config.num_codebooks} codebooks")
-    guidance_scale = defaults["guidance_scale"] if guidance_scale is None else guidance_scale
+    max_new_tokens = check_integer("max_new_tokens", max_new_tokens, BY_NAME["max_new_tokens"].allowed.format(**ctx),
+                                   lambda v: v >= min_tokens)
+    guidance_scale = _default(kw, defaults, "guidance_scale")
     guidance_scale = 1.0 if guidance_scale is None else guidance_scale
-    check_number("guidance_scale", guidance_scale, "a finite number >= 0", lambda v: 0 <= v < math.inf)
-    do_sample = defaults["do_sample"] if do_sample is None else do_sample
+    check_number("guidance_scale", guidance_scale, BY_NAME["guidance_scale"].allowed, lambda v: 0 <= v < math.inf)
+    do_sample = _default(kw, defaults, "do_sample")
     if not isinstance(do_sample, bool):
-        raise TypeError(f"do_sample={do_sample!r} is not allowed: do_sample must be True or False")
-    temperature = defaults["temperature"] if temperature is None else temperature
-    check_number("temperature", temperature, "a finite number > 0", lambda v: 0 < v < math.inf)
-    top_k = defaults["top_k"] if top_k is None else top_k
-    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or not 0 <= top_k <= config.vocab_size:
-        raise ValueError(f"top_k={top_k!r} is not allowed: top_k must be an integer in [0, {config.vocab_size}] "
-                         "(0 turns top-k off)")
-    top_p = defaults["top_p"] if top_p is None else top_p
-    check_number("top_p", top_p, "a number in [0, 1]", lambda v: 0 <= v <= 1)
-    seeds = seed if isinstance(seed, (list, tuple)) else [seed]
-    for s in seeds:
-        if s is not None and (isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0):
-            raise ValueError(f"seed={seed!r} is not allowed: seed must be a non-negative integer, "
-                             f"a list of {batch} of them (one per prompt), or None")
-    if isinstance(seed, (list, tuple)) and len(seed) != batch:
-        raise ValueError(f"seed={seed!r} is not allowed: a list of seeds needs one per prompt ({batch})")
-    fr = config.frame_rate
-    window = defaults["max_length"] / fr if window is None else window
-    check_number("window", window, f"a number of seconds >= {(min_tokens + 1) / fr:g}",
-            lambda v: min_tokens + 1 <= round(v * fr) and v < math.inf)
-    extend_stride = 0.6 * window if extend_stride is None else extend_stride     # audiocraft: 18 s of 30
-    check_number("extend_stride", extend_stride, f"a number of seconds in (0, window={window:g})",
-            lambda v: 1 <= round(v * fr) < round(window * fr))
-    if on_nonfinite not in ("raise", "replace"):
-        raise ValueError(f"on_nonfinite={on_nonfinite!r} is not allowed: on_nonfinite must be 'raise' or 'replace'")
-    if negative_prompt is not None:
-        negative_prompt = check_prompts(negative_prompt, "negative_prompt")
-        if len(negative_prompt) == 1:
-            negative_prompt = negative_prompt * batch
-        if len(negative_prompt) != batch:
-            raise ValueError(f"negative_prompt has {len(negative_prompt)} entries: give one string, or one per "
-                             f"prompt ({batch})")
-        if guidance_scale == 1.0:
-            raise ValueError("negative_prompt needs guidance: guidance_scale=1.0 runs the conditional model alone")
-    return Settings(max_new_tokens=int(max_new_tokens), guidance_scale=float(guidance_scale),
-                    do_sample=do_sample, temperature=float(temperature), top_k=int(top_k),
-                    top_p=float(top_p), seed=list(seed) if isinstance(seed, (list, tuple)) else seed,
-                    frames=int(max_new_tokens) - k_delay, window_frames=round(window * fr),
+        _fail("do_sample", do_sample, ctx, TypeError)
+    temperature = check_number("temperature", _default(kw, defaults, "temperature"),
+                               BY_NAME["temperature"].allowed, lambda v: 0 < v < math.inf)
+    top_k = check_integer("top_k", _default(kw, defaults, "top_k"), BY_NAME["top_k"].allowed.format(**ctx),
+                          lambda v: 0 <= v <= config.vocab_size)
+    top_p = check_number("top_p", _default(kw, defaults, "top_p"), BY_NAME["top_p"].allowed, lambda v: 0 <= v <= 1)
+    seed = _seeds(kw["seed"], batch, ctx)
+    window = defaults["max_length"] / fr if kw["window"] is None else kw["window"]
+    check_number("window", window, BY_NAME["window"].allowed.format(**ctx),
+                 lambda v: min_tokens + 1 <= round(v * fr) and v < math.inf)
+    extend_stride = 0.6 * window if kw["extend_stride"] is None else kw["extend_stride"]   # audiocraft: 18 s of 30
+    check_number("extend_stride", extend_stride, BY_NAME["extend_stride"].allowed.format(window=f"{window:g}"),
+                 lambda v: 1 <= round(v * fr) < round(window * fr))
+    on_nonfinite = kw["on_nonfinite"]
+    if not isinstance(on_nonfinite, str):
+        _fail("on_nonfinite", on_nonfinite, ctx, TypeError)
+    if on_nonfinite not in BY_NAME["on_nonfinite"].choices:
+        _fail("on_nonfinite", on_nonfinite, ctx)
+    negative_prompt = _negative(kw["negative_prompt"], batch, guidance_scale)
+    return Settings(max_new_tokens=max_new_tokens, guidance_scale=float(guidance_scale), do_sample=do_sample,
+                    temperature=float(temperature), top_k=top_k, top_p=float(top_p), seed=seed,
+                    frames=max_new_tokens - delay, window_frames=round(window * fr),
                     stride_frames=round(extend_stride * fr), on_nonfinite=on_nonfinite,
                     negative_prompt=negative_prompt)
+
+
+def _default(kw: dict, defaults: dict, name: str):
+    return defaults[name] if kw[name] is None else kw[name]
+
+
+def _seeds(seed, batch: int, ctx: dict):
+    seeds = seed if isinstance(seed, (list, tuple)) else [seed]
+    for s in seeds:
+        if s is not None and (isinstance(s, bool) or not isinstance(s, numbers.Integral)):
+            _fail("seed", seed, ctx, TypeError)
+        if s is not None and s < 0:
+            _fail("seed", seed, ctx)
+    if isinstance(seed, (list, tuple)):
+        if len(seed) != batch:
+            _fail("seed", seed, ctx)
+        return [None if s is None else int(s) for s in seed]
+    return None if seed is None else int(seed)
+
+
+def _negative(negative_prompt, batch: int, guidance_scale: float):
+    if negative_prompt is None:
+        return None
+    negative_prompt = check_prompts(negative_prompt, "negative_prompt")
+    if len(negative_prompt) == 1:
+        negative_prompt = negative_prompt * batch
+    if len(negative_prompt) != batch:
+        raise ValueError(f"negative_prompt has {len(negative_prompt)} entries: give one string, or one per "
+                         f"prompt ({batch})")
+    if guidance_scale == 1.0:
+        raise ValueError("negative_prompt needs guidance: guidance_scale=1.0 runs the conditional model alone")
+    return negative_prompt
+
+
+def docstring() -> str:
+    """The numpydoc lines of :data:`PARAMS`, for ``generate``'s docstring."""
+    import textwrap
+
+    generic = dict(vocab="vocab_size", min_tokens="2 * max(delays)", batch="one per prompt",
+                   min_window="(2 * max(delays) + 1) frames", window="window")
+    lines = []
+    for p in PARAMS:
+        kind = {"seeds": "int or list of int", "prompts": "str or list of str", "choice": "str"}.get(p.type, p.type)
+        lines.append(f"{p.name} : {kind}, optional")
+        lines += textwrap.wrap(f"{p.help} Allowed: {p.allowed.format(**generic)}.", 106,
+                               initial_indent="    ", subsequent_indent="    ")
+    return "\n".join(lines)
+
+
+def signature(func, before: list[inspect.Parameter], after: list[inspect.Parameter]) -> inspect.Signature:
+    """``func``'s signature with every :data:`PARAMS` entry as a keyword-only argument (for ``help()`` and
+    tab completion), between ``before`` and ``after``."""
+    params = [inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, default=p.default) for p in PARAMS]
+    return inspect.Signature(before + params + after)

@@ -1,4 +1,4 @@
-"""Stage 1: the T5 text encoder. Prompts -> token ids -> hidden states the decoder attends to."""
+"""Stage 1 of 7: the T5 text encoder. Prompts -> token ids -> hidden states the decoder attends to."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import mglab  # noqa: E402
-from mglab import metrics, patterns, plot  # noqa: E402
+from mglab import metrics, plot  # noqa: E402
 
 
 def test_entropy_kl_agreement():
@@ -27,27 +27,6 @@ def test_entropy_kl_agreement():
                       (np.e + np.e ** 0.5) / (2 * np.e + np.e ** 0.5))
     usage = metrics.codebook_usage(np.array([[[0, 1, 1], [2, 2, 2]]]), 4)
     assert usage.tolist() == [[1, 2, 0, 0], [0, 0, 3, 0]]
-
-
-@pytest.mark.parametrize("k,t", [(1, 5), (3, 4), (4, 12)])
-def test_patterns_put_every_token_at_a_distinct_step_where_they_must(k, t):
-    for name, fn in patterns.PATTERNS.items():
-        steps = fn(k, t)
-        assert steps.shape == (k, t)
-        if name in ("flattening", "coarse_first"):
-            assert len(np.unique(steps)) == k * t                  # one token per step
-    assert patterns.num_steps(patterns.parallel(k, t)) == t
-    assert patterns.num_steps(patterns.delay(k, t)) == t + k - 1
-    assert patterns.num_steps(patterns.flattening(k, t)) == t * k
-    assert patterns.num_steps(patterns.coarse_first(k, t)) == t * k
-    assert (patterns.coarse_first(k, t)[0] < t).all()             # codebook 0 first, all frames
-
-
-def test_delay_layout_is_the_delay_pattern():
-    steps = patterns.delay(4, 5)                                   # token (k, f) produced at step f + k
-    p = mglab.delay.build_delay_pattern(4, 5 + 4, 9)
-    for k in range(4):
-        assert (np.flatnonzero(p[k] == -1) - 1 == steps[k]).all()  # predicted at column step + 1
 
 
 def test_plots_return_axes_and_accept_ax(merged_model):
