@@ -36,8 +36,9 @@ report: $(VENV)/.notebooks
 		-p out_dir $(abspath $(REPORTS))/05_report --kernel python3 --cwd notebooks
 	$(VENV)/bin/jupyter nbconvert --to html $(REPORTS)/05_report/05_report.ipynb --output-dir $(REPORTS)/05_report
 
-## make test: the whole suite, parity against transformers included
+## make test: lint (ruff), then the whole suite, parity against transformers included
 test: $(VENV)/.test
+	$(PY) -m ruff check mglab tests benchmarks scripts
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## make tiny-model: rebuild data/models/tiny-musicgen (needs the reference extra)

@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_small_shapes import load_model, model_parser  # noqa: E402
+
 from mglab import delay, guidance, sampling  # noqa: E402
 
 

@@ -2,6 +2,6 @@
 
 from .generation import Generation
 from .model import MusicGen, load
-
 from .version import __version__
+
 __all__ = ["Generation", "MusicGen", "load", "__version__"]

@@ -37,7 +37,8 @@ class Decoder:
     """Runs one decoding step; ``layout`` is ``'merged'`` or ``'split'``."""
 
     def __init__(self, paths: dict[str, Path], config: MusicGenConfig, *, providers=None, inplace_cache=True):
-        """``paths``: ``{"decoder_model_merged": ...}`` or ``{"decoder_model": ..., "decoder_with_past_model": ...}``."""
+        """``paths``: ``{"decoder_model_merged": ...}`` or
+        ``{"decoder_model": ..., "decoder_with_past_model": ...}``."""
         self.config, self._providers = config, providers
         self.layout = "merged" if "decoder_model_merged" in paths else "split"
         rename = {"decoder_model_merged": "merged", "decoder_model": "first", "decoder_with_past_model": "with_past"}

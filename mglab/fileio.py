@@ -31,3 +31,39 @@ def atomic_write(path, write) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_set(writers: dict) -> list[Path]:
+    """Write several files as one: ``{path: write}``, each ``write(tmp)`` to a temporary name, then all
+    renamed into place. If anything fails (``KeyboardInterrupt`` included) the files that were there before
+    are put back and no temporary file is left: either every file is new, or none is.
+    """
+    paths = [Path(p) for p in writers]
+    temps, backups, placed = {}, {}, []
+    try:
+        for path, write in zip(paths, writers.values()):
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+            os.close(fd)
+            temps[path] = tmp
+            write(tmp)
+        try:
+            for path in paths:
+                if path.exists():
+                    fd, bak = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".bak", dir=path.parent)
+                    os.close(fd)
+                    os.replace(path, bak)
+                    backups[path] = bak
+            for path in paths:
+                os.replace(temps.pop(path), path)
+                placed.append(path)
+        except BaseException:
+            for path in placed:
+                path.unlink(missing_ok=True)
+            for path, bak in backups.items():
+                os.replace(bak, path)
+            backups.clear()
+            raise
+    finally:
+        for tmp in list(temps.values()) + list(backups.values()):
+            Path(tmp).unlink(missing_ok=True)
+    return paths

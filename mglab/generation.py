@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from .fileio import atomic_write_set
 
 
 @dataclass
@@ -53,20 +53,22 @@ class Generation:
         """Write the audio as WAV and, beside it, what reproduces it; returns the WAV paths.
 
         ``path`` for a single prompt, ``<stem>-<i><suffix>`` per prompt for a batch; ``<stem>.json`` (prompts,
-        settings, model and files, version) and ``<stem>.npz`` (codes, tokens) next to them. Every file is
-        written to a temporary name in the same folder, then renamed: nothing half-written is left behind.
+        settings, model and files, version) and ``<stem>.npz`` (codes, tokens) next to them. The files are
+        written as one set (:func:`mglab.fileio.atomic_write_set`): temporary names first, then renamed; a
+        failure part-way, Ctrl-C included, leaves an earlier save exactly as it was.
         """
         path = Path(path)
         if not path.parent.is_dir():
             raise FileNotFoundError(f"path={str(path)!r}: the folder {str(path.parent)!r} does not exist")
         n = len(self.audio)
         paths = [path] if n == 1 else [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(n)]
-        for p, audio in zip(paths, self.audio):
-            _atomic(p, lambda tmp, a=audio: sf.write(tmp, a.T, self.sample_rate, format="WAV", subtype="FLOAT"))
+        writers = {p: (lambda tmp, a=audio: sf.write(tmp, a.T, self.sample_rate, format="WAV", subtype="FLOAT"))
+                   for p, audio in zip(paths, self.audio)}
         meta = {"prompts": self.prompts, "sample_rate": self.sample_rate, "settings": self.settings,
                 "model": self.model, "mglab_version": self.mglab_version, "wav": [p.name for p in paths]}
-        _atomic(path.with_suffix(".npz"), lambda tmp: np.savez(tmp, codes=self.codes, tokens=self.tokens))
-        _atomic(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+        writers[path.with_suffix(".npz")] = lambda tmp: np.savez(tmp, codes=self.codes, tokens=self.tokens)
+        writers[path.with_suffix(".json")] = lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2))
+        atomic_write_set(writers)
         return paths
 
     @classmethod
@@ -100,18 +102,6 @@ class Generation:
         return (f"Generation(prompts={self.prompts!r}, audio={tuple(self.audio.shape)}, "
                 f"codes={tuple(self.codes.shape)}, sample_rate={self.sample_rate}, "
                 f"duration={self.duration:.2f}s)")
-
-
-def _atomic(path: Path, write) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _escape(text: str) -> str:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
+
+from .fileio import atomic_write
 
 SOFTMAX = re.compile(r"layers\.(\d+)/(self_attn|encoder_attn)/")
 
@@ -90,7 +91,6 @@ def attention_outputs(graph) -> list[tuple[str, str]]:
 
 
 def _rewrite(src: Path, dst: Path) -> None:
-    import onnx
     from onnx import TensorProto, helper
 
     model = load(src)
@@ -125,18 +125,9 @@ def save(model, dst: Path) -> None:
     ``dst.data`` (protobuf's 2 GB limit)."""
     import onnx
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        if sum(len(t.raw_data) for t in model.graph.initializer) > 1_500_000_000:
-            onnx.save(model, tmp, save_as_external_data=True, location=dst.name + ".data",
-                      all_tensors_to_one_file=True)
-        else:
-            onnx.save(model, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    external = sum(len(t.raw_data) for t in model.graph.initializer) > 1_500_000_000
+    kw = dict(save_as_external_data=True, location=dst.name + ".data", all_tensors_to_one_file=True) if external else {}
+    atomic_write(dst, lambda tmp: onnx.save(model, tmp, **kw))
 
 
 def gather_tables(src: Path) -> list:

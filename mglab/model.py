@@ -186,8 +186,9 @@ class MusicGen:
         bar = _progress(_total_steps(s, self.config), progress)
         frames, tokens = [], None
         try:
-            for frame, tokens in self._frames(prompts, s, hooks, bar.update):
+            for frame, window_tokens in self._frames(prompts, s, hooks, bar.update):
                 frames.append(frame)                                            # [B, K, 1]
+                tokens = window_tokens                                          # [B, K, S]
         finally:
             bar.close()
         codes = hooks("codec.hook_codes", np.concatenate(frames, axis=-1))     # [B, K, frames]

@@ -110,7 +110,7 @@ def optimized_folder(path: Path) -> Path:
 def _cpu_flags() -> str:
     try:
         with open("/proc/cpuinfo") as f:
-            return hashlib.sha256(next((l for l in f if l.startswith("flags")), "").encode()).hexdigest()[:8]
+            return hashlib.sha256(next((line for line in f if line.startswith("flags")), "").encode()).hexdigest()[:8]
     except OSError:
         return ""
 

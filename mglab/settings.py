@@ -62,6 +62,9 @@ PARAMS = (
           "by -1e9, +inf by 1e9).", default="raise", choices=("raise", "replace")),
 )
 NAMES = tuple(p.name for p in PARAMS)
+# how the model- and call-dependent parts of ``allowed`` read where no model is at hand (docs, --help)
+GENERIC = dict(vocab="vocab_size", min_tokens="2 * max(delays)", batch="one per prompt",
+               min_window="(2 * max(delays) + 1) frames", window="window")
 BY_NAME = {p.name: p for p in PARAMS}
 
 
@@ -228,13 +231,11 @@ def docstring() -> str:
     """The numpydoc lines of :data:`PARAMS`, for ``generate``'s docstring."""
     import textwrap
 
-    generic = dict(vocab="vocab_size", min_tokens="2 * max(delays)", batch="one per prompt",
-                   min_window="(2 * max(delays) + 1) frames", window="window")
     lines = []
     for p in PARAMS:
         kind = {"seeds": "int or list of int", "prompts": "str or list of str", "choice": "str"}.get(p.type, p.type)
         lines.append(f"{p.name} : {kind}, optional")
-        lines += textwrap.wrap(f"{p.help} Allowed: {p.allowed.format(**generic)}.", 106,
+        lines += textwrap.wrap(f"{p.help} Allowed: {p.allowed.format(**GENERIC)}.", 106,
                                initial_indent="    ", subsequent_indent="    ")
     return "\n".join(lines)
 

@@ -76,8 +76,13 @@ TINY = dict(
 
 def build_torch_model(text_vocab: int, seed: int, sizes: dict = TINY):
     import torch
-    from transformers import (EncodecConfig, MusicgenConfig, MusicgenDecoderConfig,
-                              MusicgenForConditionalGeneration, T5Config)
+    from transformers import (
+        EncodecConfig,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        T5Config,
+    )
 
     torch.manual_seed(seed)
     text = T5Config(vocab_size=text_vocab, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,

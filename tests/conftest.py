@@ -1,11 +1,7 @@
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "data" / "models" / "tiny-musicgen"
-PROMPTS = ["lofi piano with soft drums", "rock"]   # different lengths: exercises padding
+from helpers import TINY
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,8 +38,3 @@ def torch_model():
 
     torch.manual_seed(0)
     return MusicgenForConditionalGeneration.from_pretrained(TINY / "pytorch").eval()
-
-
-def as_torch(*arrays):
-    import torch
-    return [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]

@@ -7,7 +7,6 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-import mglab  # noqa: E402
 from mglab import metrics, plot  # noqa: E402
 
 

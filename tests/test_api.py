@@ -6,9 +6,9 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import ROOT
 
 import mglab
-from conftest import ROOT
 
 
 def test_duration_gives_exact_frames(merged_model):

@@ -132,7 +132,7 @@ def test_context_manager_removes_hooks_even_when_the_block_raises(model):
     with pytest.raises(ZeroDivisionError):
         with model.hooks([("decoder.hook_input_ids", lambda v, h: calls.append(h.step))]):
             model.generate("a", max_new_tokens=8)
-            1 / 0
+            raise ZeroDivisionError("the block fails")
     assert len(calls) == 8
     model.generate("a", max_new_tokens=8)
     assert len(calls) == 8 and not model._hooks

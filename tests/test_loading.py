@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ROOT, TINY
 
 import mglab
 from mglab import hub
-from conftest import ROOT, TINY
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from build_tiny_model import gabotechs_copy  # noqa: E402

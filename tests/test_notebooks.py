@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
-from conftest import ROOT, TINY
+from helpers import ROOT, TINY
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 

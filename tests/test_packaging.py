@@ -1,9 +1,9 @@
 """pyproject.toml and environment.yml describe the same environment."""
 
 import re
-import tomllib
 
-from conftest import ROOT
+import tomllib
+from helpers import ROOT
 
 
 def normalise(req: str) -> str:

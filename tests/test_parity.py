@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 import torch
-
-from conftest import PROMPTS, as_torch
+from helpers import PROMPTS, as_torch
 
 
 def transformers_generate(torch_model, ids, mask, **kwargs):
