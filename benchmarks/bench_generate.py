@@ -5,7 +5,8 @@
 Greedy, guidance 3.0, batch 1, on the musicgen-small-shaped model (built on first use). For each engine:
 steps/s over a ``--steps`` generation, the rate over the first and last 100 steps of a ``--long-steps`` one,
 time to first audio (the first 1 s streamed chunk, mglab only), model load time (first load with an empty
-``$MGLAB_CACHE``, so it includes the graph rewrite and ONNX Runtime's optimization; then a second load),
+``$MGLAB_CACHE`` of the row's own, so it includes the graph rewrite and ONNX Runtime's optimization and owes
+nothing to earlier rows; then a second load from that cache),
 peak RSS of this process so far. ``mglab q8 concat`` runs the exported, concatenating KV cache as the
 baseline of the in-place one.
 
@@ -19,10 +20,7 @@ and writes JSON.
 
 from __future__ import annotations
 
-import json
-import os
 import resource
-import shutil
 import sys
 import tempfile
 import time
@@ -32,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_small_shapes import model_parser  # noqa: E402
+from common import fresh_cache, markdown_table, step_times, timed, write_json  # noqa: E402
 
 import mglab  # noqa: E402
 
@@ -39,7 +38,7 @@ import mglab  # noqa: E402
 def bandwidth_gbps(size_mb: int = 512, repeats: int = 5) -> float:
     """Read bandwidth of this machine as numpy sees it: best of ``repeats`` sums over a large array."""
     a = np.ones(size_mb * 2**20 // 8)
-    best = min(_timed(lambda: a.sum()) for _ in range(repeats))
+    best = min(timed(lambda: a.sum()) for _ in range(repeats))
     return a.nbytes / best / 1e9
 
 
@@ -67,7 +66,7 @@ def ort_bandwidth_gbps(total_mb: int = 1024, repeats: int = 10) -> float:
         session = ort.InferenceSession(f"{d}/probe.onnx", providers=["CPUExecutionProvider"])
         x = rng.standard_normal((2, k), dtype=np.float32)
         session.run(None, {"x": x})
-        best = min(_timed(lambda: session.run(None, {"x": x})) for _ in range(repeats))
+        best = min(timed(lambda: session.run(None, {"x": x})) for _ in range(repeats))
     return count * k * n * 4 / best / 1e9
 
 
@@ -90,20 +89,6 @@ def decoder_bytes_per_step(model) -> int:
         if not skip:
             total += int(np.prod(init.dims)) * onnx.helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
     return total
-
-
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
-def step_times_mglab(model, steps: int) -> list[float]:
-    """Wall time of each decoding step (a hook on the last hook point of a step stamps the clock)."""
-    stamps = [time.perf_counter()]
-    model.generate("lofi piano", max_new_tokens=steps, do_sample=False, guidance_scale=3.0,
-                   hooks=[("delay.hook_tokens", lambda v, h: stamps.append(time.perf_counter()))])
-    return list(np.diff(stamps))
 
 
 def step_times_transformers(torch_model, ids, mask, steps: int) -> list[float]:
@@ -143,18 +128,17 @@ def main(argv=None) -> dict:
     result = {"model": str(args.model), "decoder": args.decoder, "steps": args.steps, "long_steps": args.long_steps,
               "bandwidth_probes_gbps": probes, "bandwidth_gbps": max(probes.values()), "engines": {}}
     bandwidth = result["bandwidth_gbps"] * 1e9
-    cold = tempfile.mkdtemp(prefix="mglab-bench-cache-")          # first loads start from an empty cache
-    os.environ["MGLAB_CACHE"] = cold
     for dtype, kv_cache in [("fp32", "inplace"), ("q8", "inplace"), ("q8", "concat")]:
         kw = dict(dtype=dtype, decoder=args.decoder, kv_cache=kv_cache)
-        loads = [_timed(lambda: mglab.load(args.model, **kw)) for _ in range(2)]
-        model = mglab.load(args.model, **kw)
-        step_times_mglab(model, 8)                                          # warm up
-        t = time.perf_counter()
-        next(model.stream("lofi piano", duration=10, chunk_duration=1.0, do_sample=False))
-        first_audio = time.perf_counter() - t
-        short = rates(step_times_mglab(model, args.steps))
-        long = rates(step_times_mglab(model, args.long_steps))
+        with fresh_cache():                                                 # each row's first load is cold
+            loads = [timed(lambda: mglab.load(args.model, **kw)) for _ in range(2)]
+            model = mglab.load(args.model, **kw)
+            step_times(model, 8)                                            # warm up
+            t = time.perf_counter()
+            next(model.stream("lofi piano", duration=10, chunk_duration=1.0, do_sample=False))
+            first_audio = time.perf_counter() - t
+            short = rates(step_times(model, args.steps))
+            long = rates(step_times(model, args.long_steps))
         per_step = decoder_bytes_per_step(model)
         bound = bandwidth / per_step
         last_bound = bandwidth / (per_step + kv_bytes(model, args.long_steps - 50))
@@ -184,18 +168,17 @@ def main(argv=None) -> dict:
 
     print(f"memory bandwidth: {result['bandwidth_gbps']:.1f} GB/s (probes: "
           + ", ".join(f"{k} {v:.1f}" for k, v in probes.items()) + ")\n")
-    print(f"| engine | steps/s ({args.steps}) | share of bound | first 100 | last 100 (of {args.long_steps}) | "
-          "last / first | last 100 share of bound (+KV) | first audio (s) | load, first / second (s) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    rows = []
     for name, e in result["engines"].items():
         pct = lambda key: f"{100 * e[key]:.0f}%" if key in e else "-"
         ttfa = f"{e['time_to_first_audio_s']:.2f}" if "time_to_first_audio_s" in e else "-"
-        print(f"| {name} | {e['steps_per_s']:.1f} | {pct('share_of_bound')} | {e['first_100']:.1f} | "
-              f"{e['last_100']:.1f} | {100 * e['last_100'] / e['first_100']:.0f}% | {pct('last_100_share_of_bound')} | "
-              f"{ttfa} | {' / '.join(f'{x:.1f}' for x in e['load_s'])} |")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    shutil.rmtree(cold, ignore_errors=True)
+        rows.append([name, f"{e['steps_per_s']:.1f}", pct("share_of_bound"), f"{e['first_100']:.1f}",
+                     f"{e['last_100']:.1f}", f"{100 * e['last_100'] / e['first_100']:.0f}%",
+                     pct("last_100_share_of_bound"), ttfa, " / ".join(f"{x:.1f}" for x in e["load_s"])])
+    print(markdown_table(["engine", f"steps/s ({args.steps})", "share of bound", "first 100",
+                          f"last 100 (of {args.long_steps})", "last / first", "last 100 share of bound (+KV)",
+                          "first audio (s)", "load, first / second (s)"], rows))
+    write_json(args.json, result)
     return result
 
 

@@ -16,7 +16,6 @@ and writes JSON (``--json``, default ``reports/bench_hooks.json``).
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -27,8 +26,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_small_shapes import load_model, model_parser  # noqa: E402
+from common import markdown_table, timed, write_json  # noqa: E402
 
-from mglab import delay, guidance, sampling  # noqa: E402
+from mglab import conditioning, delay, guidance, sampling  # noqa: E402
 
 
 def bare_loop(model, prompt: str, steps: int, scale: float = 3.0) -> np.ndarray:
@@ -40,19 +40,13 @@ def bare_loop(model, prompt: str, steps: int, scale: float = 3.0) -> np.ndarray:
     tokens = np.full((1, k, steps + 1), c.decoder_start_token_id, dtype=np.int64)        # [1, K, L]
     cache = None
     for t in range(steps):
-        x = np.tile(tokens[:, :, t].reshape(-1, 1), (2, 1))                    # [2K, 1]
+        x = conditioning.to_rows(tokens[:, :, t], 2)                          # [2K, 1]
         logits, cache, _ = model.decoder.step(x, hidden, mask, cache, capacity=steps)   # [2K, V]
-        cond, uncond = guidance.split(logits, 1, k)                            # [1, K, V]
+        cond, uncond = conditioning.from_rows(logits, 1, k)                   # [1, K, V]
         nxt = sampling.greedy(guidance.guide(cond, uncond, scale))             # [1, K]
         tokens[:, :, t + 1] = np.where(pattern[:, t + 1] == delay.PREDICT, nxt, pattern[:, t + 1])
     model.codec.decode(delay.undelay(tokens, c.delays))                        # [1, C, samples]
     return tokens
-
-
-def timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def main(argv=None) -> dict:
@@ -90,15 +84,14 @@ def main(argv=None) -> dict:
         "kv_cache_steps": args.cache_steps, "kv_cache_mib": cache.nbytes / 2**20, "kv_cache_seconds": kv_seconds,
         "attention_hook_points": len(attn), "attention_rows_sum_to_one": bool(np.allclose(row_sums, 1, atol=1e-4)),
     }
-    print(f"| run ({args.dtype}, {args.decoder}, {args.steps} steps, median of {args.repeats}) | steps/s | vs bare |")
-    print("|---|---|---|")
-    for name in runs:
-        print(f"| {name} | {result['steps_per_s'][name]:.1f} | {100 * result['overhead_vs_bare'][name]:+.1f}% |")
+    rows = [[name, f"{result['steps_per_s'][name]:.1f}", f"{100 * result['overhead_vs_bare'][name]:+.1f}%"]
+            for name in runs]
+    print(markdown_table([f"run ({args.dtype}, {args.decoder}, {args.steps} steps, median of {args.repeats})",
+                          "steps/s", "vs bare"], rows))
     print(f"\nKV cache of every layer for {args.cache_steps} steps: {result['kv_cache_mib']:.0f} MiB "
           f"({kv_seconds:.1f} s); attention rewrite: {len(attn)} hook points, rows sum to 1: "
           f"{result['attention_rows_sum_to_one']}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
     return result
 
 

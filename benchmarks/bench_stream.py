@@ -8,7 +8,6 @@ then ``stream`` for the time to the first chunk and to the last; prints a markdo
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_small_shapes import load_model, model_parser  # noqa: E402
+from common import write_json  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -46,8 +46,7 @@ def main(argv=None) -> dict:
     print(f"| stream: first chunk | {arrivals[0]:.2f} ({100 * arrivals[0] / total:.0f}% of generate) |")
     print(f"| stream: last chunk | {arrivals[-1]:.2f} |")
     print(f"\n{len(chunks)} chunks; joined vs one-shot decode: max |diff| {result['max_abs_diff_vs_one_shot']:.2e}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
     return result
 
 

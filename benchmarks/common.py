@@ -1,0 +1,58 @@
+"""What the benchmarks share: timing, a fresh optimized-graph cache per row, markdown tables, JSON out."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+
+def timed(fn) -> float:
+    """Seconds ``fn()`` takes."""
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def step_times(model, steps: int, prompt: str = "lofi piano", **kw) -> list[float]:
+    """Wall time of each decoding step of a greedy guided ``generate`` (a hook on a step's last point
+    stamps the clock)."""
+    stamps = [time.perf_counter()]
+    model.generate(prompt, max_new_tokens=steps, do_sample=False, guidance_scale=3.0,
+                   hooks=[("delay.hook_tokens", lambda v, h: stamps.append(time.perf_counter()))], **kw)
+    return list(np.diff(stamps))
+
+
+@contextmanager
+def fresh_cache():
+    """``$MGLAB_CACHE`` pointed at a new empty folder for the block (a row's cold first load owes nothing to
+    the rows before it), removed afterwards; the old value is put back."""
+    old = os.environ.get("MGLAB_CACHE")
+    folder = tempfile.mkdtemp(prefix="mglab-bench-cache-")
+    os.environ["MGLAB_CACHE"] = folder
+    try:
+        yield Path(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if old is None:
+            os.environ.pop("MGLAB_CACHE", None)
+        else:
+            os.environ["MGLAB_CACHE"] = old
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A markdown table of ``rows`` under ``header``."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_json(path: Path, result: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
