@@ -54,7 +54,8 @@ def atomic_write_set(writers: dict) -> list[Path]:
                     os.replace(path, bak)
                     backups[path] = bak
             for path in paths:
-                os.replace(temps.pop(path), path)
+                os.replace(temps[path], path)
+                del temps[path]
                 placed.append(path)
         except BaseException:
             for path in placed:

@@ -178,10 +178,10 @@ def resolve(config: MusicGenConfig, defaults: dict, batch: int, **kw) -> Setting
     seed = _seeds(kw["seed"], batch, ctx)
     window = defaults["max_length"] / fr if kw["window"] is None else kw["window"]
     check_number("window", window, BY_NAME["window"].allowed.format(**ctx),
-                 lambda v: min_tokens + 1 <= round(v * fr) and v < math.inf)
+                 lambda v: v < math.inf and min_tokens + 1 <= int(v * fr))
     extend_stride = 0.6 * window if kw["extend_stride"] is None else kw["extend_stride"]   # audiocraft: 18 s of 30
     check_number("extend_stride", extend_stride, BY_NAME["extend_stride"].allowed.format(window=f"{window:g}"),
-                 lambda v: 1 <= round(v * fr) < round(window * fr))
+                 lambda v: v < math.inf and 1 <= int(fr * v) < int(window * fr))
     on_nonfinite = kw["on_nonfinite"]
     if not isinstance(on_nonfinite, str):
         _fail("on_nonfinite", on_nonfinite, ctx, TypeError)
@@ -190,8 +190,8 @@ def resolve(config: MusicGenConfig, defaults: dict, batch: int, **kw) -> Setting
     negative_prompt = _negative(kw["negative_prompt"], batch, guidance_scale)
     return Settings(max_new_tokens=max_new_tokens, guidance_scale=float(guidance_scale), do_sample=do_sample,
                     temperature=float(temperature), top_k=top_k, top_p=float(top_p), seed=seed,
-                    frames=max_new_tokens - delay, window_frames=round(window * fr),
-                    stride_frames=round(extend_stride * fr), on_nonfinite=on_nonfinite,
+                    frames=max_new_tokens - delay, window_frames=int(window * fr),
+                    stride_frames=int(fr * extend_stride), on_nonfinite=on_nonfinite,
                     negative_prompt=negative_prompt)
 
 
