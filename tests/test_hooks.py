@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 import mglab
 from mglab import delay
@@ -30,15 +31,43 @@ def test_every_hook_point_is_recorded_with_its_shape(model, cached):
     assert cache["decoder.layers.0.hook_cross_value"].shape == (2 * b, c.num_heads, n, c.head_dim)
     assert cache["decoder.layers.0.hook_self_attn"].shape == (steps, 2 * b, c.num_heads, 1, steps)
     assert cache["decoder.layers.1.hook_cross_attn"].shape == (steps, 2 * b, c.num_heads, 1, n)
-    np.testing.assert_array_equal(cache["codec.hook_codes"], gen.codes)
-    np.testing.assert_array_equal(cache["codec.hook_audio"], gen.audio)
-    np.testing.assert_array_equal(cache["decoder.hook_input_ids"], gen.tokens[:, :, :-1].transpose(2, 0, 1))
 
 
-def test_guided_logits_are_the_guidance_formula(cached):
-    _, cache = cached
-    cond, uncond = cache["guidance.hook_cond_logits"], cache["guidance.hook_uncond_logits"]
-    np.testing.assert_allclose(cache["guidance.hook_logits"], uncond + 3.0 * (cond - uncond), rtol=1e-6)
+
+def test_hook_values_are_what_the_pipeline_computed(model, cached, torch_model):
+    """Each recorded point against an expectation built outside mglab: the fed ids from the sampled tokens and
+    transformers' delay pattern, the codes read off by hand, the audio from transformers' EnCodec."""
+    gen, cache = cached
+    steps, start = KW["max_new_tokens"], model.config.decoder_start_token_id
+    sampled = cache["sampler.hook_tokens"].transpose(1, 2, 0)                          # [B, K, steps]
+    seq = torch.from_numpy(np.concatenate([np.full((2, 4, 1), start), sampled], -1).reshape(8, -1))
+    dec = torch_model.decoder
+    _, pattern = dec.build_delay_pattern_mask(seq[:, :1], pad_token_id=start, max_length=steps + 1)
+    fed = dec.apply_delay_pattern_mask(seq, pattern).numpy().reshape(2, 4, steps + 1)  # [B, K, steps + 1]
+    np.testing.assert_array_equal(cache["decoder.hook_input_ids"], fed[:, :, :-1].transpose(2, 0, 1))
+    codes = np.stack([fed[:, k, k + 1: k + 1 + steps - 3] for k in range(4)], axis=1)  # frame f at f + k + 1
+    np.testing.assert_array_equal(cache["codec.hook_codes"], codes)
+    with torch.no_grad():
+        audio = torch_model.audio_encoder.decode(torch.from_numpy(codes)[None], [None]).audio_values.numpy()
+    assert np.abs(cache["codec.hook_audio"] - audio).max() <= 1e-4
+
+
+def test_guided_logits_from_transformers_cond_and_uncond(model, cached, torch_model):
+    """The guidance points against transformers' teacher-forced logits on the same sequence, combined by the
+    formula of the CFG paper (not read back from mglab)."""
+    gen, cache = cached
+    ids, mask = model.text.tokenize(PROMPTS)
+    steps = KW["max_new_tokens"]
+    with torch.no_grad():
+        enc = torch_model.text_encoder(torch.from_numpy(ids), torch.from_numpy(mask)).last_hidden_state
+        out = torch_model(encoder_outputs=(torch.cat([enc, torch.zeros_like(enc)]),),
+                          attention_mask=torch.from_numpy(np.concatenate([mask, 0 * mask])),
+                          decoder_input_ids=torch.from_numpy(np.tile(gen.tokens[:, :, :steps].reshape(8, -1), (2, 1))))
+    logits = out.logits.numpy().reshape(2, 2, 4, steps, -1).transpose(0, 3, 1, 2, 4)    # [H, steps, B, K, V]
+    cond, uncond = logits
+    assert np.abs(cache["guidance.hook_cond_logits"] - cond).max() <= 1e-4
+    assert np.abs(cache["guidance.hook_uncond_logits"] - uncond).max() <= 1e-4
+    assert np.abs(cache["guidance.hook_logits"] - (uncond + 3.0 * (cond - uncond))).max() <= 4e-4
     assert np.abs(cond - uncond).max() > 1e-3
 
 

@@ -191,3 +191,88 @@ def test_a_damaged_optimized_graph_is_rebuilt(tiny_path, tmp_path, monkeypatch):
     assert cached.stat().st_size > 100
     kw = dict(max_new_tokens=10, do_sample=False)
     np.testing.assert_array_equal(again.generate("rock", **kw).tokens, model.generate("rock", **kw).tokens)
+
+
+def test_offline_with_an_empty_hf_home_is_a_clear_error(tmp_path):
+    """HF_HUB_OFFLINE=1 and nothing cached, in a fresh process with an empty HF_HOME."""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "empty"), "HF_HUB_OFFLINE": "1"}
+    script = "import mglab; mglab.load('Xenova/musicgen-small', dtype='q8')"
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert res.returncode != 0
+    assert "FileNotFoundError: Xenova/musicgen-small is not in the Hugging Face cache" in res.stderr
+    assert "HF_HUB_OFFLINE=1" in res.stderr and "decoder_model_merged_quantized.onnx" in res.stderr
+
+
+def _partial(tmp_path, keep):
+    """A Hub cache holding only the files ``keep(name)`` accepts."""
+    src = tmp_path / "src"
+    for f in TINY.rglob("*"):
+        if f.is_file() and "pytorch" not in f.parts and keep(f.name):
+            (src / f.relative_to(TINY)).parent.mkdir(parents=True, exist_ok=True)
+            (src / f.relative_to(TINY)).write_bytes(f.read_bytes())
+    lay_out_cache(tmp_path / "hub", "Xenova/musicgen-small", src)
+    return tmp_path / "hub"
+
+
+def test_a_partly_cached_snapshot_names_what_is_there(tmp_path):
+    """q8 cached, fp32 asked, offline: an error naming the missing file and the variants present."""
+    hub_dir = _partial(tmp_path, lambda n: not n.endswith(".onnx") or "_quantized" in n)
+    assert mglab.load("Xenova/musicgen-small", dtype="q8", local_files_only=True, cache_dir=hub_dir).dtype == "q8"
+    with pytest.raises(FileNotFoundError, match=r"text_encoder has no 'fp32' variant .*variants present: \['q8'\]"):
+        mglab.load("Xenova/musicgen-small", dtype="fp32", local_files_only=True, cache_dir=hub_dir)
+
+
+def test_snapshot_download_receives_only_the_variants_patterns(monkeypatch, hf_home):
+    import huggingface_hub
+
+    calls = []
+    real = huggingface_hub.snapshot_download
+
+    def spy(repo_id, **kw):
+        calls.append((repo_id, kw["allow_patterns"]))
+        return real(repo_id, **kw)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", spy)
+    mglab.load("Xenova/musicgen-small", dtype={"decoder_model_merged": "q8"}, local_files_only=True,
+               cache_dir=hf_home / "hub")
+    assert len(calls) == 1 and calls[0][0] == "Xenova/musicgen-small"
+    onnx = sorted(p for p in calls[0][1] if p.endswith(".onnx"))
+    assert onnx == ["decoder_model_merged_quantized.onnx", "encodec_decode.onnx",
+                    "onnx/decoder_model_merged_quantized.onnx", "onnx/encodec_decode.onnx", "onnx/text_encoder.onnx",
+                    "text_encoder.onnx"]
+
+
+def test_a_snapshot_without_a_merged_decoder_falls_back_to_the_split_pair(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    hub_dir = _partial(tmp_path, lambda n: "merged" not in n)
+    asked = []
+    real = huggingface_hub.snapshot_download
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo_id, **kw: asked.append(kw["allow_patterns"]) or real(repo_id, **kw))
+    m = mglab.load("Xenova/musicgen-small", local_files_only=True, cache_dir=hub_dir)
+    assert m.layout == "split" and len(asked) == 2
+    assert "onnx/decoder_model_merged.onnx" in asked[0] and "onnx/decoder_with_past_model.onnx" in asked[1]
+    ref = mglab.load(TINY, decoder="split").generate("rock", max_new_tokens=12, do_sample=False)
+    np.testing.assert_array_equal(m.generate("rock", max_new_tokens=12, do_sample=False).tokens, ref.tokens)
+
+
+def test_a_second_load_reads_the_optimized_graphs(tiny_path, tmp_path, monkeypatch):
+    """Asserted on what ONNX Runtime is asked to open, not inferred from the tokens."""
+    import onnxruntime as ort
+
+    from mglab import session
+
+    monkeypatch.setenv("MGLAB_CACHE", str(tmp_path))
+    mglab.load(tiny_path, decoder="merged")
+    opened = []
+    real = ort.InferenceSession
+
+    def spy(path, options=None, **kw):
+        opened.append((str(path), bool(options and options.optimized_model_filepath)))
+        return real(path, options, **kw)
+
+    monkeypatch.setattr(session.ort, "InferenceSession", spy)
+    mglab.load(tiny_path, decoder="merged")
+    assert opened and all(p.startswith(str(tmp_path / "ort")) and p.endswith("model.onnx") for p, _ in opened)
+    assert not any(saving for _, saving in opened)                     # nothing optimized again
