@@ -13,6 +13,8 @@ import numpy as np
 
 from .session import Session
 
+STREAM_CONTEXT = 50      # frames decoded before a chunk, for EnCodec's convolutions and LSTM to settle
+
 
 class Codec:
     """What the pipeline needs of a codec. Subclasses set the attributes and implement :meth:`decode`."""
@@ -35,6 +37,11 @@ class Codec:
     def codebooks(self) -> np.ndarray:
         """The codebook matrices ``[K, codebook_size, D]``: row i of codebook k is the vector token i adds."""
         raise NotImplementedError
+
+    def stream_start(self, codes: np.ndarray, first: int) -> int:
+        """The earliest frame a decode must include so that frames ``>= first`` of ``codes [B, K, frames]``
+        sound as in a one-shot decode: 50 frames of context (EnCodec's convolutions and LSTM settle)."""
+        return max(0, first - STREAM_CONTEXT)
 
 
 class EncodecCodec(Codec):
@@ -60,10 +67,15 @@ class EncodecCodec(Codec):
         return out["audio_values"].astype(np.float32)                             # [B, 1, samples]
 
     def codebooks(self) -> np.ndarray:
-        """``[K, codebook_size, D]``: the tables the graph's ``Gather`` nodes read codes from, in order."""
+        """``[K, codebook_size, D]``: the first K tables of one shape that the graph's ``Gather`` nodes read, in
+        node order (RVQ decoding looks the codes up first; later lookups, such as a synthesizer's instrument
+        tables, are not codebooks)."""
         from . import graph
 
-        tables = graph.gather_tables(self.session.path)
+        k = self.num_codebooks // self.channels if self.num_codebooks else None
+        found = graph.gather_tables(self.session.path)
+        tables = next((found[i:i + k] for i in range(len(found)) if k and len(found[i:i + k]) == k
+                       and len({t.shape for t in found[i:i + k]}) == 1), [])
         if not tables:
             raise ValueError(f"{self.session.path.name}: no codebook tables found (plain Gather initializers "
                              "of rank 2); a quantized codec keeps them in another form")

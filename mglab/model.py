@@ -29,6 +29,7 @@ from .settings import check_number, check_prompts, resolve
 from .settings import docstring as params_docstring
 from .settings import signature as params_signature
 from .spec import LoadSpec, locate
+from .synth import SynthCodec
 from .text import TextEncoder
 from .version import __version__
 
@@ -90,8 +91,9 @@ def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: s
     parts = ["decoder_model_merged"] if layout == "merged" else ["decoder_model", "decoder_with_past_model"]
     paths = {c: found.find(c, dtypes[c]) for c in ["text_encoder", *parts, "encodec_decode"]}
     text = TextEncoder(root / "tokenizer.json", paths["text_encoder"], providers)
-    codec = EncodecCodec(paths["encodec_decode"], sample_rate=config.sample_rate, hop_length=config.hop_length,
-                         channels=config.audio_channels, providers=providers)
+    codec_class = SynthCodec if read_json(root / "config.json").get("mglab_codec") == "synth" else EncodecCodec
+    codec = codec_class(paths["encodec_decode"], sample_rate=config.sample_rate, hop_length=config.hop_length,
+                        channels=config.audio_channels, providers=providers)
     _check_codebooks(config, codec)
     dec = Decoder({p: paths[p] for p in parts}, config, providers=providers, inplace_cache=kv_cache == "inplace")
     return MusicGen(config, text, dec, codec, defaults=generation_defaults(generation_config), spec=spec,

@@ -7,22 +7,26 @@ settled part::
     frames:   ... [context][===== chunk =====][lookahead] <- still decoding
     audio:                 [===== yield =====]
 
-Joined, the chunks equal a one-shot decode of the same codes within ``STREAM_TOLERANCE`` (EnCodec's
-convolutions and LSTM settle within ``STREAM_CONTEXT`` frames). The codec hooks fire here too: each frame
-passes ``codec.hook_codes`` once, when it first enters the codec's buffer (``[B, K, new frames]``), and
-every chunk passes ``codec.hook_audio`` (``[B, channels, chunk samples]``).
+Joined, the chunks equal a one-shot decode of the same codes within ``STREAM_TOLERANCE``. How much context
+a codec needs is its own to say (``codec.stream_start``): EnCodec's convolutions and LSTM settle within
+``STREAM_CONTEXT`` frames; the synthesizer needs the start of the note that is sounding.
+
+The codec hooks fire here too: each frame passes ``codec.hook_codes`` once, when it first enters the codec's
+buffer (``[B, K, new frames]``), and every chunk passes ``codec.hook_audio`` (``[B, channels, chunk
+samples]``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-STREAM_CONTEXT = 50      # frames decoded before a chunk, for EnCodec's convolutions and LSTM to settle
+from .codec import STREAM_CONTEXT  # noqa: F401  (re-exported: the default context)
+
 STREAM_LOOKAHEAD = 4     # frames held back after a chunk: their audio still depends on frames to come
 STREAM_TOLERANCE = 1e-4  # |joined chunks - one-shot decode| allowed (1.2e-7 seen on the bundled model)
 
 
-def chunks(frames, codec, hooks, chunk: int, context: int = STREAM_CONTEXT, lookahead: int = STREAM_LOOKAHEAD):
+def chunks(frames, codec, hooks, chunk: int, lookahead: int = STREAM_LOOKAHEAD):
     """Yield audio ``[B, channels, samples]`` every ``chunk`` settled frames from ``frames`` (an iterator of
     finished frames ``[B, K, 1]``), then the rest when it ends."""
     hop = codec.hop_length
@@ -32,9 +36,9 @@ def chunks(frames, codec, hooks, chunk: int, context: int = STREAM_CONTEXT, look
         if pending:
             buffer.append(hooks("codec.hook_codes", np.concatenate(pending, axis=-1)))   # [B, K, n]
             pending.clear()
-        start = max(0, emitted - context)
-        codes = np.concatenate(buffer, axis=-1)[..., start:]                  # [B, K, frames - start]
-        return start, codec.decode(codes)                                     # [B, C, samples]
+        codes = np.concatenate(buffer, axis=-1)                               # [B, K, frames so far]
+        start = codec.stream_start(codes, emitted)
+        return start, codec.decode(codes[..., start:])                        # [B, C, samples]
 
     for frame, *_ in frames:
         pending.append(frame)
