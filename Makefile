@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 REPORTS ?= reports
 
-.PHONY: demo test report tiny-model clean
+.PHONY: demo test report tiny-model nano-model clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ test: $(VENV)/.test
 ## make tiny-model: rebuild data/models/tiny-musicgen (needs the reference extra)
 tiny-model: $(VENV)/.test
 	$(PY) scripts/build_tiny_model.py --out data/models/tiny-musicgen
+
+## make nano-model: train data/models/nano-musicgen (about 50 min on 2 cores), refit the evaluator, measure it
+nano-model: $(VENV)/.test
+	$(PY) scripts/train_nano.py --out data/models/nano-musicgen
+	$(PY) benchmarks/eval_nano.py --fit
 
 clean:
 	rm -rf $(VENV) $(REPORTS)

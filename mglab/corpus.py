@@ -20,8 +20,8 @@ then has a random value for them). :data:`HELD_OUT` combinations never appear in
 Examples
 --------
 >>> clip = example(np.random.default_rng(0))
->>> clip.codes.shape[0], sorted(clip.attributes)[:3]
-(4, ['dynamics', 'figure', 'instrument'])
+>>> clip.prompt, clip.codes.shape
+('organ piece at 72 bpm', (4, 250))
 """
 
 from __future__ import annotations
@@ -111,12 +111,11 @@ def melody(a: dict, frames: int, rng: np.random.Generator) -> list[tuple[int, in
         c0 = chord.index(tonic)
         pattern = [0, 1, 2, 3, 2, 1]
         idx = [scale.index(chord[_reflect(c0 + pattern[k % 6], len(chord))]) for k in range(count)]
-    elif a["figure"] == "repeated notes":
-        idx, cur = [], i
-        for k in range(count):
-            if k % 4 == 0 and k:
-                cur = _reflect(cur + int(rng.choice([-4, -3, 3, 4])), len(scale))
-            idx.append(cur)
+    elif a["figure"] == "repeated notes":                                 # each chord tone 4 times: 1 3 5 3
+        third = scale.index(min((p for p in scale if (p - tonic_pc) % 12 == MODES[a["mode"]][2]),
+                                key=lambda p: abs(p - tonic)))
+        fifth = scale.index(min((p for p in scale if (p - tonic_pc) % 12 == 7), key=lambda p: abs(p - tonic)))
+        idx = [[i, third, fifth, third][(k // 4) % 4] for k in range(count)]
     else:                                                                  # melody: a walk leaning on I and V
         idx, cur = [], i
         for _ in range(count):
@@ -239,8 +238,9 @@ def attributes(prompt: str) -> tuple[dict, list[str]]:
 
     Examples
     --------
-    >>> attributes("a slow low organ melody in d minor with kazoo")
-    ({'tempo': 'slow', 'register': 'low', 'instrument': 'organ', 'figure': 'melody', 'key': 'd', 'mode': 'minor'}, ['kazoo'])
+    >>> found, unknown = attributes("a slow low organ melody in d minor with kazoo")
+    >>> found["key"], found["mode"], found["register"], unknown
+    ('d', 'minor', 'low', ['kazoo'])
     """
     words = prompt.lower().replace(",", " ").split()
     known = set(vocabulary())

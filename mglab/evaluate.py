@@ -57,9 +57,14 @@ def pitch_track(y: np.ndarray) -> np.ndarray:
 
 
 def onset_times(y: np.ndarray) -> np.ndarray:
+    """Onsets (s): spectral flux on a log-mel spectrogram of short (32 ms) frames, so a re-struck note's brief
+    dip is seen, with a maximum filter across frequency (SuperFlux's vibrato suppression), so vibrato is not
+    heard as new notes."""
     import librosa
 
-    return librosa.onset.onset_detect(y=y, sr=SR, hop_length=HOP, units="time", backtrack=False)
+    env = librosa.onset.onset_strength(y=y, sr=SR, hop_length=HOP, lag=2, max_size=5, n_fft=512)
+    return librosa.onset.onset_detect(onset_envelope=env, sr=SR, hop_length=HOP, units="time", backtrack=False,
+                                      delta=0.1)
 
 
 def key_mode(y: np.ndarray, midi: np.ndarray) -> tuple[str, str, float]:
@@ -69,6 +74,9 @@ def key_mode(y: np.ndarray, midi: np.ndarray) -> tuple[str, str, float]:
 
     chroma = librosa.feature.chroma_cqt(y=y, sr=SR, hop_length=512).sum(axis=1)   # [12]
     voiced = midi[np.isfinite(midi)]
+    sung = np.bincount(np.round(voiced).astype(int) % 12, minlength=12) if voiced.size else np.zeros(12)
+    # the predominant pitch's classes weigh twice the chroma (whose harmonics leak into other classes)
+    chroma = chroma / max(chroma.sum(), 1e-9) + 2 * sung / max(sung.sum(), 1)
     ends = [int(round(voiced[:8].mean())) % 12, int(round(voiced[-8:].mean())) % 12] if voiced.size >= 8 else []
     best = ("c", "major", -np.inf)
     for tonic in range(12):
@@ -80,19 +88,23 @@ def key_mode(y: np.ndarray, midi: np.ndarray) -> tuple[str, str, float]:
     return best
 
 
-def instrument_features(y: np.ndarray, midi: np.ndarray, onsets: np.ndarray) -> np.ndarray:
-    """Spectral features: the first 8 harmonics and 2 bar modes (dB re the fundamental), attack and decay."""
+def instrument_features(y: np.ndarray, midi: np.ndarray, onsets: np.ndarray, full=None, sr: int = SR) -> np.ndarray:
+    """Spectral features: the first 8 harmonics and 2 bar modes (dB re the fundamental; from ``full``, the
+    audio at its own rate ``sr``, when given, so high notes keep their harmonics), attack, decay, vibrato."""
     import librosa
 
-    spec = np.abs(librosa.stft(y, n_fft=4096, hop_length=HOP))                  # [bins, frames]
-    freqs = librosa.fft_frequencies(sr=SR, n_fft=4096)
+    full, rate = (y, SR) if full is None else (full, sr)
+    n_fft, hop = 4096 * rate // SR, HOP * rate // SR
+    spec = np.abs(librosa.stft(full, n_fft=n_fft, hop_length=hop))              # [bins, frames]
+    freqs = librosa.fft_frequencies(sr=rate, n_fft=n_fft)
     rows = []
     for t in np.flatnonzero(np.isfinite(midi[: spec.shape[1]])):
         f0 = librosa.midi_to_hz(midi[t])
         ratios = [1, 2, 3, 4, 5, 6, 7, 8, 3.93, 9.21]
-        mags = [spec[np.argmin(np.abs(freqs - r * f0)), t] if r * f0 < SR / 2 - 200 else 0.0 for r in ratios]
+        mags = [spec[np.argmin(np.abs(freqs - r * f0)), t] if r * f0 < rate / 2 - 200 else np.nan for r in ratios]
         rows.append(20 * np.log10(np.maximum(mags, 1e-9) / max(mags[0], 1e-9)))
-    harm = np.median(rows, axis=0) if rows else np.full(10, -90.0)
+    harm = np.nanmedian(rows, axis=0) if rows else np.full(10, np.nan)
+    harm = np.where(np.isfinite(harm), harm, -60.0)                             # above Nyquist: "weak"
     rms = librosa.feature.rms(y=y, frame_length=1024, hop_length=HOP)[0]
     db = 20 * np.log10(np.maximum(rms, 1e-9))
     attack, decay = [], []
@@ -105,8 +117,21 @@ def instrument_features(y: np.ndarray, midi: np.ndarray, onsets: np.ndarray) -> 
         attack.append(peak * HOP / SR)
         tail = seg[peak: peak + 12]
         decay.append(float(np.polyfit(np.arange(tail.size) * HOP / SR, tail, 1)[0]) if tail.size > 3 else 0.0)
-    extra = [np.median(attack) if attack else 0.0, np.median(decay) if decay else 0.0]
+    extra = [np.median(attack) if attack else 0.0, np.median(decay) if decay else 0.0, vibrato_cents(midi)]
     return np.clip(np.concatenate([harm, extra]), -90, 90)
+
+
+def vibrato_cents(midi: np.ndarray) -> float:
+    """How far the pitch wobbles around its own running median (cents; median absolute deviation)."""
+    from scipy.ndimage import median_filter
+
+    voiced = np.isfinite(midi)
+    if voiced.sum() < 16:
+        return 0.0
+    track = np.where(voiced, midi, 0.0)
+    smooth = median_filter(track, size=15, mode="nearest")
+    steady = voiced & np.isfinite(smooth) & (np.abs(track - smooth) < 0.5)     # not at a note change
+    return float(np.median(np.abs(track - smooth)[steady]) * 100) if steady.any() else 0.0
 
 
 def measure(audio, sr: int) -> dict:
@@ -118,7 +143,7 @@ def measure(audio, sr: int) -> dict:
     midi = pitch_track(y)
     onsets = onset_times(y)
     voiced = midi[np.isfinite(midi)]
-    median = float(np.median(voiced)) if voiced.size else float("nan")
+    median = float(np.round(np.median(voiced))) if voiced.size else float("nan")   # the nearest semitone
     ioi = np.diff(onsets)
     rate = float(1 / np.median(ioi)) if ioi.size else len(onsets) / max(duration, 1e-9)
     tonic, mode, _ = key_mode(y, midi)
@@ -129,7 +154,9 @@ def measure(audio, sr: int) -> dict:
            "key": tonic, "mode": mode, "rms_db": level, "dynamics": "soft" if level < SOFT_LOUD_DB else "loud",
            "register": [r for r, (lo, hi) in corpus.REGISTERS.items() if lo <= median <= hi] if voiced.size else [],
            "tempo": next((t for t, (lo, hi) in corpus.TEMPO_LIMITS.items() if lo <= rate <= hi), None)}
-    out["instrument"] = classify_instrument(instrument_features(y, midi, onsets))
+    full = np.asarray(audio, dtype=np.float32)
+    full = full.mean(axis=0) if full.ndim == 2 else full
+    out["instrument"] = classify_instrument(instrument_features(y, midi, onsets, full, sr))
     return out
 
 
@@ -151,26 +178,27 @@ def adherence(prompt_or_attributes, audio, sr: int, measured: dict | None = None
     return hits
 
 
-def classify_instrument(features: np.ndarray) -> str | None:
-    """Nearest standardized centroid of :data:`INSTRUMENT_MODEL`; None if it has not been fitted."""
+def classify_instrument(features: np.ndarray, k: int = 7) -> str | None:
+    """The majority of the ``k`` nearest standardized examples of :data:`INSTRUMENT_MODEL`; None if it has not
+    been fitted."""
     if not INSTRUMENT_MODEL.is_file():
         return None
     model = json.loads(INSTRUMENT_MODEL.read_text())
     mean, std = np.array(model["mean"]), np.array(model["std"])
-    z = (features - mean) / std
-    names = list(model["centroids"])
-    dist = [np.linalg.norm(z - np.array(model["centroids"][n])) for n in names]
-    return names[int(np.argmin(dist))]
+    x, labels = np.array(model["examples"]), model["labels"]
+    dist = np.linalg.norm(x - (features - mean) / std, axis=1)
+    nearest = [labels[i] for i in np.argsort(dist)[:k]]
+    return max(sorted(set(nearest)), key=nearest.count)
 
 
 def fit_instruments(examples: list[tuple[np.ndarray, str]], path: Path = INSTRUMENT_MODEL) -> dict:
-    """Fit the instrument classifier on ``[(features, instrument), ...]`` and write it to ``path``."""
+    """Fit the instrument classifier on ``[(features, instrument), ...]`` and write it to ``path``: the
+    standardization and the standardized examples (k nearest neighbours)."""
     x = np.stack([f for f, _ in examples])
-    labels = [n for _, n in examples]
-    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
-    z = (x - mean) / std
-    model = {"mean": mean.tolist(), "std": std.tolist(), "features": "harmonics 1-8, bar modes 3.93 and 9.21 "
-             "(dB re fundamental), attack (s), decay (dB/s)",
-             "centroids": {n: z[[lab == n for lab in labels]].mean(axis=0).tolist() for n in sorted(set(labels))}}
-    path.write_text(json.dumps(model, indent=1))
+    mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-2)
+    model = {"features": "harmonics 1-8, bar modes 3.93 and 9.21 (dB re fundamental), attack (s), decay (dB/s), "
+                         "vibrato (cents)",
+             "mean": mean.round(4).tolist(), "std": std.round(4).tolist(),
+             "examples": ((x - mean) / std).round(3).tolist(), "labels": [n for _, n in examples]}
+    path.write_text(json.dumps(model))
     return model

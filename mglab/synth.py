@@ -17,7 +17,7 @@ A note starts (its envelope and phase restart) where the strike flag is set, aft
 instrument changes; a pitch change without a strike is legato (the phase runs on). Everything a frame sounds
 is a function of the frames since its note started, the frame before and the frame after: no phase is
 accumulated from the start of the clip, so a stream decoded from the note's start (:meth:`SynthCodec.
-stream_start`) equals the one-shot decode. Notes attack from silence and fade to silence over 8 ms before the
+stream_start`) equals the one-shot decode. Notes attack from silence and fade to silence over 20 ms before the
 next note or a rest, so there are no clicks at frame or note boundaries.
 
 The graph is built by :func:`build` (PyTorch, at build time only) and run by ONNX Runtime like any codec.
@@ -35,7 +35,7 @@ from .codec import EncodecCodec
 SAMPLE_RATE, HOP, K, VOCAB, DIM = 32000, 640, 4, 64, 16
 LOWEST_MIDI, PITCHES = 36, 61
 INSTRUMENTS = ("piano", "organ", "flute", "violin", "marimba", "clarinet")
-VIBRATO_HZ, FADE_S, PARTIALS = 5.5, 0.008, 10
+VIBRATO_HZ, FADE_S, PARTIALS = 5.5, 0.02, 10
 
 
 def midi_to_token(midi: int) -> int:
@@ -199,7 +199,7 @@ def _module_class():
             level = latent[:, 2] * 10.0                                  # [B, F] dB
             prev_level = torch.cat([level[:, :1], level[:, :-1]], dim=1)
             prev_level = torch.where(onset, level, prev_level)
-            ramp = torch.clamp(nf / (FADE_S * SAMPLE_RATE), max=1.0)     # level moves over 8 ms
+            ramp = torch.clamp(nf / (FADE_S * SAMPLE_RATE), max=1.0)     # level moves over 20 ms
             db = prev_level[..., None] + (level - prev_level)[..., None] * ramp        # [B, F, HOP]
             gain = torch.pow(10.0, db / 20.0) * note[..., None].float()
             audio = wave * attack * fade * gain                          # [B, F, HOP]

@@ -1,0 +1,85 @@
+"""The bundled trained model, nano-musicgen: parity with transformers, what a new user runs, its card."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from helpers import ROOT, as_torch
+
+import mglab
+
+NANO = ROOT / "data" / "models" / "nano-musicgen"
+PROMPTS = ["a slow low organ melody in d minor", "a quick bright flute scale in the key of g major"]
+
+
+@pytest.fixture(scope="module")
+def nano():
+    return mglab.load(NANO)
+
+
+@pytest.fixture(scope="module")
+def nano_torch():
+    from transformers import MusicgenForConditionalGeneration
+    return MusicgenForConditionalGeneration.from_pretrained(NANO / "pytorch").eval()
+
+
+def test_what_a_new_user_runs(nano):
+    gen = nano.generate("a slow low organ melody in d minor", duration=2.0, seed=0)
+    assert gen.sample_rate == 32000 and gen.audio.shape == (1, 1, 2 * 32000) and np.isfinite(gen.audio).all()
+    assert 1e-3 < np.abs(gen.audio).max() < 1.0
+    assert isinstance(nano.codec, mglab.synth.SynthCodec)
+
+
+@pytest.mark.parametrize("decoder", ["merged", "split"])
+def test_greedy_tokens_equal_transformers(nano_torch, decoder):
+    from test_parity import transformers_generate
+
+    model = mglab.load(NANO, decoder=decoder)
+    ids, mask = model.text.tokenize(PROMPTS)
+    ours = model.generate(PROMPTS, max_new_tokens=60, do_sample=False, guidance_scale=3.0)
+    _, tokens = transformers_generate(nano_torch, ids, mask, max_new_tokens=60, do_sample=False,
+                                      guidance_scale=3.0)
+    np.testing.assert_array_equal(ours.tokens, tokens)
+
+
+def test_teacher_forced_logits_equal_transformers(nano, nano_torch):
+    gen = nano.generate(PROMPTS, max_new_tokens=30, seed=1)
+    ids, mask = nano.text.tokenize(PROMPTS)
+    _, cache = nano.run_with_cache(PROMPTS, names_filter="guidance.hook_cond_logits", max_new_tokens=30, seed=1)
+    with torch.no_grad():
+        out = nano_torch(*as_torch(ids, mask), decoder_input_ids=torch.from_numpy(
+            gen.tokens[:, :, :30].reshape(8, -1))).logits.numpy()                       # [B*K, steps, V]
+    theirs = out.reshape(2, 4, 30, -1).transpose(2, 0, 1, 3)                            # [steps, B, K, V]
+    assert np.abs(cache["guidance.hook_cond_logits"] - theirs).max() <= 1e-4
+
+
+def test_the_prompt_changes_the_music(nano):
+    """Greedy, guidance 3: a low prompt sounds lower than a high one (codebook 0 is the pitch)."""
+    low = nano.generate("a low organ melody", duration=3.0, do_sample=False)
+    high = nano.generate("a high organ melody", duration=3.0, do_sample=False)
+    pitch = lambda g: np.median(g.codes[0, 0][g.codes[0, 0] > 0]) + 35        # token -> MIDI
+    assert pitch(low) <= 59 and pitch(high) >= 72
+
+
+def test_a_stream_equals_the_one_shot_decode(nano):
+    kw = dict(duration=3.0, seed=2)
+    full = nano.generate(PROMPTS, **kw)
+    joined = np.concatenate(list(nano.stream(PROMPTS, chunk_duration=0.2, **kw)), axis=-1)
+    assert np.abs(joined - full.audio).max() <= 1e-4
+
+
+def test_unknown_words_are_ignored(nano):
+    gen = nano.generate("a slow kazoo melody in d minor", duration=1.0, seed=0)
+    assert np.isfinite(gen.audio).all()
+    assert mglab.evaluate.attributes("a slow kazoo melody in d minor")[1] == ["kazoo"]
+
+
+def test_the_bundle_is_small_and_carries_a_model_card():
+    size = sum(p.stat().st_size for p in NANO.rglob("*") if p.is_file())
+    assert size <= 25 * 2**20
+    card = (NANO / "README.md").read_text()
+    for heading in ("## What it is", "## Data", "## Training", "## Codec", "## Scores", "## Limits", "## Rebuild"):
+        assert heading in card, heading
+    assert "synthetic" in card.lower() and "not EnCodec" in card
+    assert re.search(r"guidance 3", card)
