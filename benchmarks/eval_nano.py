@@ -94,6 +94,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--fit", action="store_true", help="refit the instrument classifier first")
     parser.add_argument("--workers", type=int, default=2, help="processes generating and measuring")
+    parser.add_argument("--no-card", dest="card", action="store_false", help="do not rewrite the model card")
     parser.add_argument("--json", type=Path, default=ROOT / "reports" / "eval_nano.json")
     args = parser.parse_args(argv)
     import multiprocessing
@@ -124,7 +125,81 @@ def main(argv=None) -> dict:
                          [[name, *(f"{100 * v[a][0]:.0f}% ({v[a][1]})" for a in ATTRS)] for name, v in table.items()]))
     print(f"\n{len(rows)} generations of {args.duration:g} s evaluated in {result['seconds'] / 60:.1f} min")
     write_json(args.json, result)
+    if args.card:
+        write_card(args.model, result)
     return result
+
+
+CARD = """# nano-musicgen
+
+## What it is
+A MusicGen trained here, for teaching and testing offline: transformers' `MusicgenForConditionalGeneration` at
+small sizes (T5 text encoder {text}, trained from scratch with a word-level tokenizer of {words} words; MusicGen
+decoder {decoder}; 4 codebooks of 64 tokens, delay pattern), exported to ONNX in the layout of
+`Xenova/musicgen-small` (merged and split decoders, fp32 and q8) with its PyTorch weights in `pytorch/`.
+Everything it knows is **synthetic**: it has never heard real music, and its codec is a synthesizer.
+
+## Data
+{count} synthetic clips of 5 s drawn on the fly from the grammar of `mglab/corpus.py` (seed {seed}): register
+(low, mid, high), tempo (slow, moderate, fast, or N bpm), key and mode (12 keys, major or minor; melodies start
+and end on the tonic and lean on tonic and dominant), instrument (piano, organ, flute, violin, marimba,
+clarinet), dynamics (soft, loud), figure (arpeggio, scale, melody, repeated notes). Prompts vary word order,
+fillers and synonyms, and leave attributes out. 20% of examples are trained with the null condition (zero
+hidden states and mask), so classifier-free guidance works. Never in training (evaluated separately):
+{held_out}.
+
+## Training
+`{command}` (`make nano-model`): {steps} steps of batch {batch}, AdamW (lr 2e-3, warm-up 200, cosine),
+{minutes:.0f} minutes on {threads} CPU threads (2-core development machine), torch {torch}; final loss
+{loss:.3f} (cross-entropy per predicted token, nats). Deterministic for a seed.
+
+## Codec
+A synthesizer with EnCodec's interface, **not EnCodec** (`mglab/synth.py`): codebook 0 pitch (MIDI 36-96 or
+rest), 1 dynamics and articulation, 2 timbre (6 instruments), 3 vibrato and fine pitch; the tokens' table rows
+are summed into a latent that an additive synthesizer renders at 32 kHz, 50 frames a second.
+
+## Scores
+`benchmarks/eval_nano.py`: {prompts} held-out prompts (half of them with attribute combinations never seen in
+training) x {seeds} seeds, {duration:g} s, default sampling (top-k 50), measured from the audio by
+`mglab.evaluate`. Share of the asked attributes the audio has:
+
+{table}
+
+The ceiling is the evaluator on the ground-truth renderings of the same prompts' clips. Instrument classifier:
+{fit} on held-out renderings.
+
+## Limits
+- Monophonic melodies of six synthetic timbres; no rhythm section, no harmony, no real audio.
+- 5 s training clips: longer runs go window by window.
+- Word-level vocabulary: other words are unknown (`mglab.evaluate.attributes(prompt)` lists them); the model
+  ignores them.
+- Scores come from an automatic evaluator with its own errors (see the ceiling row).
+
+## Rebuild
+```bash
+make nano-model     # trains, exports, refits the evaluator and measures (about an hour on 2 cores)
+```
+"""
+
+
+def write_card(folder: Path, result: dict) -> None:
+    import json
+
+    log = json.loads((folder / "training.json").read_text())
+    cfg = json.loads((folder / "config.json").read_text())
+    text, dec = cfg["text_encoder"], cfg["decoder"]
+    rows = [[name, *(f"{100 * v[a][0]:.0f}%" for a in ATTRS)] for name, v in result["table"].items()]
+    card = CARD.format(
+        text=f"d={text['d_model']}, {text['num_layers']} layers",
+        words=text["vocab_size"] - 3,
+        decoder=f"{dec['num_hidden_layers']} layers x {dec['hidden_size']}, {dec['num_attention_heads']} heads",
+        count=log["steps"] * log["batch_size"], seed=log["seed"],
+        held_out="; ".join(", ".join(f"{k} {v}" for k, v in c.items()) for c in corpus.HELD_OUT),
+        command=log["command"], steps=log["steps"], batch=log["batch_size"], minutes=log["seconds"] / 60,
+        threads=log["threads"], torch=log["torch"], loss=log["final_loss"], prompts=result["prompts"],
+        seeds=result["seeds"], duration=result["duration"], table=markdown_table(["run", *ATTRS], rows),
+        fit=f"{100 * result['instrument_fit_accuracy']:.0f}%" if "instrument_fit_accuracy" in result else "n/a")
+    (folder / "README.md").write_text(card)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ transformers' ``MusicgenForConditionalGeneration`` at small sizes: a T5 text enc
 a word-level ``tokenizers`` tokenizer, MusicGen's decoder over 4 codebooks of 64 tokens with the usual delay
 pattern, and condition dropout (20% of examples get the null condition: zero hidden states and a zero mask,
 exactly what guidance feeds) so classifier-free guidance works. CPU, deterministic for a seed. Exported like
-the tiny model (optimum, merged and split decoders, fp32 + q8), with the synthesizer codec
+the tiny model (optimum, merged and split decoders in fp32, the merged one in q8), with the synthesizer codec
 (:mod:`mglab.synth`) in place of EnCodec, into the Xenova layout, with the PyTorch weights in ``pytorch/`` for
 the parity tests. The model card (``README.md``) is written by ``benchmarks/eval_nano.py``'s numbers.
 """
@@ -138,7 +138,8 @@ def lay_out(model, tok, out: Path, log: dict) -> None:
 
 
 def quantize_decoders(onnx_dir: Path) -> None:
-    """q8 of the text encoder and both decoders (uint8 MatMul weights), merged like the tiny model's."""
+    """q8 of the text encoder and the merged decoder (uint8 MatMul weights; merged from the two quantized
+    decoders like the tiny model's). The split q8 decoders are not kept: the bundle must stay small."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from optimum.onnx import merge_decoders
 
@@ -147,12 +148,14 @@ def quantize_decoders(onnx_dir: Path) -> None:
                          weight_type=QuantType.QUInt8, op_types_to_quantize=["MatMul", "Gemm"])
     merge_decoders(onnx_dir / "decoder_model_quantized.onnx", onnx_dir / "decoder_with_past_model_quantized.onnx",
                    save_path=str(onnx_dir / "decoder_model_merged_quantized.onnx"), strict=False)
+    for name in ["decoder_model", "decoder_with_past_model"]:
+        (onnx_dir / f"{name}_quantized.onnx").unlink()
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "models" / "nano-musicgen")
-    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)

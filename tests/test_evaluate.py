@@ -23,8 +23,8 @@ def test_a_sine_is_pitched_and_placed_in_its_register():
 
 
 def test_tone_bursts_at_180_bpm_have_that_tempo():
-    t = np.arange(int(0.12 * SR)) / SR
-    burst = np.sin(2 * np.pi * 330 * t) * np.exp(-t * 30)
+    t = np.arange(int(SR / 3) - 1) / SR
+    burst = np.sin(2 * np.pi * 330 * t) * np.exp(-t * 25)         # decays to silence before the next
     y = np.zeros(4 * SR)
     for k in range(12):                                      # one every 1/3 s
         start = int(k * SR / 3)
