@@ -71,9 +71,7 @@ def _ceiling(clip) -> dict:
 _MODEL = {}
 
 
-def _load(path: str, threads: int) -> None:
-    import onnxruntime  # noqa: F401  (the sessions take ORT's default thread count per process)
-
+def _load(path: str) -> None:
     _MODEL["model"] = mglab.load(path)
 
 
@@ -105,7 +103,7 @@ def main(argv=None) -> dict:
     tasks = [(g, i, c.prompt, c.said, bool(i % 2), args.seeds, args.duration)
              for g in GUIDANCE for i, c in enumerate(clips)]
     t0 = time.time()
-    with multiprocessing.get_context("spawn").Pool(args.workers, _load, (str(args.model), 1)) as pool:
+    with multiprocessing.get_context("spawn").Pool(args.workers, _load, (str(args.model),)) as pool:
         if args.fit:
             result["instrument_fit_accuracy"] = fit(pool, 240, seed=1_000_000, seconds=args.duration)
             print(f"instrument classifier refitted: {100 * result['instrument_fit_accuracy']:.1f}% on held-out "

@@ -317,7 +317,7 @@ Generation
 MusicGen.generate.__doc__ = _GENERATE_DOC.format(params=params_docstring())
 _P = inspect.Parameter
 MusicGen.generate.__signature__ = params_signature(
-    MusicGen.generate, [_P("self", _P.POSITIONAL_OR_KEYWORD), _P("prompt", _P.POSITIONAL_OR_KEYWORD)],
+    [_P("self", _P.POSITIONAL_OR_KEYWORD), _P("prompt", _P.POSITIONAL_OR_KEYWORD)],
     [_P("hooks", _P.KEYWORD_ONLY, default=None), _P("hook_steps", _P.KEYWORD_ONLY, default=None),
      _P("progress", _P.KEYWORD_ONLY, default=False)])
 

@@ -240,8 +240,8 @@ def docstring() -> str:
     return "\n".join(lines)
 
 
-def signature(func, before: list[inspect.Parameter], after: list[inspect.Parameter]) -> inspect.Signature:
-    """``func``'s signature with every :data:`PARAMS` entry as a keyword-only argument (for ``help()`` and
+def signature(before: list[inspect.Parameter], after: list[inspect.Parameter]) -> inspect.Signature:
+    """A signature with every :data:`PARAMS` entry as a keyword-only argument (for ``help()`` and
     tab completion), between ``before`` and ``after``."""
     params = [inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, default=p.default) for p in PARAMS]
     return inspect.Signature(before + params + after)
