@@ -63,8 +63,35 @@ class EncodecCodec(Codec):
         return self._decode(codes)                                                # [B, 1, samples]
 
     def _decode(self, codes: np.ndarray) -> np.ndarray:
+        frames = codes.shape[-1]
+        short = self.min_frames - frames
+        if short > 0:                                       # repeat the last frame, then trim its audio away
+            codes = np.concatenate([codes, np.repeat(codes[..., -1:], short, axis=-1)], axis=-1)
         out = self.session.run({"audio_codes": codes[None].astype(np.int64)})     # [1, B, K, frames] in
-        return out["audio_values"].astype(np.float32)                             # [B, 1, samples]
+        audio = out["audio_values"].astype(np.float32)                            # [B, 1, samples]
+        return audio[..., : frames * self.hop_length] if short > 0 else audio
+
+    @property
+    def min_frames(self) -> int:
+        """The fewest frames the graph decodes. An export keeps the branch of its convolutions' reflect padding
+        for long inputs, which fails below a few frames (3 for the 32 kHz EnCodec); shorter codes are padded
+        with their last frame and the audio trimmed. Found once, by decoding silence."""
+        if getattr(self, "_min_frames", None) is None:
+            import onnxruntime as ort
+
+            quiet = ort.RunOptions()
+            quiet.log_severity_level = 4                    # the failing sizes are expected: no error log
+            k = (self.num_codebooks or 4) // self.channels
+            for frames in range(1, 65):
+                try:
+                    self.session.session.run(None, {"audio_codes": np.zeros((1, 1, k, frames), np.int64)}, quiet)
+                except Exception:                           # noqa: BLE001 - ONNX Runtime's errors vary by op
+                    continue
+                self._min_frames = frames
+                break
+            else:
+                raise ValueError(f"{self.session.path.name} decodes no code sequence of 1 to 64 frames")
+        return self._min_frames
 
     def codebooks(self) -> np.ndarray:
         """``[K, codebook_size, D]``: the first K tables of one shape that the graph's ``Gather`` nodes read, in

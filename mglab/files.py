@@ -24,7 +24,8 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-SUFFIXES = {"fp32": "", "fp16": "_fp16", "q8": "_quantized", "int8": "_int8", "uint8": "_uint8", "q4": "_q4"}
+SUFFIXES = {"fp32": "", "fp16": "_fp16", "q8": "_quantized", "int8": "_int8", "uint8": "_uint8", "bnb4": "_bnb4",
+            "q4": "_q4", "q4f16": "_q4f16"}
 GABOTECHS = {"fp32": "fp32", "fp16": "fp16", "q8": "i8", "int8": "i8"}
 COMPONENTS = ("text_encoder", "decoder_model_merged", "decoder_model", "decoder_with_past_model",
               "encodec_decode")

@@ -48,7 +48,8 @@ def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: s
         ``gabotechs/music_gen`` per-size layout), or a Hub id such as ``"Xenova/musicgen-small"``, of which
         only the files this variant needs are downloaded (huggingface_hub's cache and progress bars).
     dtype : str or dict
-        ``"fp32"``, ``"fp16"``, ``"q8"``, ``"int8"``, ``"uint8"`` or ``"q4"``, or a dict per component as in
+        ``"fp32"``, ``"fp16"``, ``"q8"``, ``"int8"``, ``"uint8"``, ``"bnb4"``, ``"q4"`` or ``"q4f16"``, or a dict
+        per component as in
         transformers.js: ``{"text_encoder": "fp32", "decoder_model_merged": "q8", "encodec_decode": "fp32"}``
         (unnamed components are fp32). A variant that is not there is an error listing those that are.
     decoder : {"auto", "merged", "split"}

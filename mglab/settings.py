@@ -63,7 +63,7 @@ PARAMS = (
 )
 NAMES = tuple(p.name for p in PARAMS)
 # how the model- and call-dependent parts of ``allowed`` read where no model is at hand (docs, --help)
-GENERIC = dict(vocab="vocab_size", min_tokens="2 * max(delays)", batch="one per prompt",
+GENERIC = dict(vocab="vocab_size", min_tokens="max(delays) + 1", batch="one per prompt",
                min_window="(2 * max(delays) + 1) frames", window="window")
 BY_NAME = {p.name: p for p in PARAMS}
 
@@ -146,8 +146,9 @@ def resolve(config: MusicGenConfig, defaults: dict, batch: int, **kw) -> Setting
     kw = {name: kw.get(name, BY_NAME[name].default) for name in NAMES}
     delay = max(config.delays)
     fr = config.frame_rate
-    # transformers applies no delay pattern at all below 2 * max_delay new tokens; refuse that corner.
-    min_tokens = 2 * delay
+    # one frame at least. (Below 2 * max_delay new tokens transformers applies no delay pattern at all, so it
+    # has no reference there; mglab keeps the pattern, as audiocraft does.)
+    min_tokens = delay + 1
     ctx = dict(vocab=config.vocab_size, min_tokens=min_tokens, batch=batch, min_window=(min_tokens + 1) / fr)
     duration, max_new_tokens = kw["duration"], kw["max_new_tokens"]
     if duration is not None and max_new_tokens is not None:
@@ -156,10 +157,9 @@ def resolve(config: MusicGenConfig, defaults: dict, batch: int, **kw) -> Setting
         check_number("duration", duration, BY_NAME["duration"].allowed, lambda v: 0 < v < math.inf)
         frames = round(duration * fr)
         max_new_tokens = frames + delay                       # frames = max_new_tokens - max(delays)
-        if frames < 1 or max_new_tokens < min_tokens:
-            least = max(1, min_tokens - delay)
-            raise ValueError(f"duration={duration!r} is too short: it must give at least {least} frames "
-                             f"(>= {least / fr:g} s)")
+        if frames < 1:
+            raise ValueError(f"duration={duration!r} is too short: it must give at least 1 frame "
+                             f"(>= {0.5 / fr:g} s)")
     elif max_new_tokens is None:
         max_new_tokens = defaults["max_new_tokens"] or defaults["max_length"] - 1
     max_new_tokens = check_integer("max_new_tokens", max_new_tokens, BY_NAME["max_new_tokens"].allowed.format(**ctx),

@@ -40,7 +40,7 @@ BAD_GENERATE = [
     (dict(duration=math.nan), ["duration", "nan", "> 0"]),
     (dict(duration="2"), ["duration", "'2'", "> 0"]),
     (dict(duration=1, max_new_tokens=10), ["duration=1", "max_new_tokens=10", "not both"]),
-    (dict(max_new_tokens=3), ["max_new_tokens", "3", ">= 6"]),
+    (dict(max_new_tokens=3), ["max_new_tokens", "3", ">= 4"]),
     (dict(max_new_tokens=2.5), ["max_new_tokens", "2.5", "integer"]),
     (dict(seed=1.5), ["seed", "1.5", "non-negative integer"]),
     (dict(seed="x"), ["seed", "'x'", "non-negative integer"]),
