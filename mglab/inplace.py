@@ -31,7 +31,7 @@ import numpy as np
 
 from . import graph as graphs
 
-TAG = "inplace-v1"
+TAG = "inplace-v8"
 PASS = ("Identity", "Cast")         # nodes walked through when following a tensor
 
 
@@ -68,17 +68,26 @@ def _build(src: Path, dst: Path, num_layers: int, num_heads: int) -> None:
 
 def cached_branch(model):
     """The merged decoder's ``use_cache_branch=True`` branch as a model of its own (logits and the
-    self-attention cache; the outer initializers and inputs it reads come along)."""
+    self-attention cache; the outer initializers, inputs and top-level nodes it reads come along: Xenova's
+    q8 quantizes ``encoder_hidden_states`` outside the ``If``)."""
     from onnx import helper
 
     g = model.graph
-    node = next(n for n in g.node if n.op_type == "If")
-    branch = next(a.g for a in node.attribute if a.name == "then_branch")
-    if len(g.node) != 1:
-        raise Unmatched(f"the merged graph has {len(g.node)} top-level nodes, expected only the If")
-    used = {name for n in branch.node for name in n.input}
+    ifs = [n for n in g.node if n.op_type == "If"]
+    if len(ifs) != 1:
+        raise Unmatched(f"the merged graph has {len(ifs)} top-level If nodes, expected one")
+    branch = next(a.g for a in ifs[0].attribute if a.name == "then_branch")
+    after = set(ifs[0].output)                              # nodes downstream of the If stay behind
+    before = []
+    for n in g.node:
+        if n is ifs[0] or after.intersection(n.input):
+            after.update(n.output)
+        else:
+            before.append(n)
+    nodes = before + list(branch.node)
+    used = {name for n in nodes for name in n.input}
     outputs = [o for o in branch.output if o.name == "logits" or ".decoder." in o.name]
-    new = helper.make_graph(list(branch.node), "decoder_with_past_inplace",
+    new = helper.make_graph(nodes, "decoder_with_past_inplace",
                             [i for i in g.input if i.name in used], outputs,
                             [t for t in g.initializer if t.name in used] + list(branch.initializer))
     out = helper.make_model(new, opset_imports=list(model.opset_import), ir_version=model.ir_version)
@@ -91,8 +100,14 @@ def rewrite(g, num_layers: int, num_heads: int) -> None:
     from onnx import TensorProto, helper
 
     ix = _Index(g)
-    layers = [_match_layer(ix, i) for i in range(num_layers)]          # all match, or nothing changes
-    shapes = _past_shape_readers(ix, num_layers)
+    retype = {}
+    layers = [_match_layer(ix, i, retype) for i in range(num_layers)]  # all match, or nothing changes
+    cast_out = _cast_outputs(layers)
+    for value in [*g.input, *g.output]:     # fp16 inside, float32 outside: the cache keeps the inside type
+        past = value.name.replace("present.", "past_key_values.")
+        if past in retype and (value.name == past or value.name in cast_out):
+            value.type.tensor_type.elem_type = retype[past]
+    shapes = _past_shape_readers(ix, num_layers, {n.output[0] for m in layers for n in m["concats"]})
     g.input.extend([helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, ["rows"]),
                     helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, [1])])
     instead = {}                # id(node) -> the nodes that take its place (keeps the graph sorted)
@@ -104,7 +119,7 @@ def rewrite(g, num_layers: int, num_heads: int) -> None:
             [m["y"], f"present.{i}.decoder.key", f"present.{i}.decoder.value"],
             name=f"/inplace/layers.{i}/GroupQueryAttention", domain="com.microsoft",
             num_heads=num_heads, kv_num_heads=num_heads, scale=m["scale"])
-        instead.update({id(n): [] for n in m["concats"]})
+        instead.update({id(n): [] for n in m["concats"] + m["casts"]})
         instead[id(m["reshape"])] = [gqa]
     first = _replace_shapes(g, shapes, instead)
     nodes = first + [x for n in g.node for x in instead.get(id(n), [n])]
@@ -186,20 +201,27 @@ def _scaled(ix: _Index, tensor: str, *stop: str) -> tuple[str, float]:
         tensor = n.input[1 - at]
 
 
-def _match_layer(ix: _Index, i: int) -> dict:
-    """Find layer ``i``'s ``q, k, v`` projections, its past inputs, its output and its softmax scale."""
-    names = {kind: f"present.{i}.decoder.{kind}" for kind in ("key", "value")}
-    concat = {kind: ix.node(name, "Concat", skip=()) for kind, name in names.items()}
+def _match_layer(ix: _Index, i: int, retype: dict) -> dict:
+    """Find layer ``i``'s ``q, k, v`` projections, its past inputs, its output and its softmax scale. A past
+    input the graph casts before use (fp16 inside, float32 outside) goes into ``retype`` with its inner type."""
+    casts = [ix.producer[f"present.{i}.decoder.{kind}"] for kind in ("key", "value")
+             if getattr(ix.producer.get(f"present.{i}.decoder.{kind}"), "op_type", None) == "Cast"]
+    concat = {kind: ix.node(casts[j].input[0] if casts else f"present.{i}.decoder.{kind}", "Concat", skip=())
+              for j, kind in enumerate(("key", "value"))}
+    names = {kind: node.output[0] for kind, node in concat.items()}       # the present, inside the graph
     for kind, node in concat.items():
         if len(node.input) != 2 or _attr(node, "axis") not in (2, -2):
             raise Unmatched(f"{node.name}: not a two-input Concat on the sequence axis")
         want = f"past_key_values.{i}.decoder.{kind}"
-        if ix.source(node.input[0]) != want:
+        cast = ix.producer.get(ix.source(node.input[0]))
+        if cast is not None and cast.op_type == "Cast" and ix.source(cast.input[0]) == want:
+            retype[want] = _attr(cast, "to")           # float32 at the interface, float16 inside: the buffer
+        elif ix.source(node.input[0]) != want:         # takes the inside type
             raise Unmatched(f"{node.name}: first input is not {want}")
     k = _from_heads(ix, concat["key"].input[1])
     v = _from_heads(ix, concat["value"].input[1])
     pv = [n for n in ix.consumers[names["value"]] if n.op_type == "MatMul" and n.input[1] == names["value"]]
-    if len(pv) != 1 or len(ix.consumers[names["value"]]) != 1:
+    if len(pv) != 1 or len([n for n in ix.consumers[names["value"]] if n not in casts]) != 1:
         raise Unmatched(f"{names['value']}: expected exactly one consumer, the probabilities @ V MatMul")
     softmax = ix.node(pv[0].input[0], "Softmax")
     if _attr(softmax, "axis", -1) not in (-1, 3):
@@ -219,10 +241,15 @@ def _match_layer(ix: _Index, i: int) -> dict:
     if len(reshape) != 1 or reshape[0].op_type != "Reshape":
         raise Unmatched(f"{out[0].name}: not followed by the Reshape to [B, S, hidden]")
     return {"q": q, "k": k, "v": v, "y": reshape[0].output[0], "scale": scale * q_scale * k_scale,
-            "concats": list(concat.values()), "reshape": reshape[0]}
+            "concats": list(concat.values()), "casts": casts, "reshape": reshape[0]}
 
 
-def _past_shape_readers(ix: _Index, num_layers: int) -> list:
+def _cast_outputs(layers: list) -> set:
+    """The present outputs that the graph casts to float32 (fp16 inside)."""
+    return {c.output[0] for m in layers for c in m["casts"]}
+
+
+def _past_shape_readers(ix: _Index, num_layers: int, concats: set) -> list:
     """The Shape nodes that read a past self-attention input (the positional embedding's past length).
     Any other reader, besides the cache's own Concat, is unknown and stops the rewrite."""
     readers = []
@@ -231,11 +258,11 @@ def _past_shape_readers(ix: _Index, num_layers: int) -> list:
             todo = [f"past_key_values.{i}.decoder.{kind}"]
             while todo:
                 for n in ix.consumers[todo.pop()]:
-                    if _passes(n):
+                    if _passes(n) or n.op_type == "Cast":          # fp16 inside: the same shape
                         todo.append(n.output[0])
                     elif n.op_type == "Shape" and _attr(n, "start") is None and _attr(n, "end") is None:
                         readers.append(n)
-                    elif not (n.op_type == "Concat" and n.output[0] == f"present.{i}.decoder.{kind}"):
+                    elif not (n.op_type == "Concat" and n.output[0] in concats):
                         raise Unmatched(f"{n.name} ({n.op_type}) reads the past {kind} of layer {i}")
     return readers
 

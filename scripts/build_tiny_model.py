@@ -2,10 +2,10 @@
 
 The model has MusicGen's real architecture at toy sizes: a T5 text encoder, a MusicGen decoder with 4
 codebooks and an EnCodec codec at 32 kHz (hop 640, 50 frames per second). It is seeded, exported with
-optimum (task ``text-to-audio``), its two decoders merged with ``optimum.onnx.merge_decoders``, and a
-dynamically quantized uint8 variant of every graph written beside it, with float16 copies and a 4-bit
-(MatMulNBits) merged decoder. The folder is laid out exactly like
-``Xenova/musicgen-small``::
+optimum (task ``text-to-audio``), its two decoders merged with ``optimum.onnx.merge_decoders``, and its
+variants made the way Xenova's published ones were (``scripts/quantize.py``): q8 and fp16 of every graph, and
+the merged decoder in all of Xenova's variants (q8, fp16, int8, uint8, bnb4, q4, q4f16). The folder is laid
+out exactly like ``Xenova/musicgen-small``::
 
     <out>/config.json, generation_config.json, tokenizer.json, tokenizer_config.json
     <out>/onnx/text_encoder.onnx            <out>/onnx/text_encoder_quantized.onnx
@@ -14,7 +14,7 @@ dynamically quantized uint8 variant of every graph written beside it, with float
     <out>/onnx/decoder_model_merged.onnx    <out>/onnx/decoder_model_merged_quantized.onnx
     <out>/onnx/encodec_decode.onnx          <out>/onnx/encodec_decode_quantized.onnx
     <out>/onnx/build_delay_pattern_mask.onnx
-    <out>/onnx/*_fp16.onnx (every graph), decoder_model_merged_q4.onnx
+    <out>/onnx/*_fp16.onnx (every graph), decoder_model_merged_{int8,uint8,bnb4,q4,q4f16}.onnx
     <out>/pytorch/ (model.safetensors + configs: the very same weights, for parity tests)
 
 Needs the ``reference`` extra (torch, transformers, optimum-onnx). Rebuild with::
@@ -30,8 +30,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quantize import make as make_variant  # noqa: E402
 
 CORPUS = [
     "lofi piano with soft drums", "80s pop track with bassy drums and synth",
@@ -135,62 +139,17 @@ def free_sequence_axis(path: Path) -> None:
     onnx.save(model, path)
 
 
-def quantize(onnx_dir: Path) -> None:
-    """Dynamic uint8 quantization of every graph. ``quantize_dynamic`` does not reach into the ``If``
-    branches of the merged decoder, so the q8 merged decoder is the merge of the two quantized decoders."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from optimum.onnx import merge_decoders
-
-    for name in ["text_encoder", "decoder_model", "decoder_with_past_model", "encodec_decode"]:
-        quantize_dynamic(onnx_dir / f"{name}.onnx", onnx_dir / f"{name}_quantized.onnx",
-                         weight_type=QuantType.QUInt8, op_types_to_quantize=["MatMul", "Gemm"])
-    merge_decoders(onnx_dir / "decoder_model_quantized.onnx", onnx_dir / "decoder_with_past_model_quantized.onnx",
-                   save_path=str(onnx_dir / "decoder_model_merged_quantized.onnx"), strict=False)
+GRAPHS = ("text_encoder", "decoder_model", "decoder_with_past_model", "decoder_model_merged", "encodec_decode")
+EVERY = ("q8", "fp16")                                         # variants of every graph
+MERGED = ("q8", "fp16", "int8", "uint8", "bnb4", "q4", "q4f16")   # of the merged decoder: all of Xenova's
 
 
-def _graphs(graph):
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.g.node:
-                yield from _graphs(attr.g)
-
-
-def to_fp16(src: Path, dst: Path) -> None:
-    """A float16 copy of a graph: weights, inputs, outputs and KV tensors in float16 (as the ``_fp16``
-    files of the published exports). The export's explicit ``Cast(to=float)`` nodes (T5's layer norm,
-    EnCodec's weight norm) become casts to float16, and stale shape annotations are dropped first."""
-    import onnx
-    from onnxconverter_common import float16
-
-    model = onnx.load(src)
-    for g in _graphs(model.graph):
-        del g.value_info[:]
-        for node in g.node:
-            for attr in node.attribute:
-                if node.op_type == "Cast" and attr.name == "to" and attr.i == onnx.TensorProto.FLOAT:
-                    attr.i = onnx.TensorProto.FLOAT16
-    model = float16.convert_float_to_float16(model, keep_io_types=False, disable_shape_infer=True,
-                                             check_fp16_ready=False)
-    onnx.save(model, dst)
-
-
-def to_q4(src: Path, dst: Path) -> None:
-    """4-bit weights with ONNX Runtime's ``MatMulNBits`` quantizer (block 32, symmetric), If branches included."""
-    import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    quantizer = MatMulNBitsQuantizer(onnx.load(src), block_size=32, is_symmetric=True)
-    quantizer.process()
-    quantizer.model.save_model_to_file(str(dst))
-
-
-def write_variants(onnx_dir: Path) -> None:
-    """fp16 for every graph, q4 for the merged decoder (as ``Xenova/musicgen-small`` has them)."""
-    for name in ["text_encoder", "decoder_model", "decoder_with_past_model", "decoder_model_merged",
-                 "encodec_decode"]:
-        to_fp16(onnx_dir / f"{name}.onnx", onnx_dir / f"{name}_fp16.onnx")
-    to_q4(onnx_dir / "decoder_model_merged.onnx", onnx_dir / "decoder_model_merged_q4.onnx")
+def write_variants(onnx_dir: Path, every=EVERY, merged=MERGED) -> None:
+    """Quantized variants made with Xenova's recipe (``scripts/quantize.py``): ``every`` for each graph,
+    ``merged`` for the merged decoder (quantized as one graph, inside its ``If`` branches)."""
+    for name in GRAPHS:
+        for variant in merged if name == "decoder_model_merged" else every:
+            make_variant(onnx_dir / f"{name}.onnx", variant)
 
 
 def gabotechs_copy(src: Path, dst: Path, size: str = "small") -> None:
@@ -209,7 +168,7 @@ def gabotechs_copy(src: Path, dst: Path, size: str = "small") -> None:
                      "encodec_decode"]:
             model = onnx.load(src / "onnx" / f"{name}{suffix}.onnx")
             onnx.save(model, folder / f"{name}.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
-                      location=f"{name}.onnx_data", size_threshold=0)
+                      location=f"{name}.onnx_data", size_threshold=1024)
 
 
 def build(out: Path, *, seed: int = 0, sizes: dict = TINY, text_vocab: int | None = None,
@@ -230,9 +189,7 @@ def build(out: Path, *, seed: int = 0, sizes: dict = TINY, text_vocab: int | Non
         for f in (tmp / "export").iterdir():
             if f.suffix in (".onnx", ".onnx_data") or f.name.endswith(".onnx.data"):
                 shutil.move(f, stage / "onnx" / f.name)
-        quantize(stage / "onnx")
-        if variants:
-            write_variants(stage / "onnx")
+        write_variants(stage / "onnx", *(() if variants else (("q8",), ("q8", "q4"))))
         for name in ["config.json", "generation_config.json"]:
             shutil.copy(stage / "pytorch" / name, stage / name)
         tok.save(str(stage / "tokenizer.json"))

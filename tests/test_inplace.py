@@ -2,11 +2,13 @@
 place, hook edits that land, and graphs it does not know left alone."""
 
 import shutil
+import warnings
 from collections import Counter
 
 import numpy as np
 import onnx
 import pytest
+from helpers import TINY
 
 import mglab
 from mglab import inplace
@@ -16,10 +18,15 @@ GREEDY = dict(max_new_tokens=30, do_sample=False, guidance_scale=3.0)
 SAMPLED = dict(max_new_tokens=30, do_sample=True, guidance_scale=3.0, seed=5, top_k=50)
 
 
-@pytest.mark.parametrize("decoder, dtype", [(d, t) for d in ("split", "merged") for t in ("fp32", "q8", "fp16")]
-                         + [("merged", {"decoder_model_merged": "q4"})])
+XENOVA = ("fp32", "fp16", "q8", "int8", "uint8", "bnb4", "q4", "q4f16")     # scripts/quantize.py's recipe
+
+
+@pytest.mark.parametrize("decoder, dtype", [("split", {"decoder": t}) for t in ("fp32", "q8", "fp16")]
+                         + [("merged", {"decoder_model_merged": t}) for t in XENOVA])
 def test_inplace_gives_the_tokens_of_the_concatenating_graph(tiny_path, decoder, dtype):
-    fast = mglab.load(tiny_path, decoder=decoder, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)              # no fallback to the concatenating cache
+        fast = mglab.load(tiny_path, decoder=decoder, dtype=dtype)
     slow = mglab.load(tiny_path, decoder=decoder, dtype=dtype, kv_cache="concat")
     assert fast.decoder.inplace is not None and slow.decoder.inplace is None
     for kw in (GREEDY, SAMPLED):
@@ -106,3 +113,30 @@ def test_matcher_reasons_name_the_node():
     g = onnx.helper.make_graph([], "empty", [], [onnx.helper.make_tensor_value_info("logits", 1, None)])
     with pytest.raises(inplace.Unmatched, match="present.0.decoder.key"):
         inplace.rewrite(g, num_layers=1, num_heads=2)
+
+
+def test_top_level_nodes_outside_the_if_come_along(tmp_path):
+    """Xenova's q8 of a large merged decoder quantizes a shared input at the top level, outside the If; the
+    in-place rewrite takes such nodes along with the cached branch."""
+    keep = {"text_encoder.onnx", "decoder_model_merged.onnx", "encodec_decode.onnx", "build_delay_pattern_mask.onnx"}
+    shutil.copytree(TINY, tmp_path / "m", ignore=lambda d, names: [
+        n for n in names if n == "pytorch" or (n.endswith(".onnx") and n not in keep)])
+    path = tmp_path / "m" / "onnx" / "decoder_model_merged.onnx"
+    model = onnx.load(path)
+    g = model.graph
+    outer = "encoder_attention_mask"
+    for node in g.node:
+        for attr in node.attribute:
+            for inner in attr.g.node:
+                inner.input[:] = [f"{outer}/outside" if x == outer else x for x in inner.input]
+    nodes = [onnx.helper.make_node("Identity", [outer], [f"{outer}/outside"], name="/outside/Identity"), *g.node]
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.save(model, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        changed = mglab.load(tmp_path / "m", decoder="merged")
+    assert changed.decoder.inplace is not None
+    plain = mglab.load(TINY, decoder="merged")
+    a, b = changed.generate(PROMPTS, **GREEDY), plain.generate(PROMPTS, **GREEDY)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
