@@ -21,7 +21,7 @@ $(VENV)/.test: pyproject.toml | $(PY)
 	$(PY) -m ipykernel install --prefix $(VENV) --name python3 >/dev/null
 	touch $@ $(VENV)/.notebooks
 
-## make demo: run notebooks/00_quickstart.ipynb on the bundled tiny model -> reports/ (notebook, HTML, WAV)
+## make demo: run notebooks/00_quickstart.ipynb on the bundled trained nano model -> reports/ (notebook, HTML, WAV)
 demo: $(VENV)/.notebooks
 	mkdir -p $(REPORTS)
 	$(VENV)/bin/papermill notebooks/00_quickstart.ipynb $(REPORTS)/00_quickstart.ipynb \
@@ -45,7 +45,7 @@ test: $(VENV)/.test
 tiny-model: $(VENV)/.test
 	$(PY) scripts/build_tiny_model.py --out data/models/tiny-musicgen
 
-## make nano-model: train data/models/nano-musicgen (about 40 min on 2 cores), refit the evaluator, measure it
+## make nano-model: train data/models/nano-musicgen (about 50 min on 2 cores), refit the evaluator, measure it
 nano-model: $(VENV)/.test
 	$(PY) scripts/train_nano.py --out data/models/nano-musicgen
 	$(PY) benchmarks/eval_nano.py --fit

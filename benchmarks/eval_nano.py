@@ -41,7 +41,8 @@ def _features(task):
     clip = corpus.example(np.random.default_rng(seed), seconds)
     full = render(_MODEL["model"], clip.codes)
     y = evaluate._mono(full, synth.SAMPLE_RATE)
-    midi, onsets = evaluate.pitch_track(y), evaluate.onset_times(y)
+    midi = evaluate.pitch_track(y)
+    onsets = evaluate.onset_times(y, midi)
     return evaluate.instrument_features(y, midi, onsets, full, synth.SAMPLE_RATE), clip.attributes["instrument"]
 
 
@@ -134,22 +135,28 @@ CARD = """# nano-musicgen
 A MusicGen trained here, for teaching and testing offline: transformers' `MusicgenForConditionalGeneration` at
 small sizes (T5 text encoder {text}, trained from scratch with a word-level tokenizer of {words} words; MusicGen
 decoder {decoder}; 4 codebooks of 64 tokens, delay pattern), exported to ONNX in the layout of
-`Xenova/musicgen-small` (merged and split decoders, fp32 and q8) with its PyTorch weights in `pytorch/`.
+`Xenova/musicgen-small` (merged and split decoders in fp32; text encoder and merged decoder also in q8, made
+with Xenova's recipe, `scripts/quantize.py`) with its PyTorch weights in `pytorch/`.
 Everything it knows is **synthetic**: it has never heard real music, and its codec is a synthesizer.
 
 ## Data
-{count} synthetic clips of 5 s drawn on the fly from the grammar of `mglab/corpus.py` (seed {seed}): register
-(low, mid, high), tempo (slow, moderate, fast, or N bpm), key and mode (12 keys, major or minor; melodies start
-and end on the tonic and lean on tonic and dominant), instrument (piano, organ, flute, violin, marimba,
-clarinet), dynamics (soft, loud), figure (arpeggio, scale, melody, repeated notes). Prompts vary word order,
-fillers and synonyms, and leave attributes out. 20% of examples are trained with the null condition (zero
-hidden states and mask), so classifier-free guidance works. Never in training (evaluated separately):
+{opening_count} synthetic clips of {opening_seconds:g} s, then {count} of {seconds:g} s, drawn on the fly from the
+grammar of `mglab/corpus.py` (seed {seed}): register (low, mid, high), tempo (slow, moderate, fast, or N bpm),
+key and mode (12 keys, major or minor; melodies start and end on the tonic, lean on the tonic triad and sound
+its third), instrument (piano, organ, flute, violin, marimba, clarinet), dynamics (soft, loud), figure
+(arpeggio, scale, melody, repeated notes). Prompts vary word order, fillers and synonyms, and leave attributes
+out. 20% of examples are trained with the null condition (zero hidden states and mask), so classifier-free
+guidance works. Never in training (evaluated separately):
 {held_out}.
 
 ## Training
-`{command}` (`make nano-model`): {steps} steps of batch {batch}, AdamW (lr 2e-3, warm-up 200, cosine),
-{minutes:.0f} minutes on {threads} CPU threads (2-core development machine), torch {torch}; final loss
-{loss:.3f} (cross-entropy per predicted token, nats). Deterministic for a seed.
+`{command}` (`make nano-model`): {opening_steps} steps on {opening_seconds:g} s clips (the openings: on full
+clips the words that decide only the first frames, key and dynamics, were not learned in 2500 steps), then
+{steps} steps on {seconds:g} s clips; batch {batch}, AdamW (lr 2e-3, warm-up 200, one cosine schedule); the loss
+weighs the first frame of every codebook 30x and codebook 0's first 2 s 3x (weights by position only, so the
+optimum is still the data's distribution). {minutes:.0f} minutes on {threads} CPU threads (2-core development
+machine), torch {torch}; final loss {loss:.3f} (unweighted cross-entropy per predicted token, nats).
+Deterministic for a seed. Teacher-forced first-frame accuracy at the end (`training.json`): {probe}.
 
 ## Codec
 A synthesizer with EnCodec's interface, **not EnCodec** (`mglab/synth.py`): codebook 0 pitch (MIDI 36-96 or
@@ -168,7 +175,7 @@ The ceiling is the evaluator on the ground-truth renderings of the same prompts'
 
 ## Limits
 - Monophonic melodies of six synthetic timbres; no rhythm section, no harmony, no real audio.
-- 5 s training clips: longer runs go window by window.
+- {seconds:g} s training clips: longer runs go window by window.
 - Word-level vocabulary: other words are unknown (`mglab.evaluate.attributes(prompt)` lists them); the model
   ignores them.
 - Scores come from an automatic evaluator with its own errors (see the ceiling row).
@@ -191,7 +198,10 @@ def write_card(folder: Path, result: dict) -> None:
         text=f"d={text['d_model']}, {text['num_layers']} layers",
         words=text["vocab_size"] - 3,
         decoder=f"{dec['num_hidden_layers']} layers x {dec['hidden_size']}, {dec['num_attention_heads']} heads",
-        count=log["steps"] * log["batch_size"], seed=log["seed"],
+        count=log["steps"] * log["batch_size"], seed=log["seed"], seconds=log.get("clip_seconds", 4.0),
+        opening_count=log.get("opening_steps", 0) * log["batch_size"], opening_steps=log.get("opening_steps", 0),
+        opening_seconds=log.get("opening_seconds", 1.0),
+        probe=", ".join(f"{k} {100 * v:.0f}%" for k, v in (log.get("probes") or [{}])[-1].items() if k != "step"),
         held_out="; ".join(", ".join(f"{k} {v}" for k, v in c.items()) for c in corpus.HELD_OUT),
         command=log["command"], steps=log["steps"], batch=log["batch_size"], minutes=log["seconds"] / 60,
         threads=log["threads"], torch=log["torch"], loss=log["final_loss"], prompts=result["prompts"],

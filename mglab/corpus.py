@@ -5,8 +5,8 @@ Everything here is synthetic. A clip is drawn from its attributes, its melody is
 
     register    low (MIDI 36-59), mid (55-76), high (72-96)
     tempo       slow (<= 2 onsets/s), moderate (2.5-4), fast (>= 5), or "N bpm" (one note a beat)
-    key, mode   c, c#, db, ... b; major or minor. Melodies start and end on the tonic and lean on tonic and
-                dominant, so the key can be heard.
+    key, mode   c, c#, db, ... b; major or minor. Melodies start and end on the tonic, lean on the tonic
+                triad and sound its third, so the key and the mode can be heard.
     instrument  piano, organ, flute, violin, marimba, clarinet
     dynamics    soft, loud
     figure      arpeggio, scale, melody, repeated notes
@@ -116,17 +116,21 @@ def melody(a: dict, frames: int, rng: np.random.Generator) -> list[tuple[int, in
                                 key=lambda p: abs(p - tonic)))
         fifth = scale.index(min((p for p in scale if (p - tonic_pc) % 12 == 7), key=lambda p: abs(p - tonic)))
         idx = [[i, third, fifth, third][(k // 4) % 4] for k in range(count)]
-    else:                                                                  # melody: a walk leaning on I and V
+    else:                                                                  # melody: a walk leaning on the triad
+        triad = (0, MODES[a["mode"]][2], 7)
         idx, cur = [], i
         for _ in range(count):
             idx.append(cur)
             degree = (scale[cur] - tonic_pc) % 12
             move = rng.choice([-2, -1, 1, 2], p=[0.2, 0.3, 0.3, 0.2])
-            if degree not in (0, 7) and rng.random() < 0.35:               # back to tonic or dominant
-                targets = [j for j, p in enumerate(scale) if (p - tonic_pc) % 12 in (0, 7)]
+            if degree not in triad and rng.random() < 0.35:                # back to a triad tone
+                targets = [j for j, p in enumerate(scale) if (p - tonic_pc) % 12 in triad]
                 cur = min(targets, key=lambda j: abs(j - cur))
             else:
                 cur = _reflect(cur + int(move), len(scale))
+        thirds = [j for j, p in enumerate(scale) if (p - tonic_pc) % 12 == triad[1]]
+        if count >= 3 and not any(j in thirds for j in idx):               # the third says the mode
+            idx[1] = min(thirds, key=lambda j: abs(j - i))
     idx[0] = idx[-1] = i                                                   # start and end on the tonic
     notes = [(scale[j], k * step, step) for k, j in enumerate(idx)]
     last_midi, last_start, _ = notes[-1]

@@ -28,6 +28,8 @@ HOP = 256
 # Krumhansl-Kessler key profiles (Krumhansl 1990), tonic first
 MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+ONSET_RISE_DB = 2.0                          # a re-strike: the level rises this much after a dip
+ONSET_PITCH_STEP = 0.7                       # semitones: a new note (vibrato stays below)
 SOFT_LOUD_DB = -24.0                         # 95th percentile frame RMS, dBFS: below is soft
 INSTRUMENT_MODEL = Path(__file__).with_name("instruments.json")
 
@@ -56,15 +58,33 @@ def pitch_track(y: np.ndarray) -> np.ndarray:
     return midi
 
 
-def onset_times(y: np.ndarray) -> np.ndarray:
-    """Onsets (s): spectral flux on a log-mel spectrogram of short (32 ms) frames, so a re-struck note's brief
-    dip is seen, with a maximum filter across frequency (SuperFlux's vibrato suppression), so vibrato is not
-    heard as new notes."""
+def onset_times(y: np.ndarray, midi: np.ndarray | None = None) -> np.ndarray:
+    """Onsets (s) of a monophonic line: candidates from spectral flux on a log-mel spectrogram of short (32 ms)
+    frames, so a re-struck note's brief dip is seen, with a maximum filter across frequency (SuperFlux's
+    vibrato suppression); a candidate is kept only where the level rises by :data:`ONSET_RISE_DB` (a new
+    strike), or the pitch moves by at least :data:`ONSET_PITCH_STEP` semitones, or a note follows silence,
+    so vibrato (frequency modulation) is not heard as new notes. ``midi``: the :func:`pitch_track` of ``y``
+    (computed when not given)."""
     import librosa
 
     env = librosa.onset.onset_strength(y=y, sr=SR, hop_length=HOP, lag=2, max_size=5, n_fft=512)
-    return librosa.onset.onset_detect(onset_envelope=env, sr=SR, hop_length=HOP, units="time", backtrack=False,
-                                      delta=0.1)
+    frames = librosa.onset.onset_detect(onset_envelope=env, sr=SR, hop_length=HOP, backtrack=False, delta=0.1,
+                                        wait=4)                                # 64 ms apart at least
+    midi = pitch_track(y) if midi is None else midi
+    db = 20 * np.log10(np.maximum(librosa.feature.rms(y=y, frame_length=512, hop_length=HOP)[0], 1e-9))
+    loud = db > db.max() - 50
+    keep = []
+    for i in frames:
+        lo = max(0, i - 4) + int(np.argmin(db[max(0, i - 4): i + 3]))          # the dip before the onset
+        rise = db[lo: lo + 9].max() - db[lo]                                   # ... and the level after it
+        before, after = midi[max(0, lo - 5): lo], midi[i + 1: i + 6]
+        voiced_after = np.isfinite(after).sum() >= 2
+        step = (abs(np.nanmedian(after) - np.nanmedian(before))
+                if voiced_after and np.isfinite(before).sum() >= 2 else 0.0)
+        new_note = voiced_after and np.isfinite(before).sum() < 2
+        if loud[min(i + 2, loud.size - 1)] and (rise >= ONSET_RISE_DB or step >= ONSET_PITCH_STEP or new_note):
+            keep.append(i)
+    return librosa.frames_to_time(np.array(keep, dtype=int), sr=SR, hop_length=HOP)
 
 
 def key_mode(y: np.ndarray, midi: np.ndarray) -> tuple[str, str, float]:
@@ -89,16 +109,22 @@ def key_mode(y: np.ndarray, midi: np.ndarray) -> tuple[str, str, float]:
 
 
 def instrument_features(y: np.ndarray, midi: np.ndarray, onsets: np.ndarray, full=None, sr: int = SR) -> np.ndarray:
-    """Spectral features: the first 8 harmonics and 2 bar modes (dB re the fundamental; from ``full``, the
-    audio at its own rate ``sr``, when given, so high notes keep their harmonics), attack, decay, vibrato."""
+    """Spectral features: the first 8 harmonics and 2 bar modes (dB re the fundamental, median over the frames
+    inside notes, at least 32 ms from an onset, so fast notes are not smeared together; from ``full``, the
+    audio at its own rate ``sr``, when given, so high notes keep their harmonics), attack and decay (until the
+    next onset), vibrato."""
     import librosa
 
     full, rate = (y, SR) if full is None else (full, sr)
-    n_fft, hop = 4096 * rate // SR, HOP * rate // SR
+    n_fft, hop = 2048 * rate // SR, HOP * rate // SR                            # 128 ms windows
     spec = np.abs(librosa.stft(full, n_fft=n_fft, hop_length=hop))              # [bins, frames]
     freqs = librosa.fft_frequencies(sr=rate, n_fft=n_fft)
+    onset_frames = np.round(np.asarray(onsets) * SR / HOP).astype(int)
+    clear = np.ones(spec.shape[1], dtype=bool)                                 # no onset within 32 ms
+    for i in onset_frames:
+        clear[max(0, i - 2): i + 3] = False
     rows = []
-    for t in np.flatnonzero(np.isfinite(midi[: spec.shape[1]])):
+    for t in np.flatnonzero(np.isfinite(midi[: spec.shape[1]]) & clear[: midi.size]):
         f0 = librosa.midi_to_hz(midi[t])
         ratios = [1, 2, 3, 4, 5, 6, 7, 8, 3.93, 9.21]
         mags = [spec[np.argmin(np.abs(freqs - r * f0)), t] if r * f0 < rate / 2 - 200 else np.nan for r in ratios]
@@ -108,10 +134,9 @@ def instrument_features(y: np.ndarray, midi: np.ndarray, onsets: np.ndarray, ful
     rms = librosa.feature.rms(y=y, frame_length=1024, hop_length=HOP)[0]
     db = 20 * np.log10(np.maximum(rms, 1e-9))
     attack, decay = [], []
-    for t in onsets:
-        i = int(t * SR / HOP)
-        seg = db[i: i + 40]                                                    # 640 ms after the onset
-        if seg.size < 12:
+    for i, nxt in zip(onset_frames, [*onset_frames[1:], db.size]):
+        seg = db[i: min(i + 40, nxt)]                                          # to 640 ms or the next onset
+        if seg.size < 8:
             continue
         peak = int(np.argmax(seg[:20]))
         attack.append(peak * HOP / SR)
@@ -141,7 +166,7 @@ def measure(audio, sr: int) -> dict:
     y = _mono(audio, sr)
     duration = y.size / SR
     midi = pitch_track(y)
-    onsets = onset_times(y)
+    onsets = onset_times(y, midi)
     voiced = midi[np.isfinite(midi)]
     median = float(np.round(np.median(voiced))) if voiced.size else float("nan")   # the nearest semitone
     ioi = np.diff(onsets)

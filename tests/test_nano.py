@@ -62,6 +62,19 @@ def test_the_prompt_changes_the_music(nano):
     assert pitch(low) <= 59 and pitch(high) >= 72
 
 
+@pytest.mark.parametrize("key, dynamics", [("d", "soft"), ("f#", "loud"), ("bb", "soft"), ("e", "loud")])
+def test_key_and_dynamics_words_decide_the_opening(nano, key, dynamics):
+    """Greedy, guidance 3: the first note is the asked tonic, the first strike has the asked level (the words
+    the first model ignored; see the model card's training notes)."""
+    from mglab import corpus, synth
+
+    g = nano.generate(f"a {dynamics} mid piano scale in {key} major", duration=1.0, do_sample=False)
+    first_pitch, first_strike = int(g.codes[0, 0, 0]), int(g.codes[0, 1, 0])
+    assert (synth.token_to_midi(first_pitch) - corpus.KEYS[key]) % 12 == 0
+    lo, hi = corpus.DYNAMICS[dynamics]
+    assert first_strike >= 8 and lo <= first_strike - 8 <= hi                     # a strike at the asked level
+
+
 def test_a_stream_equals_the_one_shot_decode(nano):
     kw = dict(duration=3.0, seed=2)
     full = nano.generate(PROMPTS, **kw)
@@ -78,7 +91,7 @@ def test_unknown_words_are_ignored(nano):
 
 def test_the_bundle_is_small_and_carries_a_model_card():
     size = sum(p.stat().st_size for p in NANO.rglob("*") if p.is_file())
-    assert size <= 26 * 2**20        # 25.8 MiB: the issue's 25 MB is missed (split fp32 decoders + PyTorch weights)
+    assert size <= 25_000_000        # the issue's limit (24.9 MB with the model card)
     card = (NANO / "README.md").read_text()
     for heading in ("## What it is", "## Data", "## Training", "## Codec", "## Scores", "## Limits", "## Rebuild"):
         assert heading in card, heading
