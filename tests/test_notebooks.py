@@ -29,6 +29,14 @@ def run(name: str, tmp_path: Path, **params) -> dict:
     return json.loads((tmp_path / "metrics.json").read_text())
 
 
+def test_quickstart_defaults_play_the_nano_model_following_its_prompt(tmp_path):
+    """``make demo``: the notebook's own defaults (the trained nano model, an organ melody); the clip is
+    measured from its audio, and the register and instrument it asks for are heard."""
+    m = run("00_quickstart.ipynb", tmp_path, model=str(ROOT / "data" / "models" / "nano-musicgen"))
+    assert m["asked"]["instrument"] == "organ" and m["asked"]["register"] == "low"
+    assert m["adherence"]["register"] and m["adherence"]["instrument"], m["adherence"]
+
+
 def written(tmp_path, names):
     for name in names:                   # named here, not read from the notebook's own list
         assert (tmp_path / name).stat().st_size > 0, name
