@@ -1,4 +1,4 @@
-"""Generation speed: mglab fp32, mglab q8 and transformers' ``generate`` on the same weights, in one run.
+"""Generation speed: mglab fp32, q8 and q4 and transformers' ``generate`` on the same weights, in one run.
 
     .venv/bin/python benchmarks/bench_generate.py [--model DIR] [--steps 500] [--long-steps 1500]
 
@@ -8,7 +8,8 @@ time to first audio (the first 1 s streamed chunk, mglab only), model load time 
 ``$MGLAB_CACHE`` of the row's own, so it includes the graph rewrite and ONNX Runtime's optimization and owes
 nothing to earlier rows; then a second load from that cache),
 peak RSS of this process so far. ``mglab q8 concat`` runs the exported, concatenating KV cache as the
-baseline of the in-place one.
+baseline of the in-place one. q8 and q4 are made with Xenova's recipe (``scripts/quantize.py``), as the
+files users download; q4 exists for the merged decoder only.
 
 Bandwidth bound: the best of two probes (numpy summing 512 MB; ONNX Runtime streaming 1 GB of fp32 weights
 through ``[2, 1024] @ [1024, 4096]`` matmuls on this machine's threads) over the bytes a step must read:
@@ -128,8 +129,12 @@ def main(argv=None) -> dict:
     result = {"model": str(args.model), "decoder": args.decoder, "steps": args.steps, "long_steps": args.long_steps,
               "bandwidth_probes_gbps": probes, "bandwidth_gbps": max(probes.values()), "engines": {}}
     bandwidth = result["bandwidth_gbps"] * 1e9
-    for dtype, kv_cache in [("fp32", "inplace"), ("q8", "inplace"), ("q8", "concat")]:
-        kw = dict(dtype=dtype, decoder=args.decoder, kv_cache=kv_cache)
+    rows_to_run = [("mglab fp32", dict(dtype="fp32", decoder=args.decoder)),
+                   ("mglab q8", dict(dtype="q8", decoder=args.decoder)),
+                   ("mglab q8 concat", dict(dtype="q8", decoder=args.decoder, kv_cache="concat")),
+                   ("mglab q4 (merged)", dict(dtype={"text_encoder": "q8", "decoder_model_merged": "q4"},
+                                              decoder="merged"))]
+    for name, kw in rows_to_run:
         with fresh_cache():                                                 # each row's first load is cold
             loads = [timed(lambda: mglab.load(args.model, **kw)) for _ in range(2)]
             model = mglab.load(args.model, **kw)
@@ -142,7 +147,6 @@ def main(argv=None) -> dict:
         per_step = decoder_bytes_per_step(model)
         bound = bandwidth / per_step
         last_bound = bandwidth / (per_step + kv_bytes(model, args.long_steps - 50))
-        name = f"mglab {dtype}" + (" concat" if kv_cache == "concat" else "")
         result["engines"][name] = {
             "steps_per_s": short["steps_per_s"], "first_100": long["first_100"], "last_100": long["last_100"],
             "time_to_first_audio_s": first_audio, "load_s": loads, "weight_bytes_per_step": per_step,

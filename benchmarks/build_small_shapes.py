@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from build_tiny_model import build  # noqa: E402
+from build_tiny_model import build, write_variants  # noqa: E402
 
 from mglab.graph import cache_dir  # noqa: E402
 
@@ -34,13 +34,22 @@ def default_path() -> Path:
     return cache_dir() / "small-shapes"
 
 
+RECIPE = "xenova-v1"       # scripts/quantize.py; a cache made with an older recipe gets its variants rewritten
+
+
 def ensure(path: Path | None = None) -> Path:
-    """The small-shapes model folder, built first if it is not there yet."""
+    """The small-shapes model folder, built first if it is not there yet: fp32 graphs, q8 of every graph and
+    q4 of the merged decoder (Xenova's recipe: what users run)."""
     path = Path(path or default_path())
-    if not (path / "onnx" / "decoder_model_merged_quantized.onnx").is_file():
-        t = time.perf_counter()
+    stamp = path / "onnx" / "variants.txt"
+    t = time.perf_counter()
+    if not (path / "onnx" / "decoder_model_merged.onnx").is_file():
         build(path, seed=0, sizes=SMALL, text_vocab=32128, variants=False)
         print(f"built {path} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    elif not stamp.is_file() or stamp.read_text().strip() != RECIPE:
+        write_variants(path / "onnx", ("q8",), ("q8", "q4"))
+        print(f"rewrote the variants of {path} ({RECIPE}) in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    stamp.write_text(RECIPE + "\n")
     return path
 
 

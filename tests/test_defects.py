@@ -2,6 +2,7 @@
 audiocraft's own window arithmetic, a fault injected on purpose, a real SIGINT."""
 
 import _thread
+import signal
 import threading
 import time
 from fractions import Fraction
@@ -127,6 +128,15 @@ def _sigint_after(seconds: float):
     timer = threading.Timer(seconds, _thread.interrupt_main)
     timer.start()
     return timer
+
+
+@pytest.fixture(autouse=True)
+def _sigint_raises():
+    """A background job (``cmd &`` in a script) starts with SIGINT ignored, and then ``interrupt_main`` does
+    nothing: give this test Python's own handler, as a terminal's foreground process has."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
 
 
 @pytest.mark.parametrize("how", ["generate", "stream"])
