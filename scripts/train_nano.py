@@ -141,23 +141,34 @@ def train(model, tok, steps: int, batch_size: int, seed: int, lr: float, opening
             "final_loss": float(np.mean(history[-100:])), "loss_every_100": history[::100], "probes": probes}
 
 
+PROBE_SECONDS = 2.0
+
+
 def opening_accuracy(model, tok, count: int = 96) -> dict:
-    """Teacher-forced argmax of the first frame on clips the training never draws (seed 10**6): the first
-    note's pitch class against the asked key, the first strike's level against the asked dynamics, the timbre
-    against the asked instrument."""
+    """Teacher-forced probes on 2 s clips the training never draws (seed 10**6), on the clips whose prompt
+    asks for the attribute:
+
+    - key: the first note's argmax pitch class is the tonic; dynamics: the first strike's level is on the asked
+      side; instrument: the first timbre token;
+    - tempo: the first note's expected length under the model's per-frame chance of a change (teacher-forced
+      on that note) is within 15% of its true length;
+    - mode: at the transitions of codebook 0 onto a degree that differs between major and minor (3, 6, 7),
+      the most likely new note (the sounding one excluded) has the true pitch class.
+    """
     import torch
 
     rng = np.random.default_rng(10**6)
-    clips = [corpus.example(rng, OPENING_SECONDS) for _ in range(count)]
+    clips = [corpus.example(rng, PROBE_SECONDS) for _ in range(count)]
     ids, mask, dec_in, _, _ = batch(np.random.default_rng(10**6), count, tok, model.config.decoder.bos_token_id,
-                                    OPENING_SECONDS)
+                                    PROBE_SECONDS)
     model.eval()
     with torch.no_grad():
         hidden = model.text_encoder(input_ids=torch.from_numpy(ids),
                                     attention_mask=torch.from_numpy(mask)).last_hidden_state
         logits = model(encoder_outputs=(hidden,), attention_mask=torch.from_numpy(mask),
                        decoder_input_ids=torch.from_numpy(dec_in)).logits
-    first = logits.reshape(count, 4, -1, logits.shape[-1]).argmax(-1).numpy()   # [B, K, S-1]
+    logp = torch.log_softmax(logits.reshape(count, 4, -1, logits.shape[-1]), -1).numpy()   # [B, K, S-1, V]
+    first = logp.argmax(-1)                                                     # [B, K, S-1]
     pitch, strike, timbre = first[:, 0, 0], first[:, 1, 1], first[:, 2, 2]      # frame 0 of codebooks 0-2
     score = {
         "key": [p > 0 and (synth.token_to_midi(int(p)) - corpus.KEYS[c.attributes["key"]]) % 12 == 0
@@ -165,8 +176,26 @@ def opening_accuracy(model, tok, count: int = 96) -> dict:
         "dynamics": [(s - 8 >= 5) == (c.attributes["dynamics"] == "loud")
                      for s, c in zip(strike, clips) if "dynamics" in c.said],
         "instrument": [t == corpus.INSTRUMENTS.index(c.attributes["instrument"])
-                       for t, c in zip(timbre, clips) if "instrument" in c.said]}
-    return {k: round(float(np.mean(v)), 3) for k, v in score.items()}
+                       for t, c in zip(timbre, clips) if "instrument" in c.said],
+        "tempo": [], "mode": []}
+    for b, c in enumerate(clips):
+        codes = c.codes[0]                                                      # [T] pitch tokens
+        if "tempo" in c.said and len(c.notes) > 1:
+            length = c.notes[0][2]
+            stay = np.exp(logp[b, 0, np.arange(1, codes.size), codes[:-1]])     # [T-1] p(frame f repeats f-1)
+            alive = np.concatenate([[1.0], np.cumprod(stay)[:-1]])             # no change before frame f
+            expected = float(np.sum(np.arange(1, codes.size) * alive * (1 - stay)))
+            score["tempo"].append(abs(expected - length) <= 0.15 * length)
+        if "mode" in c.said:
+            tonic = corpus.KEYS[c.attributes["key"]]
+            for f in np.flatnonzero(np.diff(codes) != 0) + 1:                 # frames where a new note starts
+                degree = (synth.token_to_midi(int(codes[f])) - tonic) % 12 if codes[f] > 0 else None
+                if degree in (3, 4, 8, 9, 10, 11):
+                    change = logp[b, 0, f].copy()                               # [V] given that it changes:
+                    change[codes[f - 1]] = -np.inf                              # not the note that sounds
+                    guess = int(change.argmax())
+                    score["mode"].append(guess > 0 and (synth.token_to_midi(guess) - tonic) % 12 == degree)
+    return {k: round(float(np.mean(v)), 3) for k, v in score.items() if v}
 
 
 def lay_out(model, tok, out: Path, log: dict) -> None:
