@@ -144,6 +144,15 @@ def train(model, tok, steps: int, batch_size: int, seed: int, lr: float, opening
 PROBE_SECONDS = 2.0
 
 
+def _note_frames(said: dict) -> tuple[float, float]:
+    """The note lengths (frames) a tempo word allows: its drawn onset rates (``corpus.TEMPI``), or a bpm +-10%."""
+    rate = corpus.FRAME_RATE
+    if said["tempo"] == "bpm":
+        return 0.9 * rate * 60 / said["bpm"], 1.1 * rate * 60 / said["bpm"]
+    lo, hi = corpus.TEMPI[said["tempo"]]
+    return round(rate / hi) - 0.5, round(rate / lo) + 0.5
+
+
 def opening_accuracy(model, tok, count: int = 96) -> dict:
     """Teacher-forced probes on 2 s clips the training never draws (seed 10**6), on the clips whose prompt
     asks for the attribute:
@@ -151,7 +160,8 @@ def opening_accuracy(model, tok, count: int = 96) -> dict:
     - key: the first note's argmax pitch class is the tonic; dynamics: the first strike's level is on the asked
       side; instrument: the first timbre token;
     - tempo: the first note's expected length under the model's per-frame chance of a change (teacher-forced
-      on that note) is within 15% of its true length;
+      on that note) is one the asked tempo allows (the word's range of drawn rates, or the bpm within 10%);
+      pessimistic: chance of a change left over at the true change spills into the next note's frames;
     - mode: at the transitions of codebook 0 onto a degree that differs between major and minor (3, 6, 7),
       the most likely new note (the sounding one excluded) has the true pitch class.
     """
@@ -181,11 +191,10 @@ def opening_accuracy(model, tok, count: int = 96) -> dict:
     for b, c in enumerate(clips):
         codes = c.codes[0]                                                      # [T] pitch tokens
         if "tempo" in c.said and len(c.notes) > 1:
-            length = c.notes[0][2]
             stay = np.exp(logp[b, 0, np.arange(1, codes.size), codes[:-1]])     # [T-1] p(frame f repeats f-1)
             alive = np.concatenate([[1.0], np.cumprod(stay)[:-1]])             # no change before frame f
             expected = float(np.sum(np.arange(1, codes.size) * alive * (1 - stay)))
-            score["tempo"].append(abs(expected - length) <= 0.15 * length)
+            score["tempo"].append(_note_frames(c.said)[0] <= expected <= _note_frames(c.said)[1])
         if "mode" in c.said:
             tonic = corpus.KEYS[c.attributes["key"]]
             for f in np.flatnonzero(np.diff(codes) != 0) + 1:                 # frames where a new note starts
