@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from build_small_shapes import ensure  # noqa: E402
 from common import markdown_table, write_json  # noqa: E402
-from quantize import SUFFIX, make  # noqa: E402
+from quantize import VARIANTS, make  # noqa: E402
 
 import mglab  # noqa: E402
+from mglab.files import SUFFIXES  # noqa: E402
 
 PROMPTS = ["lofi piano with soft drums", "an upbeat rock anthem with electric guitars"]
-VARIANTS = ("fp16", "q8", "int8", "uint8", "bnb4", "q4", "q4f16")
 
 
 def compare(path: Path, variant: str, reference, steps: int) -> dict:
@@ -55,7 +55,7 @@ def main(argv=None) -> dict:
     path = args.model or ensure()
     merged = path / "onnx" / "decoder_model_merged.onnx"
     for v in args.variants:
-        if not merged.with_name(f"{merged.stem}{SUFFIX[v]}.onnx").is_file():
+        if not merged.with_name(f"{merged.stem}{SUFFIXES[v]}.onnx").is_file():
             t = time.perf_counter()
             make(merged, v)
             print(f"wrote the {v} merged decoder in {time.perf_counter() - t:.0f} s", file=sys.stderr)

@@ -35,6 +35,7 @@ def default_path() -> Path:
 
 
 RECIPE = "xenova-v1"       # scripts/quantize.py; a cache made with an older recipe gets its variants rewritten
+VARIANTS = (("q8",), ("q8", "q4"))     # of every graph, of the merged decoder: what users run
 
 
 def ensure(path: Path | None = None) -> Path:
@@ -44,10 +45,10 @@ def ensure(path: Path | None = None) -> Path:
     stamp = path / "onnx" / "variants.txt"
     t = time.perf_counter()
     if not (path / "onnx" / "decoder_model_merged.onnx").is_file():
-        build(path, seed=0, sizes=SMALL, text_vocab=32128, variants=False)
+        build(path, seed=0, sizes=SMALL, text_vocab=32128, variants=VARIANTS)
         print(f"built {path} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     elif not stamp.is_file() or stamp.read_text().strip() != RECIPE:
-        write_variants(path / "onnx", ("q8",), ("q8", "q4"))
+        write_variants(path / "onnx", *VARIANTS)
         print(f"rewrote the variants of {path} ({RECIPE}) in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     stamp.write_text(RECIPE + "\n")
     return path

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import corpus
+from .fileio import atomic_write
 
 SR = 16000                                   # analysis rate
 HOP = 256
@@ -225,5 +226,5 @@ def fit_instruments(examples: list[tuple[np.ndarray, str]], path: Path = INSTRUM
                          "vibrato (cents)",
              "mean": mean.round(4).tolist(), "std": std.round(4).tolist(),
              "examples": ((x - mean) / std).round(3).tolist(), "labels": [n for _, n in examples]}
-    path.write_text(json.dumps(model))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(model)))
     return model

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import graph as graphs
 
-TAG = "inplace-v8"
+TAG = "inplace-v9"
 PASS = ("Identity", "Cast")         # nodes walked through when following a tensor
 
 
@@ -100,13 +100,11 @@ def rewrite(g, num_layers: int, num_heads: int) -> None:
     from onnx import TensorProto, helper
 
     ix = _Index(g)
-    retype = {}
-    layers = [_match_layer(ix, i, retype) for i in range(num_layers)]  # all match, or nothing changes
-    cast_out = _cast_outputs(layers)
+    layers = [_match_layer(ix, i) for i in range(num_layers)]          # all match, or nothing changes
+    retype = {name: t for m in layers for name, t in m["retype"].items()}
     for value in [*g.input, *g.output]:     # fp16 inside, float32 outside: the cache keeps the inside type
-        past = value.name.replace("present.", "past_key_values.")
-        if past in retype and (value.name == past or value.name in cast_out):
-            value.type.tensor_type.elem_type = retype[past]
+        if value.name in retype:
+            value.type.tensor_type.elem_type = retype[value.name]
     shapes = _past_shape_readers(ix, num_layers, {n.output[0] for m in layers for n in m["concats"]})
     g.input.extend([helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, ["rows"]),
                     helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, [1])])
@@ -201,27 +199,35 @@ def _scaled(ix: _Index, tensor: str, *stop: str) -> tuple[str, float]:
         tensor = n.input[1 - at]
 
 
-def _match_layer(ix: _Index, i: int, retype: dict) -> dict:
-    """Find layer ``i``'s ``q, k, v`` projections, its past inputs, its output and its softmax scale. A past
-    input the graph casts before use (fp16 inside, float32 outside) goes into ``retype`` with its inner type."""
-    casts = [ix.producer[f"present.{i}.decoder.{kind}"] for kind in ("key", "value")
-             if getattr(ix.producer.get(f"present.{i}.decoder.{kind}"), "op_type", None) == "Cast"]
-    concat = {kind: ix.node(casts[j].input[0] if casts else f"present.{i}.decoder.{kind}", "Concat", skip=())
-              for j, kind in enumerate(("key", "value"))}
-    names = {kind: node.output[0] for kind, node in concat.items()}       # the present, inside the graph
-    for kind, node in concat.items():
+def _match_layer(ix: _Index, i: int) -> dict:
+    """Find layer ``i``'s ``q, k, v`` projections, its past inputs, its output and its softmax scale. A graph
+    that computes in fp16 behind float32 inputs and outputs casts the past before its Concat (and may cast the
+    present after it): those casts go, and ``retype`` gives the past (and present) the inside type, so the
+    one buffer that is both holds what attention reads."""
+    concat, casts, retype = {}, [], {}
+    for kind in ("key", "value"):
+        past, present = f"past_key_values.{i}.decoder.{kind}", f"present.{i}.decoder.{kind}"
+        out = ix.producer.get(present)
+        cast_out = out is not None and out.op_type == "Cast"                # fp16 inside, float32 outside
+        casts += [out] if cast_out else []
+        node = concat[kind] = ix.node(out.input[0] if cast_out else present, "Concat", skip=())
         if len(node.input) != 2 or _attr(node, "axis") not in (2, -2):
             raise Unmatched(f"{node.name}: not a two-input Concat on the sequence axis")
-        want = f"past_key_values.{i}.decoder.{kind}"
         cast = ix.producer.get(ix.source(node.input[0]))
-        if cast is not None and cast.op_type == "Cast" and ix.source(cast.input[0]) == want:
-            retype[want] = _attr(cast, "to")           # float32 at the interface, float16 inside: the buffer
-        elif ix.source(node.input[0]) != want:         # takes the inside type
-            raise Unmatched(f"{node.name}: first input is not {want}")
+        if cast is not None and cast.op_type == "Cast" and ix.source(cast.input[0]) == past:
+            retype[past] = _attr(cast, "to")
+            if cast_out:
+                retype[present] = retype[past]
+        elif ix.source(node.input[0]) != past:
+            raise Unmatched(f"{node.name}: first input is not {past}")
+        elif cast_out:
+            raise Unmatched(f"{out.name}: the present is cast but the past is not")
+    names = {kind: node.output[0] for kind, node in concat.items()}       # the present, inside the graph
     k = _from_heads(ix, concat["key"].input[1])
     v = _from_heads(ix, concat["value"].input[1])
     pv = [n for n in ix.consumers[names["value"]] if n.op_type == "MatMul" and n.input[1] == names["value"]]
-    if len(pv) != 1 or len([n for n in ix.consumers[names["value"]] if n not in casts]) != 1:
+    others = [n for n in ix.consumers[names["value"]] if all(n is not c for c in casts)]   # besides its cast
+    if len(pv) != 1 or len(others) != 1:
         raise Unmatched(f"{names['value']}: expected exactly one consumer, the probabilities @ V MatMul")
     softmax = ix.node(pv[0].input[0], "Softmax")
     if _attr(softmax, "axis", -1) not in (-1, 3):
@@ -241,12 +247,7 @@ def _match_layer(ix: _Index, i: int, retype: dict) -> dict:
     if len(reshape) != 1 or reshape[0].op_type != "Reshape":
         raise Unmatched(f"{out[0].name}: not followed by the Reshape to [B, S, hidden]")
     return {"q": q, "k": k, "v": v, "y": reshape[0].output[0], "scale": scale * q_scale * k_scale,
-            "concats": list(concat.values()), "casts": casts, "reshape": reshape[0]}
-
-
-def _cast_outputs(layers: list) -> set:
-    """The present outputs that the graph casts to float32 (fp16 inside)."""
-    return {c.output[0] for m in layers for c in m["casts"]}
+            "concats": list(concat.values()), "casts": casts, "retype": retype, "reshape": reshape[0]}
 
 
 def _past_shape_readers(ix: _Index, num_layers: int, concats: set) -> list:

@@ -172,7 +172,7 @@ def gabotechs_copy(src: Path, dst: Path, size: str = "small") -> None:
 
 
 def build(out: Path, *, seed: int = 0, sizes: dict = TINY, text_vocab: int | None = None,
-          variants: bool = True) -> None:
+          variants: tuple = (EVERY, MERGED)) -> None:
     """Build, export, merge, quantize and lay out one model at ``out`` (replaced whole at the end)."""
     tok = build_tokenizer(vocab_size=128)
     model = build_torch_model(text_vocab or tok.get_vocab_size(), seed, sizes)
@@ -189,7 +189,7 @@ def build(out: Path, *, seed: int = 0, sizes: dict = TINY, text_vocab: int | Non
         for f in (tmp / "export").iterdir():
             if f.suffix in (".onnx", ".onnx_data") or f.name.endswith(".onnx.data"):
                 shutil.move(f, stage / "onnx" / f.name)
-        write_variants(stage / "onnx", *(() if variants else (("q8",), ("q8", "q4"))))
+        write_variants(stage / "onnx", *variants)                             # (every graph, merged decoder)
         for name in ["config.json", "generation_config.json"]:
             shutil.copy(stage / "pytorch" / name, stage / name)
         tok.save(str(stage / "tokenizer.json"))

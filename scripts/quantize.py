@@ -23,27 +23,30 @@ first (ONNX Runtime's basic graph optimizations), or the quantizer would leave C
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
-SUFFIX = {"fp16": "_fp16", "q8": "_quantized", "int8": "_int8", "uint8": "_uint8", "bnb4": "_bnb4", "q4": "_q4",
-          "q4f16": "_q4f16"}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mglab.fileio import atomic_write  # noqa: E402
+from mglab.files import SUFFIXES  # noqa: E402
+
+VARIANTS = tuple(v for v in SUFFIXES if v != "fp32")
 QUINT8_OPS = ("Conv",)          # a graph with these gets QUInt8 weights in q8 (ConvInteger wants them)
 
 
+def graphs(graph):
+    """``graph`` and every subgraph in it (If branches), depth first."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.g.node:
+                yield from graphs(attr.g)
+
+
 def operators(model) -> set[str]:
-    """Every op type in ``model``, subgraphs (If branches) included."""
-    found = set()
-
-    def walk(graph):
-        for node in graph.node:
-            found.add(node.op_type)
-            for attr in node.attribute:
-                if attr.g.node:
-                    walk(attr.g)
-
-    walk(model.graph)
-    return found
+    """Every op type in ``model``, subgraphs included."""
+    return {node.op_type for g in graphs(model.graph) for node in g.node}
 
 
 def fold_constants(src: Path, dst: Path) -> None:
@@ -72,57 +75,53 @@ def eight_bit(model, weight_type, per_channel: bool, reduce_range: bool):
 def fp16(model):
     """float16 inside, float32 inputs and outputs. The export's explicit ``Cast(to=float)`` nodes (T5's layer
     norm, the positional embedding, EnCodec's weight norm) become casts to float16 and stale shape annotations
-    are dropped first. The converter casts only inputs that top-level nodes read; a merged decoder's ``If``
-    branches read theirs directly, so those casts are added here."""
-    from onnx import TensorProto, helper
+    are dropped first; then the two casts onnxconverter-common's ``keep_io_types`` misses are added."""
+    from onnx import TensorProto
     from onnxconverter_common import float16
 
-    for sub in [model.graph, *_subgraphs(model.graph)]:
-        del sub.value_info[:]
-        for node in sub.node:
+    for g in graphs(model.graph):
+        del g.value_info[:]
+        for node in g.node:
             for attr in node.attribute:
                 if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
                     attr.i = TensorProto.FLOAT16
     model = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True,
                                              check_fp16_ready=False)
-    g = model.graph
+    _cast_branch_inputs(model.graph)
+    _own_readers_keep_fp16(model.graph)
+    return model
+
+
+def _cast_branch_inputs(g) -> None:
+    """The converter casts only the float inputs that top-level nodes read; a merged decoder's ``If`` branches
+    read theirs (``encoder_hidden_states``, the past KV) directly: give those a cast too."""
+    from onnx import TensorProto, helper
+
     floats = {i.name for i in g.input if i.type.tensor_type.elem_type == TensorProto.FLOAT}
-    top = {x for n in g.node for x in n.input}
+    unread = floats - {x for n in g.node for x in n.input}
+    inner = [n for sub in list(graphs(g))[1:] for n in sub.node]
     casts = []
-    for name in sorted(floats - top):
-        renamed = f"{name}/fp16"
-        hits = 0
-        for sub in _subgraphs(g):
-            for n in sub.node:
-                for j, x in enumerate(n.input):
-                    if x == name:
-                        n.input[j] = renamed
-                        hits += 1
-        if hits:
-            casts.append(helper.make_node("Cast", [name], [renamed], to=TensorProto.FLOAT16,
+    for name in sorted(unread):
+        readers = [n for n in inner if name in n.input]
+        for n in readers:
+            n.input[:] = [f"{name}/fp16" if x == name else x for x in n.input]
+        if readers:
+            casts.append(helper.make_node("Cast", [name], [f"{name}/fp16"], to=TensorProto.FLOAT16,
                                           name=f"/cast_input/{name}"))
     nodes = casts + list(g.node)
     del g.node[:]
     g.node.extend(nodes)
-    # ... and an output that the graph also reads itself (the present KV, read by attention) is cast back to
-    # float32 for the caller, but the graph's own readers must keep the float16 tensor.
+
+
+def _own_readers_keep_fp16(g) -> None:
+    """An output the graph also reads itself (the split decoders' present KV, read by attention) is cast to
+    float32 for the caller, and the converter hands the graph's own readers that float32 copy: give them the
+    float16 tensor. Top level only: an If branch's own outputs may share the names."""
     outputs = {o.name for o in g.output}
     back = {n.output[0]: n.input[0] for n in g.node if n.op_type == "Cast" and n.output[0] in outputs}
-    for n in g.node:                        # top level only: an If branch's own outputs may share the names
-        if n.op_type == "Cast" and n.output[0] in back:
-            continue
-        for j, x in enumerate(n.input):
-            if x in back:
-                n.input[j] = back[x]
-    return model
-
-
-def _subgraphs(graph):
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.g.node:
-                yield attr.g
-                yield from _subgraphs(attr.g)
+    for n in g.node:
+        if not (n.op_type == "Cast" and n.output[0] in back):
+            n.input[:] = [back.get(x, x) for x in n.input]
 
 
 def q4(model):
@@ -146,7 +145,10 @@ def make(src: Path, variant: str, dst: Path | None = None) -> Path:
     import onnx
     from onnxruntime.quantization import QuantType
 
-    dst = dst or src.with_name(f"{src.stem}{SUFFIX[variant]}.onnx")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant={variant!r} is not known; allowed: {list(VARIANTS)}")
+    src = Path(src)
+    dst = dst or src.with_name(f"{src.stem}{SUFFIXES[variant]}.onnx")
     with tempfile.TemporaryDirectory() as tmp:
         model = onnx.load(src)
         if variant in ("q8", "int8", "uint8") and "Conv" in operators(model):
@@ -158,26 +160,15 @@ def make(src: Path, variant: str, dst: Path | None = None) -> Path:
         elif variant in ("int8", "uint8"):
             weights = QuantType.QInt8 if variant == "int8" else QuantType.QUInt8
             out = eight_bit(model, weights, per_channel=False, reduce_range=False)
-        elif variant == "fp16":
-            out = fp16(model)
-        elif variant == "q4":
-            out = q4(model)
-        elif variant == "q4f16":
-            out = fp16(q4(model))
-        elif variant == "bnb4":
-            out = bnb4(model)
         else:
-            raise ValueError(f"variant={variant!r} is not known; allowed: {list(SUFFIX)}")
-        part = dst.with_name(dst.name + ".part")
-        onnx.save(out, part)
-        part.replace(dst)
-    return dst
+            out = {"fp16": fp16, "q4": q4, "bnb4": bnb4, "q4f16": lambda m: fp16(q4(m))}[variant](model)
+    return atomic_write(dst, lambda tmp: onnx.save(out, tmp))
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("graph", type=Path)
-    parser.add_argument("variants", nargs="+", choices=list(SUFFIX))
+    parser.add_argument("variants", nargs="+", choices=list(VARIANTS))
     args = parser.parse_args(argv)
     for v in args.variants:
         print(make(args.graph, v))

@@ -77,10 +77,9 @@ def position_weights(frames: int) -> np.ndarray:
     return w
 
 
-def batch(rng: np.random.Generator, size: int, tok, start: int, seconds: float = SECONDS):
+def batch(clips: list, tok, start: int):
     """Prompts' ids and mask, delayed decoder inputs ``[B*K, S-1]``, targets (-100 where forced) and their
-    loss weights ``[B*K, S-1]``."""
-    clips = [corpus.example(rng, seconds) for _ in range(size)]
+    loss weights ``[B*K, S-1]`` of ``clips`` (:func:`mglab.corpus.example`)."""
     tok.enable_padding(pad_id=0, pad_token="<pad>")
     enc = tok.encode_batch([c.prompt for c in clips])
     ids = np.array([e.ids for e in enc])
@@ -89,8 +88,8 @@ def batch(rng: np.random.Generator, size: int, tok, start: int, seconds: float =
     tokens = delay.delay(codes, start)                                          # [B, K, T + 4]
     pattern = delay.build_delay_pattern(4, tokens.shape[-1], start)             # [K, S]
     targets = np.where(pattern[None, :, 1:] == delay.PREDICT, tokens[:, :, 1:], -100)   # [B, K, S-1]
-    scaled = delay.delay(np.round(position_weights(codes.shape[-1]) * 10).astype(np.int64), 0)   # [K, T + 4]
-    weights = np.broadcast_to(scaled[None, :, 1:] / 10.0, targets.shape) * (targets != -100)  # [B, K, S-1]
+    placed = delay.pattern(4, codes.shape[-1]).build(position_weights(codes.shape[-1]), 0.0)   # [K, S]
+    weights = placed[None, :, 1:] * (targets != -100)                           # [B, K, S-1]
     b, k, s = tokens.shape
     return (ids, mask, tokens[:, :, :-1].reshape(b * k, s - 1), targets.reshape(b * k, s - 1),
             weights.reshape(b * k, s - 1).astype(np.float32))
@@ -113,8 +112,9 @@ def train(model, tok, steps: int, batch_size: int, seed: int, lr: float, opening
     for step in range(total):
         model.train()
         seconds = OPENING_SECONDS if step < opening_steps else SECONDS
+        clips = [corpus.example(rng, seconds) for _ in range(batch_size)]
         ids, mask, dec_in, targets, weights = (torch.from_numpy(np.ascontiguousarray(a))
-                                               for a in batch(rng, batch_size, tok, start, seconds))
+                                               for a in batch(clips, tok, start))
         keep = torch.from_numpy((rng.random(batch_size) >= DROPOUT).astype(np.float32))     # [B]
         hidden = model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state * keep[:, None, None]
         cond_mask = mask * keep[:, None].long()                                 # null condition: zeros, mask 0
@@ -169,8 +169,7 @@ def opening_accuracy(model, tok, count: int = 96) -> dict:
 
     rng = np.random.default_rng(10**6)
     clips = [corpus.example(rng, PROBE_SECONDS) for _ in range(count)]
-    ids, mask, dec_in, _, _ = batch(np.random.default_rng(10**6), count, tok, model.config.decoder.bos_token_id,
-                                    PROBE_SECONDS)
+    ids, mask, dec_in, _, _ = batch(clips, tok, model.config.decoder.bos_token_id)
     model.eval()
     with torch.no_grad():
         hidden = model.text_encoder(input_ids=torch.from_numpy(ids),
@@ -194,7 +193,8 @@ def opening_accuracy(model, tok, count: int = 96) -> dict:
             stay = np.exp(logp[b, 0, np.arange(1, codes.size), codes[:-1]])     # [T-1] p(frame f repeats f-1)
             alive = np.concatenate([[1.0], np.cumprod(stay)[:-1]])             # no change before frame f
             expected = float(np.sum(np.arange(1, codes.size) * alive * (1 - stay)))
-            score["tempo"].append(_note_frames(c.said)[0] <= expected <= _note_frames(c.said)[1])
+            shortest, longest = _note_frames(c.said)
+            score["tempo"].append(shortest <= expected <= longest)
         if "mode" in c.said:
             tonic = corpus.KEYS[c.attributes["key"]]
             for f in np.flatnonzero(np.diff(codes) != 0) + 1:                 # frames where a new note starts
