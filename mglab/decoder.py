@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import graph, inplace
+from . import graph, inplace, residual
 from .config import MusicGenConfig
 from .kvcache import KVCache
 from .session import Session
@@ -44,7 +44,8 @@ class Decoder:
         rename = {"decoder_model_merged": "merged", "decoder_model": "first", "decoder_with_past_model": "with_past"}
         self.paths = {rename[k]: Path(v) for k, v in paths.items()}
         self._plain = {}
-        self._with_attention = None
+        self._rewritten = {}
+        self._inplace_resid = None
         self.first = self._session("merged" if self.layout == "merged" else "first")
         self._check_layers()
         self.inplace = self._inplace_session() if inplace_cache else None
@@ -75,41 +76,68 @@ class Decoder:
             return None
         return Session(path, self._providers)
 
-    def session(self, kind: str, attention: bool = False) -> Session:
-        """The exported graph ``kind`` (``merged``, ``first`` or ``with_past``), or (``attention=True``) its copy
-        that also outputs the attention probabilities ``attentions.{i}.self`` / ``attentions.{i}.cross``
-        (built once, cached)."""
-        if not attention:
+    def session(self, kind: str, attention: bool = False, resid: bool = False) -> Session:
+        """The exported graph ``kind`` (``merged``, ``first`` or ``with_past``), or its copy (built once,
+        cached) that also outputs the attention probabilities ``attentions.{i}.self`` / ``.cross``
+        (``attention=True``) and the residual stream's points (``resid=True``, :mod:`mglab.residual`; a
+        merged decoder's branches are then run as graphs of their own: ``kind`` is ``first`` or
+        ``with_past``)."""
+        if not (attention or resid):
             return self._session(kind)
-        if self._with_attention is None:
-            self._with_attention = {k: Session(graph.with_attention(p), self._providers)
-                                    for k, p in self.paths.items()}
-        return self._with_attention[kind]
+        if (kind, attention, resid) not in self._rewritten:
+            path = self.paths.get(kind)
+            if resid:
+                branch = {"first": "else_branch", "with_past": "then_branch"}[kind] if self.layout == "merged" else None
+                path = residual.with_residual(self.paths["merged"] if branch else path, self.config.num_layers, branch)
+            if attention:
+                path = graph.with_attention(path)
+            self._rewritten[kind, attention, resid] = Session(path, self._providers)
+        return self._rewritten[kind, attention, resid]
+
+    def _inplace_for(self, resid: bool) -> Session | None:
+        """The in-place graph, with the residual points when ``resid``."""
+        if not resid or self.inplace is None:
+            return self.inplace
+        if self._inplace_resid is None:
+            src = self.paths.get("with_past") or self.paths["merged"]
+            c = self.config
+            self._inplace_resid = Session(inplace.with_inplace_cache(src, c.num_layers, c.num_heads, resid=True),
+                                          self._providers)
+        return self._inplace_resid
 
     @property
     def providers(self) -> list[str]:
         return self.first.providers
 
     def step(self, input_ids: np.ndarray, hidden: np.ndarray, mask: np.ndarray, cache: KVCache | None,
-             attention: bool = False, capacity: int | None = None) -> tuple[np.ndarray, KVCache, dict | None]:
+             attention: bool = False, capacity: int | None = None,
+             resid=None) -> tuple[np.ndarray, KVCache, dict | None]:
         """One step: ``input_ids [H*B*K, 1]`` with the text ``hidden [H*B, n, d]``, ``mask [H*B, n]``.
 
         Returns the next-token logits ``[H*B*K, V]``, the cache grown by one position and, with
         ``attention=True``, ``{"self": [...], "cross": [...]}`` per-layer probabilities
         ``[H*B, heads, 1, pos]`` / ``[H*B, heads, 1, n]`` (else None). ``cache=None`` starts a sequence;
-        ``capacity`` (the steps it will run) lets it use the in-place cache.
+        ``capacity`` (the steps it will run) lets it use the in-place cache. ``resid(run, feeds)`` (from
+        :func:`mglab.residual.stepper`) runs the step with the residual stream's hooks.
         """
         if cache is not None and cache.bound is not None:
-            return self._step_inplace(input_ids, cache), cache, None
+            return self._step_inplace(input_ids, cache, resid), cache, None
         first = cache is None
         feeds = {"input_ids": input_ids, "encoder_hidden_states": hidden, "encoder_attention_mask": mask}
         if first:
             cache = self._empty_cache(hidden.shape[0])
         feeds.update(cache.feeds())
-        if self.layout == "merged":
+        if self.layout == "merged" and resid is None:
             feeds["use_cache_branch"] = np.array([not first])
-        kind = "merged" if self.layout == "merged" else "first" if first else "with_past"
-        out = self.session(kind, attention).run(feeds)
+        kind = "first" if first else "with_past"
+        if self.layout == "merged" and resid is None:
+            kind = "merged"
+        session = self.session(kind, attention, resid is not None)
+        if resid is None:
+            out = session.run(feeds)
+        else:
+            feeds.update(self._edit_feeds(session, hidden.shape[0]))
+            out = resid(lambda: session.run(feeds), feeds)
         n = self.config.num_layers
         new = KVCache(key=[out[f"present.{i}.decoder.key"] for i in range(n)],
                       value=[out[f"present.{i}.decoder.value"] for i in range(n)],
@@ -118,39 +146,52 @@ class Decoder:
             new.cross_key = [out[f"present.{i}.encoder.key"] for i in range(n)]
             new.cross_value = [out[f"present.{i}.encoder.value"] for i in range(n)]
             if capacity and self.inplace is not None and not attention:
-                dtype = self.inplace.input_dtypes["past_key_values.0.decoder.key"]
-                new.bound = self._bind(new.to_buffers(capacity, dtype), input_ids, hidden, mask)
+                fast = self._inplace_for(resid is not None)
+                dtype = fast.input_dtypes["past_key_values.0.decoder.key"]
+                new.bound = self._bind(fast, new.to_buffers(capacity, dtype), input_ids, hidden, mask)
         attn = None
         if attention:
             attn = {kind: [out[f"attentions.{i}.{kind}"] for i in range(n)] for kind in ("self", "cross")}
         return out["logits"][:, -1, :].astype(np.float32, copy=False), new, attn   # [H*B*K, V]
 
     # the in-place cache ------------------------------------------------------------------------------------
-    def _bind(self, cache: KVCache, input_ids, hidden, mask):
+    def _edit_feeds(self, session: Session, rows: int) -> dict[str, np.ndarray]:
+        dtype = session.input_dtypes["edit.resid.0.pre"]
+        return residual.edit_feeds(self.config.num_layers, rows, self.config.hidden_size, dtype)
+
+    def _bind(self, session: Session, cache: KVCache, input_ids, hidden, mask):
         """Bind the buffers as the in-place graph's past and present, with the text inputs and the small
-        per-step arrays (refilled in place each step)."""
+        per-step arrays (refilled in place each step); the residual points too when ``session`` has them."""
         rows = cache.key[0].shape[0]
         ids = np.zeros_like(input_ids)                                     # [H*B*K, 1], refilled each step
         vocab = self.config.vocab_size
-        logits = np.zeros((ids.shape[0], 1, vocab), dtype=self.inplace.output_dtypes["logits"])   # [H*B*K, 1, V]
+        logits = np.zeros((ids.shape[0], 1, vocab), dtype=session.output_dtypes["logits"])   # [H*B*K, 1, V]
         feeds = {"input_ids": ids, "encoder_hidden_states": hidden, "encoder_attention_mask": mask,
                  "seqlens_k": np.zeros(rows, dtype=np.int32), "total_sequence_length": np.zeros(1, dtype=np.int32)}
         outputs = {"logits": logits}
+        if "edit.resid.0.pre" in session.input_names:                     # [H*B, 1, d] each
+            feeds.update(self._edit_feeds(session, rows))
+            d, dtype = self.config.hidden_size, session.output_dtypes["resid.0.pre"]
+            outputs.update({p: np.zeros((rows, 1, d), dtype=dtype)
+                            for p in residual.graph_points(self.config.num_layers)})
         for i in range(self.config.num_layers):
             for kind, kv, cross in (("key", cache.key, cache.cross_key), ("value", cache.value, cache.cross_value)):
                 feeds[f"past_key_values.{i}.decoder.{kind}"] = kv[i]
                 feeds[f"past_key_values.{i}.encoder.{kind}"] = cross[i]
                 outputs[f"present.{i}.decoder.{kind}"] = kv[i]
-        return self.inplace.bind(feeds, outputs)
+        return session.bind(feeds, outputs)
 
-    def _step_inplace(self, input_ids: np.ndarray, cache: KVCache) -> np.ndarray:
+    def _step_inplace(self, input_ids: np.ndarray, cache: KVCache, resid=None) -> np.ndarray:
         if cache.length >= cache.capacity:
             raise ValueError(f"the KV cache holds capacity={cache.capacity} positions and all are used")
         b = cache.bound
         b.arrays["input_ids"][...] = input_ids                            # [H*B*K, 1]
         b.arrays["seqlens_k"][...] = cache.length                         # [H*B]: positions before this one
         b.arrays["total_sequence_length"][...] = cache.length + 1
-        self.inplace.run_bound(b)
+        if resid is None:
+            b.run()
+        else:
+            resid(b.run, b.arrays)
         cache.length += 1
         return b.arrays["logits"][:, -1, :].astype(np.float32)            # [H*B*K, V], a copy
 

@@ -15,6 +15,10 @@ guidance else 1, n text tokens, ``pos`` = positions in the self-attention cache 
     text_encoder.hook_hidden          [B, n, d]                      once
     text_encoder.hook_mask            [B, n]                         once
     decoder.hook_input_ids            [B, K]    delayed tokens fed   each step
+    decoder.layers.{i}.hook_resid_pre  [H*B, 1, d]   layer i's input      each step (see mglab.residual)
+    decoder.layers.{i}.hook_attn_out, hook_cross_attn_out, hook_mlp_out   each block's output, each step
+    decoder.layers.{i}.hook_resid_post [H*B, 1, d]   layer i's output     each step
+    decoder.hook_resid_final          [H*B, 1, d]   after the final layer norm          each step
     decoder.layers.{i}.hook_key       [H*B, heads, pos, head_dim]    each step
     decoder.layers.{i}.hook_value     [H*B, heads, pos, head_dim]    each step
     decoder.layers.{i}.hook_cross_key   [H*B, heads, n, head_dim]    once (after step 0)
@@ -28,10 +32,13 @@ guidance else 1, n text tokens, ``pos`` = positions in the self-attention cache 
     sampler.hook_tokens               [B, K]    sampled, before the delay mask
     delay.hook_tokens                 [B, K]    after the delay mask: the column written to ``tokens``
     codec.hook_codes                  [B, K, frames]                 once
+    codec.hook_latent                 [B, D, frames] summed codebook vectors, before the codec's decoder
     codec.hook_audio                  [B, channels, samples]         once
 
-An edit to a key/value takes effect from the next step on (it is the cache the next step reads). Attention
-probabilities are extra outputs of the ONNX graph (see :mod:`mglab.graph`), so they can be read, not edited.
+An edit to a residual point changes everything downstream at that step (later layers, the logits, the
+keys and values cached for later steps). An edit to a key/value takes effect from the next step on (it is
+the cache the next step reads). Attention probabilities are extra outputs of the ONNX graph (see
+:mod:`mglab.graph`), so they can be read, not edited.
 
 Every :class:`HookPoint` carries its ``kind`` (``"kv"``, ``"attention"``, ``"logits"``, ...), and every name
 is defined here only: the pipeline calls a point by name and an unknown name is an error. Hooks attached with
@@ -53,8 +60,8 @@ from dataclasses import dataclass
 import numpy as np
 
 # what a hook point holds
-TEXT, TOKENS, KV, CROSS_KV, ATTENTION, LOGITS, CODES, AUDIO = (
-    "text", "tokens", "kv", "cross_kv", "attention", "logits", "codes", "audio")
+TEXT, TOKENS, KV, CROSS_KV, ATTENTION, RESID, LOGITS, CODES, AUDIO, LATENT = (
+    "text", "tokens", "kv", "cross_kv", "attention", "resid", "logits", "codes", "audio", "latent")
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,11 @@ def layer_point(layer: int, what: str) -> str:
 
 
 LAYER_POINTS = {   # what -> (shape, when, kind, editable)
+    "resid_pre": ("[H*batch, 1, d]", "each step", RESID, True),
+    "attn_out": ("[H*batch, 1, d]", "each step", RESID, True),
+    "cross_attn_out": ("[H*batch, 1, d]", "each step", RESID, True),
+    "mlp_out": ("[H*batch, 1, d]", "each step", RESID, True),
+    "resid_post": ("[H*batch, 1, d]", "each step", RESID, True),
     "key": ("[H*batch, heads, pos, head_dim]", "each step", KV, True),
     "value": ("[H*batch, heads, pos, head_dim]", "each step", KV, True),
     "cross_key": ("[H*batch, heads, text_len, head_dim]", "once", CROSS_KV, True),
@@ -106,6 +118,7 @@ def hook_points(num_layers: int) -> dict[str, HookPoint]:
         for what, (shape, when, kind, editable) in LAYER_POINTS.items():
             points[layer_point(i, what)] = HookPoint(shape, when, kind, editable)
     points.update({
+        "decoder.hook_resid_final": HookPoint("[H*batch, 1, d]", step, RESID),
         "guidance.hook_cond_logits": HookPoint("[batch, K, vocab]", step, LOGITS),
         "guidance.hook_uncond_logits": HookPoint("[batch, K, vocab]", step, LOGITS),
         "guidance.hook_logits": HookPoint("[batch, K, vocab]", step, LOGITS),
@@ -113,6 +126,7 @@ def hook_points(num_layers: int) -> dict[str, HookPoint]:
         "sampler.hook_tokens": HookPoint("[batch, K]", step, TOKENS),
         "delay.hook_tokens": HookPoint("[batch, K]", step, TOKENS),
         "codec.hook_codes": HookPoint("[batch, K, frames]", "once", CODES),
+        "codec.hook_latent": HookPoint("[batch, D, frames]", "once", LATENT),
         "codec.hook_audio": HookPoint("[batch, channels, samples]", "once", AUDIO),
     })
     return points

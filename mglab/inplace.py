@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import graph as graphs
+from . import residual
 
 TAG = "inplace-v9"
 PASS = ("Identity", "Cast")         # nodes walked through when following a tensor
@@ -39,27 +40,30 @@ class Unmatched(ValueError):
     """The graph is not the shape this rewrite knows; the decoder keeps the concatenating cache."""
 
 
-def with_inplace_cache(src: Path, num_layers: int, num_heads: int) -> Path:
-    """Path of ``src`` (a with-past or merged decoder) rewritten for an in-place cache, built once.
-    A graph that does not match raises :class:`Unmatched`, remembered next to where the rewrite would be."""
-    tag = f"{TAG}-{num_layers}x{num_heads}"
+def with_inplace_cache(src: Path, num_layers: int, num_heads: int, resid: bool = False) -> Path:
+    """Path of ``src`` (a with-past or merged decoder) rewritten for an in-place cache, built once; with
+    ``resid``, with the residual stream's points too (:mod:`mglab.residual`). A graph that does not match
+    raises :class:`Unmatched`, remembered next to where the rewrite would be."""
+    tag = f"{TAG}-{num_layers}x{num_heads}" + (f"-{residual.TAG}" if resid else "")
     marker = graphs.cached_path(src, tag).with_suffix(".unmatched")
     if marker.is_file():
         raise Unmatched(marker.read_text())
     try:
-        return graphs.cached(src, tag, lambda s, d: _build(s, d, num_layers, num_heads))
-    except Unmatched as err:
+        return graphs.cached(src, tag, lambda s, d: _build(s, d, num_layers, num_heads, resid))
+    except (Unmatched, residual.Unmatched) as err:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(str(err))
         raise
 
 
-def _build(src: Path, dst: Path, num_layers: int, num_heads: int) -> None:
+def _build(src: Path, dst: Path, num_layers: int, num_heads: int, resid: bool = False) -> None:
     import onnx
 
     model = graphs.load(src)
     if any(n.op_type == "If" for n in model.graph.node):
         model = cached_branch(model)
+    if resid:
+        residual.rewrite(model.graph, num_layers)
     rewrite(model.graph, num_layers, num_heads)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
@@ -70,13 +74,19 @@ def cached_branch(model):
     """The merged decoder's ``use_cache_branch=True`` branch as a model of its own (logits and the
     self-attention cache; the outer initializers, inputs and top-level nodes it reads come along: Xenova's
     q8 quantizes ``encoder_hidden_states`` outside the ``If``)."""
+    return branch_model(model, "then_branch")
+
+
+def branch_model(model, branch: str):
+    """One branch of the merged decoder's ``If`` as a model of its own: ``then_branch`` (the cached step: logits
+    and the self-attention cache) or ``else_branch`` (the first step: logits and both caches)."""
     from onnx import helper
 
     g = model.graph
     ifs = [n for n in g.node if n.op_type == "If"]
     if len(ifs) != 1:
         raise Unmatched(f"the merged graph has {len(ifs)} top-level If nodes, expected one")
-    branch = next(a.g for a in ifs[0].attribute if a.name == "then_branch")
+    sub = next(a.g for a in ifs[0].attribute if a.name == branch)
     after = set(ifs[0].output)                              # nodes downstream of the If stay behind
     before = []
     for n in g.node:
@@ -84,12 +94,13 @@ def cached_branch(model):
             after.update(n.output)
         else:
             before.append(n)
-    nodes = before + list(branch.node)
+    nodes = before + list(sub.node)
     used = {name for n in nodes for name in n.input}
-    outputs = [o for o in branch.output if o.name == "logits" or ".decoder." in o.name]
-    new = helper.make_graph(nodes, "decoder_with_past_inplace",
+    keep = ".decoder." if branch == "then_branch" else "present."
+    outputs = [o for o in sub.output if o.name == "logits" or keep in o.name]
+    new = helper.make_graph(nodes, f"decoder_{branch}",
                             [i for i in g.input if i.name in used], outputs,
-                            [t for t in g.initializer if t.name in used] + list(branch.initializer))
+                            [t for t in g.initializer if t.name in used] + list(sub.initializer))
     out = helper.make_model(new, opset_imports=list(model.opset_import), ir_version=model.ir_version)
     _prune(out.graph)
     return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import conditioning, delay, guidance, sampling
+from . import conditioning, delay, guidance, residual, sampling
 from .hooks import ATTENTION, run_layer_hooks
 
 NONFINITE_FILL = 1e9
@@ -38,8 +38,9 @@ def decode_window(decoder, hooks, cond: conditioning.Condition, prefix: np.ndarr
         step = step0 + t
         x = hooks("decoder.hook_input_ids", tokens[:, :, t], step)            # [B, K]
         x = conditioning.to_rows(x, cond.halves)                              # [H*B*K, 1]
+        resid = residual.stepper(hooks, step, c.num_layers)                   # None: no residual hooks
         logits, cache, attn = decoder.step(x, cond.hidden, cond.mask, cache, attention,
-                                           capacity=pattern.num_steps)         # [H*B*K, V]
+                                           capacity=pattern.num_steps, resid=resid)   # [H*B*K, V]
         logits = check_finite(logits, step, s.on_nonfinite, batch, k)          # [H*B*K, V]
         if hooks:
             run_layer_hooks(hooks, step, cache, attn, c.num_layers)

@@ -154,7 +154,7 @@ class Session:
                     raise ValueError(f"{name}: a bound array must be C-contiguous")
                 v = values.setdefault(id(a), ort.OrtValue.ortvalue_from_numpy(a))
                 (binding.bind_ortvalue_input if kind == "in" else binding.bind_ortvalue_output)(name, v)
-        return Bound(binding, {**arrays, **outputs}, list(values.values()))
+        return Bound(binding, {**arrays, **outputs}, list(values.values()), self)
 
     def run_bound(self, bound: "Bound") -> None:
         self.session.run_with_iobinding(bound.binding)
@@ -167,5 +167,10 @@ class Session:
 class Bound:
     """An IO binding and the numpy arrays (and OrtValues over them) it reads and writes."""
 
-    def __init__(self, binding, arrays: dict[str, np.ndarray], values: list):
-        self.binding, self.arrays, self._values = binding, arrays, values
+    def __init__(self, binding, arrays: dict[str, np.ndarray], values: list, session: "Session"):
+        self.binding, self.arrays, self._values, self.session = binding, arrays, values, session
+
+    def run(self) -> dict[str, np.ndarray]:
+        """Run the graph on the bound arrays; returns them (outputs included) by name."""
+        self.session.run_bound(self)
+        return self.arrays
