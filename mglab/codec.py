@@ -16,6 +16,14 @@ from .session import Session
 STREAM_CONTEXT = 50      # frames decoded before a chunk, for EnCodec's convolutions and LSTM to settle
 
 
+def decode(codec, codes: np.ndarray, hooks) -> np.ndarray:
+    """``codec.decode(codes)``, through ``codec.hook_latent`` when a hook wants it (``hook.layer`` is the
+    channel: 0, or 0 and 1 for stereo)."""
+    if not hooks.wants("codec.hook_latent"):
+        return codec.decode(codes)
+    return codec.decode(codes, latent_hook=lambda z, channel: hooks("codec.hook_latent", z, None, channel))
+
+
 class Codec:
     """What the pipeline needs of a codec. Subclasses set the attributes and implement :meth:`decode`."""
 
@@ -55,21 +63,40 @@ class EncodecCodec(Codec):
         per_channel = self.session.session.get_inputs()[0].shape[2]              # [1, B, K, frames]
         self.num_codebooks = per_channel * channels if isinstance(per_channel, int) else None
 
-    def decode(self, codes: np.ndarray) -> np.ndarray:
-        """Codes ``[B, K, frames]`` int64 -> audio ``[B, channels, samples]`` float32."""
-        if self.channels == 2:
-            left, right = self._decode(codes[:, 0::2]), self._decode(codes[:, 1::2])
-            return np.concatenate([left, right], axis=1)                          # [B, 2, samples]
-        return self._decode(codes)                                                # [B, 1, samples]
+    def decode(self, codes: np.ndarray, latent_hook=None) -> np.ndarray:
+        """Codes ``[B, K, frames]`` int64 -> audio ``[B, channels, samples]`` float32.
 
-    def _decode(self, codes: np.ndarray) -> np.ndarray:
+        ``latent_hook(latent, channel)`` sees (and may replace) the summed codebook vectors ``[B, D, frames]``
+        before the codec's decoder network; the graph is then run in two parts cut there."""
+        if self.channels == 2:
+            left = self._decode(codes[:, 0::2], latent_hook, 0)
+            right = self._decode(codes[:, 1::2], latent_hook, 1)
+            return np.concatenate([left, right], axis=1)                          # [B, 2, samples]
+        return self._decode(codes, latent_hook, 0)                                # [B, 1, samples]
+
+    def _decode(self, codes: np.ndarray, latent_hook=None, channel: int = 0) -> np.ndarray:
         frames = codes.shape[-1]
         short = self.min_frames - frames
         if short > 0:                                       # repeat the last frame, then trim its audio away
             codes = np.concatenate([codes, np.repeat(codes[..., -1:], short, axis=-1)], axis=-1)
-        out = self.session.run({"audio_codes": codes[None].astype(np.int64)})     # [1, B, K, frames] in
+        feeds = {"audio_codes": codes[None].astype(np.int64)}                     # [1, B, K, frames]
+        if latent_hook is None:
+            out = self.session.run(feeds)
+        else:
+            to_latent, to_audio = self._latent_sessions()
+            latent = to_latent.run(feeds)["latent"]                               # [B, D, frames]
+            out = to_audio.run({**feeds, "latent": latent_hook(latent, channel)})
         audio = out["audio_values"].astype(np.float32)                            # [B, 1, samples]
         return audio[..., : frames * self.hop_length] if short > 0 else audio
+
+    def _latent_sessions(self) -> tuple[Session, Session]:
+        if getattr(self, "_latent", None) is None:
+            from . import graph
+
+            k = self.num_codebooks // self.channels
+            self._latent = tuple(Session(p, self.session.session.get_providers())
+                                 for p in graph.latent_split(self.session.path, k))
+        return self._latent
 
     @property
     def min_frames(self) -> int:

@@ -140,3 +140,64 @@ def gather_tables(src: Path) -> list:
     tables = [inits[n.input[0]] for n in model.graph.node
               if n.op_type == "Gather" and n.input[0] in inits and len(inits[n.input[0]].dims) == 2]
     return [numpy_helper.to_array(t) for t in tables]
+
+
+def latent_split(src: Path, k: int) -> tuple[Path, Path]:
+    """A codec graph cut at its latent, the sum of its ``k`` codebook vectors ``[B, D, frames]``: the paths of
+    ``codes -> latent`` (output ``latent``) and ``latent, codes -> audio`` (built once, cached)."""
+    return cached(src, "latent-v1-codes", lambda s, d: _cut(s, d, k, first=True)), \
+        cached(src, "latent-v1-audio", lambda s, d: _cut(s, d, k, first=False))
+
+
+def find_latent(g, k: int) -> str:
+    """The first tensor that sums all ``k`` codebook lookups (the first ``k`` same-shaped rank-2 ``Gather``
+    tables), taken past a ``[0, 2, 1]`` Transpose to ``[B, D, frames]``."""
+    inits = {t.name: tuple(t.dims) for t in g.initializer}
+    lookups = [n.output[0] for n in g.node if n.op_type == "Gather" and len(inits.get(n.input[0], ())) == 2]
+    shapes = [inits[n.input[0]] for n in g.node if n.op_type == "Gather" and len(inits.get(n.input[0], ())) == 2]
+    start = next((i for i in range(len(lookups)) if len(set(shapes[i:i + k])) == 1 and len(shapes[i:i + k]) == k), None)
+    if start is None:
+        raise ValueError(f"no {k} codebook tables found (plain Gather initializers of rank 2)")
+    depends = {t: {j} for j, t in enumerate(lookups[start:start + k])}
+    for n in g.node:
+        seen = set().union(*(depends.get(i, set()) for i in n.input))
+        for o in n.output:
+            depends[o] = depends.get(o, set()) | seen
+        seen = depends[n.output[0]]
+        if len(seen) == k and n.op_type in ("Add", "Sum"):
+            out = n.output[0]
+            readers = [m for m in g.node if out in m.input]
+            perm = [list(a.ints) for m in readers for a in m.attribute if m.op_type == "Transpose" and a.name == "perm"]
+            return readers[0].output[0] if len(readers) == 1 and perm == [[0, 2, 1]] else out
+    raise ValueError("no node sums every codebook's lookup")
+
+
+def _cut(src: Path, dst: Path, k: int, first: bool) -> None:
+    from onnx import TensorProto, helper
+
+    model = load(src)
+    g = model.graph
+    latent = find_latent(g, k)
+    stop, wanted = ({"audio_codes"}, [latent]) if first else ({"audio_codes", latent}, ["audio_values"])
+    producer = {o: n for n in g.node for o in n.output}
+    needed, todo, keep = set(), list(wanted), set()
+    while todo:                                       # walk back from the outputs to the stop tensors
+        t = todo.pop()
+        if t in needed or t in stop or t not in producer:
+            continue
+        needed.add(t)
+        n = producer[t]
+        keep.add(id(n))
+        todo += [i for i in n.input if i]
+    rename = lambda x: "latent" if x == latent else x                              # noqa: E731
+    nodes = [helper.make_node(n.op_type, [rename(i) for i in n.input], [rename(o) for o in n.output],
+                              name=n.name, domain=n.domain, **{a.name: helper.get_attribute_value(a)
+                                                               for a in n.attribute})
+             for n in g.node if id(n) in keep]
+    used = {i for n in nodes for i in n.input}
+    latent_info = helper.make_tensor_value_info("latent", TensorProto.FLOAT, ["batch", "dim", "frames"])
+    inputs = [i for i in g.input if i.name in used or i.name == "audio_codes"] + ([] if first else [latent_info])
+    outputs = [latent_info] if first else [o for o in g.output if o.name == "audio_values"]
+    part = helper.make_graph(nodes, f"{g.name}_{'codes_to_latent' if first else 'latent_to_audio'}", inputs, outputs,
+                             [t for t in g.initializer if t.name in used])
+    save(helper.make_model(part, opset_imports=list(model.opset_import), ir_version=model.ir_version), dst)

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import conditioning, delay, files, guidance, longform, sampling, streaming
 from .cache import ActivationCache
-from .codec import Codec, EncodecCodec
+from .codec import Codec, EncodecCodec, decode
 from .config import MusicGenConfig, generation_defaults, read_json
 from .decoder import Decoder
 from .generation import Generation
@@ -195,7 +195,7 @@ class MusicGen:
         finally:
             bar.close()
         codes = hooks("codec.hook_codes", np.concatenate(frames, axis=-1))     # [B, K, frames]
-        audio = hooks("codec.hook_audio", self.codec.decode(codes))             # [B, C, samples]
+        audio = hooks("codec.hook_audio", decode(self.codec, codes, hooks))     # [B, C, samples]
         if s.windows > 1:       # the delayed matrix of the whole run, not of the last window
             tokens = delay.delay(codes, self.config.decoder_start_token_id, self.config.delays)   # [B, K, S]
         return Generation(audio=audio, sample_rate=self.config.sample_rate, codes=codes, tokens=tokens,

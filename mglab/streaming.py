@@ -13,13 +13,14 @@ a codec needs is its own to say (``codec.stream_start``): EnCodec's convolutions
 
 The codec hooks fire here too: each frame passes ``codec.hook_codes`` once, when it first enters the codec's
 buffer (``[B, K, new frames]``), and every chunk passes ``codec.hook_audio`` (``[B, channels, chunk
-samples]``).
+samples]``); ``codec.hook_latent`` sees each chunk's decode window (the chunk and its context).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from . import codec as codecs
 from .codec import STREAM_CONTEXT  # noqa: F401  (re-exported: the default context)
 
 STREAM_LOOKAHEAD = 4     # frames held back after a chunk: their audio still depends on frames to come
@@ -38,7 +39,7 @@ def chunks(frames, codec, hooks, chunk: int, lookahead: int = STREAM_LOOKAHEAD):
             pending.clear()
         codes = np.concatenate(buffer, axis=-1)                               # [B, K, frames so far]
         start = codec.stream_start(codes, emitted)
-        return start, codec.decode(codes[..., start:])                        # [B, C, samples]
+        return start, codecs.decode(codec, codes[..., start:], hooks)         # [B, C, samples]
 
     for frame, *_ in frames:
         pending.append(frame)

@@ -131,3 +131,31 @@ def test_every_variant_has_the_points(tiny_path):
             s = ort.InferenceSession(str(residual.with_residual(path, 2, branch)))
             outputs = {o.name for o in s.get_outputs()}
             assert set(residual.graph_points(2)) <= outputs, (path.name, branch)
+
+
+def test_the_codec_latent_is_the_sum_of_codebook_vectors(merged_model):
+    """codec.hook_latent [B, D, frames] equals codebooks()[k][codes[:, k]] summed over k (read from the graph)."""
+    seen = {}
+    g = merged_model.generate(PROMPTS, max_new_tokens=20, do_sample=True, seed=2,
+                              hooks=[("codec.hook_latent", lambda z, hook: seen.setdefault("z", z.copy()))])
+    books = merged_model.codec.codebooks()                                           # [K, size, D]
+    expected = sum(books[k][g.codes[:, k]] for k in range(books.shape[0])).transpose(0, 2, 1)   # [B, D, frames]
+    np.testing.assert_allclose(seen["z"], expected, atol=1e-6)
+
+
+def test_an_edited_latent_matches_a_hook_on_the_codec_network(merged_model, torch_model):
+    """Adding a vector to the latent equals a forward pre-hook on transformers' EnCodec decoder network."""
+    codes = merged_model.generate(PROMPTS, max_new_tokens=20, do_sample=True, seed=2).codes   # [B, K, frames]
+    d = merged_model.codec.codebooks().shape[-1]
+    vec = np.random.default_rng(1).normal(scale=5.0, size=d).astype(np.float32)   # [D]
+    plain = merged_model.codec.decode(codes)
+    ours = merged_model.codec.decode(codes, latent_hook=lambda z, channel: z + vec[:, None])
+    v = torch.from_numpy(vec)[None, :, None]
+    handle = torch_model.audio_encoder.decoder.register_forward_pre_hook(lambda m, args: (args[0] + v,))
+    try:
+        with torch.no_grad():
+            ref = torch_model.audio_encoder.decode(torch.from_numpy(codes)[None], [None]).audio_values.numpy()
+    finally:
+        handle.remove()
+    assert np.abs(ours - plain).max() > 1e-3
+    assert np.abs(ours - ref).max() <= 1e-4
