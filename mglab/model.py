@@ -149,6 +149,13 @@ class MusicGen:
         """
         return self._hooks.scope(hooks, steps)
 
+    def steer(self, vector, layer: int, scale: float = 1.0, rows: str = "cond"):
+        """``with model.steer(vector, layer, scale):`` adds ``scale * vector`` to ``resid_post`` of ``layer``
+        in every run in the block (see :func:`mglab.interventions.steer`)."""
+        from .interventions import steer
+
+        return steer(self, vector, layer, scale, rows)
+
     def run_with_cache(self, prompt, *, names_filter=None, steps=None, **generate_kwargs):
         """Generate and record hook values: ``(Generation, ActivationCache)``.
 
