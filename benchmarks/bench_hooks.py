@@ -7,6 +7,9 @@ Measures, in one run on the same weights and threads:
 * ``bare``: a minimal greedy + guidance decoding loop with no hook machinery at all (the baseline);
 * ``generate``: ``MusicGen.generate`` with no hook attached (target: within 3% of ``bare``);
 * ``read-only hook``: ``generate`` with a read-only hook on every logits/tokens point;
+* ``read resid_post``: ``generate`` reading ``resid_post`` of every layer (the residual graph rewrite, in-place
+  cache; target: at most 25% over ``bare``);
+* ``steer one layer``: ``generate`` adding a vector to one layer's ``resid_post`` (every step runs twice);
 * the memory of ``run_with_cache`` capturing every key/value hook for 500 steps (10 s of audio), and that the
   attention-probability graph rewrite runs on this model.
 
@@ -58,11 +61,18 @@ def main(argv=None) -> dict:
     model = load_model(args)
     prompt, kw = "lofi piano", dict(max_new_tokens=args.steps, do_sample=False, guidance_scale=3.0)
     read_only = [(lambda n: n.startswith(("guidance.", "sampler.", "delay.")), lambda v, h: None)]
-    np.testing.assert_array_equal(bare_loop(model, prompt, args.steps), model.generate(prompt, **kw).tokens)
+    resid_read = [(lambda n: n.endswith("hook_resid_post"), lambda v, h: None)]
+    vec = np.full(model.config.hidden_size, 0.01, dtype=np.float32)
+    steer = [(f"decoder.layers.{model.config.num_layers // 2}.hook_resid_post", lambda v, h: v + vec)]
+    plain = model.generate(prompt, **kw).tokens
+    np.testing.assert_array_equal(bare_loop(model, prompt, args.steps), plain)
+    np.testing.assert_array_equal(model.generate(prompt, hooks=resid_read, **kw).tokens, plain)
 
     runs = {"bare": lambda: bare_loop(model, prompt, args.steps),
             "generate": lambda: model.generate(prompt, **kw),
-            "read-only hook": lambda: model.generate(prompt, hooks=read_only, **kw)}
+            "read-only hook": lambda: model.generate(prompt, hooks=read_only, **kw),
+            "read resid_post": lambda: model.generate(prompt, hooks=resid_read, **kw),
+            "steer one layer": lambda: model.generate(prompt, hooks=steer, **kw)}
     times = {name: [] for name in runs}
     for _ in range(args.repeats):
         for name, fn in runs.items():
