@@ -29,12 +29,18 @@ demo: $(VENV)/.notebooks
 	$(VENV)/bin/jupyter nbconvert --to html $(REPORTS)/00_quickstart.ipynb --output-dir $(REPORTS)
 	@echo "wrote $(REPORTS)/00_quickstart.ipynb, $(REPORTS)/00_quickstart.html and $(REPORTS)/*.wav"
 
-## make report: run notebooks/05_report.ipynb (prompts x seeds x guidance) -> reports/05_report/
+## make report: run every notebook into reports/<notebook>/ (notebook, HTML with players, figures, WAVs,
+## metrics.json), then reports/index.html linking them with their key metrics
+NOTEBOOKS := $(basename $(notdir $(wildcard notebooks/*.ipynb)))
 report: $(VENV)/.notebooks
-	mkdir -p $(REPORTS)/05_report
-	$(VENV)/bin/papermill notebooks/05_report.ipynb $(REPORTS)/05_report/05_report.ipynb \
-		-p out_dir $(abspath $(REPORTS))/05_report --kernel python3 --cwd notebooks
-	$(VENV)/bin/jupyter nbconvert --to html $(REPORTS)/05_report/05_report.ipynb --output-dir $(REPORTS)/05_report
+	@for nb in $(NOTEBOOKS); do \
+		mkdir -p $(REPORTS)/$$nb && \
+		$(VENV)/bin/papermill notebooks/$$nb.ipynb $(REPORTS)/$$nb/$$nb.ipynb \
+			-p out_dir $(abspath $(REPORTS))/$$nb --kernel python3 --cwd notebooks && \
+		$(VENV)/bin/jupyter nbconvert --to html $(REPORTS)/$$nb/$$nb.ipynb --output-dir $(REPORTS)/$$nb \
+		|| exit 1; \
+	done
+	$(PY) -m mglab.reports $(REPORTS)
 
 ## make test: lint (ruff), then the whole suite, parity against transformers included
 test: $(VENV)/.test
