@@ -1,4 +1,14 @@
-"""Command line: ``python -m mglab generate "lofi piano" --duration 2 --model DIR --out out.wav``.
+"""Command line: ``python -m mglab generate "lofi piano" --duration 2 --model DIR --out out.wav``, and
+``python -m mglab sweep GRID.toml --out DIR [--scheduler ADDRESS]`` (:func:`mglab.sweep`)::
+
+    # GRID.toml
+    model = "data/models/nano-musicgen"
+    [grid]                          # generate argument -> list: their cartesian product
+    prompt = ["a slow low organ melody", "a fast high flute scale"]
+    seed = [0, 1]
+    guidance_scale = [1.0, 3.0]
+    [generate]                      # fixed for every row
+    duration = 4.0
 
 Every generation flag is made from :data:`mglab.settings.PARAMS` (``--guidance-scale``, ``--negative-prompt``,
 ``--window``, ...), so the command line takes exactly what ``MusicGen.generate`` takes.
@@ -57,7 +67,14 @@ def main(argv=None) -> int:
     g.add_argument("--kv-cache", default="inplace", choices=["inplace", "concat"])
     g.add_argument("--device", default=None, choices=["cpu", "cuda", "coreml", "dml"])
     g.add_argument("--no-progress", action="store_true")
+    w = sub.add_parser("sweep", help="run a grid of generate settings on Dask (mglab.sweep)")
+    w.add_argument("grid", help="a TOML file: model = ..., [grid] of lists, [generate] fixed settings")
+    w.add_argument("--out", required=True, help="output folder (rows/, results.parquet); a rerun resumes")
+    w.add_argument("--scheduler", default=None, help="a Dask scheduler address (default: a local cluster)")
+    w.add_argument("--no-evaluate", action="store_true", help="skip the mglab.evaluate measurements")
     args = parser.parse_args(argv)
+    if args.command == "sweep":
+        return _sweep(parser, args)
 
     from pathlib import Path
 
@@ -74,6 +91,34 @@ def main(argv=None) -> int:
         parser.error(str(err))
     for path in result.save(out):
         print(path)
+    return 0
+
+
+def _sweep(parser, args) -> int:
+    from pathlib import Path
+
+    import tomllib
+
+    import mglab
+
+    path = Path(args.grid)
+    if not path.is_file():
+        parser.error(f"{args.grid}: no such file")
+    spec = tomllib.loads(path.read_text())
+    if "model" not in spec or "grid" not in spec:
+        parser.error(f"{args.grid}: needs model = \"...\" and a [grid] table")
+    client = None
+    if args.scheduler:
+        from distributed import Client
+
+        client = Client(args.scheduler)
+    model = mglab.load(spec["model"])
+    try:
+        table = mglab.sweep(model, spec["grid"], args.out, client=client, evaluate=not args.no_evaluate,
+                            **spec.get("generate", {}))
+    except (TypeError, ValueError) as err:
+        parser.error(str(err))
+    print(f"{len(table)} rows ({int((table['status'] == 'ok').sum())} ok) -> {Path(args.out) / 'results.parquet'}")
     return 0
 
 

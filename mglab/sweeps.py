@@ -1,0 +1,269 @@
+"""Sweeps: the cartesian product of ``generate`` settings, run on Dask, measured, resumable.
+
+::
+
+    df = mglab.sweep(model, {"prompt": ["a slow low organ melody", "a fast high flute scale"],
+                             "seed": [0, 1, 2], "guidance_scale": [1.0, 3.0]},
+                     "reports/sweep", duration=4.0)          # 12 rows: a LocalCluster, one worker per core
+    df.groupby("guidance_scale")["onset_rate"].mean()
+
+One row per generation: ``row`` (its key), every setting, ``wav`` (``Generation.load(row["wav"])`` reads it
+back), ``status`` (``ok`` / ``error``), ``error``, ``seconds``, ``worker``, and with ``evaluate=True`` what
+:func:`mglab.evaluate.measure` hears. The table is also ``out_dir/results.parquet``. On disk::
+
+    out_dir/rows/<key>.wav, .json, .npz    the generation (Generation.save)
+    out_dir/rows/<key>.row.json            the row, written last: the row is done
+    out_dir/rows/<key>.cache.npz           with record=: the recorded hook points (ActivationCache)
+    out_dir/results.parquet
+
+A row's key hashes its settings, the fixed keyword arguments, ``record`` and the model's provenance (its
+files' SHA-256). A second call returns the stored rows and regenerates nothing; an interrupted sweep loses at
+most the rows in flight. Each Dask worker loads the model once (from its load spec) and keeps it. Rows that
+differ only in their prompt run as one batch (each prompt has its own RNG stream, so its tokens are those it
+gets alone); a batch that fails is run row by row, and a row that still fails records its error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .fileio import atomic_write
+from .settings import PARAMS, check_prompts, resolve
+
+GRID_KEYS = ("prompt",) + tuple(p.name for p in PARAMS)
+_MODELS: dict = {}                       # per worker process: load spec -> model
+
+
+def check(model, grid: dict, out_dir, generate_kwargs: dict) -> list[dict]:
+    """The rows of ``grid`` (each a dict of settings, ``prompt`` included), every value checked; errors name
+    the grid key."""
+    if not isinstance(grid, dict) or not grid:
+        raise TypeError(f"grid={grid!r} is not allowed: grid must be a non-empty dict of generate arguments to lists")
+    for key, values in grid.items():
+        if key not in GRID_KEYS:
+            raise ValueError(f"grid key {key!r} is not a generate argument; allowed: {', '.join(GRID_KEYS)}")
+        if not isinstance(values, (list, tuple)):
+            raise TypeError(f"grid[{key!r}]={values!r} is not allowed: each grid value must be a list")
+        if not values:
+            raise ValueError(f"grid[{key!r}] is an empty list: give at least one value")
+    both = sorted(set(grid) & set(generate_kwargs))
+    if both:
+        raise ValueError(f"{both} are given in grid and as keyword arguments: give each in one place")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir={str(out_dir)!r} is a file, not a folder")
+    rows = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+    for row in rows:
+        settings = {**generate_kwargs, **row}
+        prompt = settings.pop("prompt", None)
+        if prompt is None:
+            raise ValueError("no prompt: give grid['prompt'] or prompt=")
+        if len(check_prompts(prompt)) != 1:
+            raise ValueError(f"prompt={prompt!r}: a row has one prompt (list several in grid['prompt'])")
+        try:
+            resolve(model.config, model.defaults, 1, **{k: v for k, v in settings.items() if k != "hooks"})
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"grid row {row}: {err}") from None
+    return rows
+
+
+def row_key(row: dict, generate_kwargs: dict, provenance: dict, record) -> str:
+    fixed = {k: v for k, v in generate_kwargs.items() if k != "hooks"}
+    text = json.dumps({"row": row, "fixed": fixed, "model": provenance, "record": record,
+                       "hooks": repr(generate_kwargs.get("hooks"))}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def batches(rows: list[dict], size: int) -> list[list[dict]]:
+    """Rows that differ only in their prompt, in groups of at most ``size``."""
+    groups: dict = {}
+    for r in rows:
+        same = json.dumps({k: v for k, v in r["settings"].items() if k != "prompt"}, sort_keys=True, default=str)
+        groups.setdefault(same, []).append(r)
+    return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
+
+
+def sweep(model, grid: dict, out_dir, *, client=None, evaluate: bool = True, record=None, batch_size: int = 8,
+          progress: bool = True, **generate_kwargs):
+    """Run the cartesian product of ``grid`` (generate argument -> list of values), with ``generate_kwargs``
+    fixed, and return one row per generation as a ``pandas.DataFrame`` (also ``out_dir/results.parquet``).
+
+    ``client``: None starts a ``distributed.LocalCluster`` (processes, one thread each, one worker per core)
+    and closes it after; a ``distributed.Client`` uses that cluster; False runs in this process. ``record``:
+    hook names (or a filter) whose values each row stores (``mglab.sweep_cache`` reads them back).
+    """
+    import pandas as pd
+
+    rows = check(model, grid, out_dir, generate_kwargs)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} is not allowed: batch_size must be an integer >= 1")
+    out = Path(out_dir)
+    (out / "rows").mkdir(parents=True, exist_ok=True)
+    provenance = model.provenance()
+    records = []
+    for row in rows:
+        key = row_key(row, generate_kwargs, provenance, record)
+        records.append({"key": key, "settings": {**generate_kwargs, **row}, "grid": row})
+    done = {r["key"]: _stored(out, r["key"]) for r in records}
+    todo = [r for r in records if done[r["key"]] is None]
+    if todo:
+        for rec in _run(model, batches(todo, 1 if record else batch_size), out, evaluate, record, client, progress):
+            done[rec["row"]] = rec
+    table = pd.DataFrame([done[r["key"]] for r in records])
+    atomic_write(out / "results.parquet", lambda tmp: table.to_parquet(tmp, index=False))
+    return table
+
+
+def _stored(out: Path, key: str) -> dict | None:
+    path = out / "rows" / f"{key}.row.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _run(model, groups, out, evaluate, record, client, progress):
+    """Yield each finished row: in this process (``client=False``) or on Dask."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=sum(len(g) for g in groups), desc="sweep", disable=not progress)
+    try:
+        if client is False:
+            for g in groups:
+                for rec in run_batch(model, g, str(out), evaluate, record):
+                    bar.update()
+                    yield rec
+            return
+        own = client is None
+        if own:
+            from distributed import Client, LocalCluster
+
+            cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
+            client = Client(cluster)
+        try:
+            from distributed import as_completed
+
+            spec = model.spec
+            if spec is None:
+                raise TypeError("a sweep on Dask needs a model made by mglab.load (its load spec is sent)")
+            futures = [client.submit(run_batch, spec, g, str(out), evaluate, record, pure=False) for g in groups]
+            for future in as_completed(futures):
+                for rec in future.result():
+                    bar.update()
+                    yield rec
+        finally:
+            if own:
+                client.close()
+                cluster.close()
+    finally:
+        bar.close()
+
+
+def _model(spec_or_model):
+    """The model of a load spec, loaded once per process (a Dask worker keeps it), or the model itself."""
+    if hasattr(spec_or_model, "generate"):
+        return spec_or_model
+    key = repr(spec_or_model)
+    if key not in _MODELS:
+        _MODELS[key] = spec_or_model.load()
+    return _MODELS[key]
+
+
+def _worker() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return f"local:{os.getpid()}"
+
+
+def run_batch(spec_or_model, group: list[dict], out_dir: str, evaluate: bool, record) -> list[dict]:
+    """Generate one batch (rows that differ only in their prompt) and store each row; a batch that fails is
+    run row by row, and a row that still fails is stored with its error."""
+    model = _model(spec_or_model)
+    try:
+        return _generate(model, group, Path(out_dir), evaluate, record)
+    except Exception as err:                                       # noqa: BLE001 - recorded, not fatal
+        if len(group) > 1:
+            return [rec for r in group for rec in run_batch(model, [r], out_dir, evaluate, record)]
+        return [_write_row(Path(out_dir), group[0], status="error", error=f"{type(err).__name__}: {err}",
+                           seconds=0.0)]
+
+
+def _generate(model, group, out: Path, evaluate: bool, record) -> list[dict]:
+    from .generation import Generation
+
+    settings = {k: v for k, v in group[0]["settings"].items() if k != "prompt"}
+    prompts = [r["settings"]["prompt"] for r in group]
+    t0 = time.perf_counter()
+    if record is not None:
+        gen, cache = model.run_with_cache(prompts, names_filter=record, **settings)
+    else:
+        gen, cache = model.generate(prompts, **settings), None
+    seconds = (time.perf_counter() - t0) / len(group)
+    recs = []
+    for i, r in enumerate(group):
+        one = Generation(audio=gen.audio[i:i + 1], sample_rate=gen.sample_rate, codes=gen.codes[i:i + 1],
+                         tokens=gen.tokens[i:i + 1], prompts=[prompts[i]], settings=gen.settings, model=gen.model,
+                         mglab_version=gen.mglab_version)
+        wav = one.save(out / "rows" / f"{r['key']}.wav")[0]
+        if cache is not None:
+            cache.save(out / "rows" / f"{r['key']}.cache.npz")
+        measured = _measure(one) if evaluate else {}
+        recs.append(_write_row(out, r, status="ok", error="", seconds=seconds, wav=str(wav), **measured))
+    return recs
+
+
+def _measure(gen) -> dict:
+    from . import evaluate
+
+    m = evaluate.measure(gen.audio[0], gen.sample_rate)
+    return {k: (", ".join(v) if isinstance(v, list) else v) for k, v in m.items()}
+
+
+def _write_row(out: Path, r: dict, **fields) -> dict:
+    rec = {"row": r["key"], **{k: _plain(v) for k, v in r["grid"].items()},
+           **{k: _plain(v) for k, v in r["settings"].items() if k not in r["grid"] and k != "hooks"},
+           "wav": fields.pop("wav", ""), **fields, "worker": _worker()}
+    rec = {k: _plain(v) for k, v in rec.items()}
+    atomic_write(out / "rows" / f"{r['key']}.row.json", lambda tmp: Path(tmp).write_text(json.dumps(rec)))
+    return rec
+
+
+def _plain(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, (list, tuple)):
+        return json.dumps([_plain(x) for x in v])
+    return v
+
+
+def sweep_cache(out_dir, name: str) -> tuple[np.ndarray, list[str]]:
+    """One recorded hook point across a sweep's rows: ``(values [rows, ...], row keys)`` in
+    ``results.parquet``'s order (rows that recorded it)."""
+    import pandas as pd
+
+    from .cache import ActivationCache
+
+    out = Path(out_dir)
+    table = pd.read_parquet(out / "results.parquet")
+    values, keys = [], []
+    for key in table["row"]:
+        path = out / "rows" / f"{key}.cache.npz"
+        if path.is_file():
+            cache = ActivationCache.load(path)
+            if name in cache:
+                values.append(cache[name])
+                keys.append(key)
+    if not values:
+        raise KeyError(f"no row of {str(out)!r} recorded {name!r} (sweep(..., record=...))")
+    shapes = {v.shape for v in values}
+    if len(shapes) > 1:
+        raise ValueError(f"{name!r} has different shapes across rows {sorted(shapes)}: sweep rows of one length")
+    return np.stack(values), keys
