@@ -112,8 +112,10 @@ def test_kv_cache(tmp_path):
 
 
 def test_report(tmp_path):
+    """The grid through mglab.sweep on a local Dask cluster (two worker processes), measured and resumable."""
     m = run("05_report.ipynb", tmp_path, prompts=["a", "b c"], seeds=[0, 1], guidance_scales=[3.0], duration=0.5)
     assert len(m["runs"]) == 4 and len({r["name"] for r in m["runs"]}) == 4
+    assert all(w.startswith("tcp://") for w in m["workers"]) and set(m["adherence_by_guidance"]) == {"3.0"}
     for r in m["runs"]:
         assert r["frames"] == 25
         audio, sr = sf.read(tmp_path / r["wav"])
@@ -122,7 +124,12 @@ def test_report(tmp_path):
     for prompt in ("a", "b c"):                                # different seeds, different audio
         a, b = (sf.read(tmp_path / r["wav"])[0] for r in m["runs"] if r["prompt"] == prompt)
         assert np.abs(a - b).max() > 1e-3
-    written(tmp_path, ["summary.md", "a_seed0_g3.wav", "b-c_seed1_g3.png"])
+    written(tmp_path, ["summary.md", "results.parquet", "a_seed0_g3.png", "b-c_seed1_g3.png"])
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "rows").iterdir()}
+    again = run("05_report.ipynb", tmp_path, prompts=["a", "b c"], seeds=[0, 1], guidance_scales=[3.0], duration=0.5,
+                dask=False)
+    assert [r["row"] for r in again["runs"]] == [r["row"] for r in m["runs"]]
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "rows").iterdir()} == stamps     # resumed: nothing rewritten
 
 
 def test_interventions_on_the_nano_model(tmp_path):
