@@ -154,13 +154,18 @@ guidance works. Never in training (evaluated separately):
 clips the words that decide only the first frames, key and dynamics, were not learned in 2500 steps), then
 {steps} steps on {seconds:g} s clips; batch {batch}, AdamW (lr 2e-3, warm-up 200, one cosine schedule); the loss
 weighs the first frame of every codebook 30x and codebook 0's first 2 s 3x (weights by position only, so the
-optimum is still the data's distribution). {minutes:.0f} minutes on {threads} CPU threads (2-core development
+optimum is still the data's distribution), and a second term (weight 0.2) trains the choice of each new note:
+its likelihood given that codebook 0 changes, the sounding note masked out (its optimum is the same
+distribution, so it sharpens the choice of notes without changing how often they change), and a third
+(weight 1) the two yes/no events that make the tempo: codebook 0 leaving its note, codebook 1 striking (their
+binary likelihood, again with the same optimum). {minutes:.0f} minutes on {threads} CPU threads (2-core development
 machine), torch {torch}; final loss {loss:.3f} (unweighted cross-entropy per predicted token, nats).
 Deterministic for a seed. Teacher-forced first-frame accuracy at the end (`training.json`): {probe}.
 
 ## Codec
 A synthesizer with EnCodec's interface, **not EnCodec** (`mglab/synth.py`): codebook 0 pitch (MIDI 36-96 or
-rest), 1 dynamics and articulation, 2 timbre (6 instruments), 3 vibrato and fine pitch; the tokens' table rows
+rest), 1 dynamics and articulation (a strike, then the note's age in six stages, like a real codec's envelope
+tokens), 2 timbre (6 instruments), 3 vibrato and fine pitch; the tokens' table rows
 are summed into a latent that an additive synthesizer renders at 32 kHz, 50 frames a second.
 
 ## Scores

@@ -11,7 +11,8 @@ Everything here is synthetic. A clip is drawn from its attributes, its melody is
     dynamics    soft, loud
     figure      arpeggio, scale, melody, repeated notes
 
-    "a slow low organ melody in d minor"   ->   codes [4, frames]: pitch, dynamics, timbre, vibrato
+    "a slow low organ melody in d minor"   ->   codes [4, frames]: pitch, dynamics (with the note's age),
+                                                                   timbre, vibrato
 
 Prompts vary the word order, add filler words ("a", "with", "played on the", "in the ... register",
 "track", "music"), use synonyms (quick for fast, gentle for soft, ...) and leave attributes out (the clip
@@ -155,8 +156,8 @@ def render_codes(a: dict, notes, frames: int, rng: np.random.Generator) -> np.nd
     codes[3] = 4 * 8 + vibrato                                             # no detune
     for midi, start, length in notes:
         codes[0, start:start + length] = synth.midi_to_token(midi)
-        codes[1, start:start + length] = level
-        codes[1, start] = 8 + level                                       # strike
+        age = np.arange(min(length, frames - start))                       # frames since the strike
+        codes[1, start:start + age.size] = [synth.dynamics_token(level, a) for a in age]
     return codes
 
 

@@ -6,14 +6,18 @@ the rows are summed into a latent ``[B, D=16, frames]``, and a synthesizer turns
 codebooks mean, coarse to fine as in a real codec::
 
     codebook 0  pitch        0 = rest, 1..61 = MIDI 36..96 (C2..C7)
-    codebook 1  dynamics     level l = t % 8 (RMS -36 + 3 l dBFS), strike = (t // 8) % 2 (1 starts a note anew)
+    codebook 1  dynamics     level l = t % 8 (RMS -36 + 3 l dBFS), stage s = t // 8: 1 = strike (the note
+                             starts anew), 0 = held, 2..7 = held, the note's age (frames since its strike)
+                             1-4, 5-7, 8-11, 12-17, 18-24, 25+ (:data:`AGE_EDGES`)
     codebook 2  timbre       instrument t % 6: piano, organ, flute, violin, marimba, clarinet
     codebook 3  fine pitch   vibrato depth 8 * (t % 8) cents at 5.5 Hz, detune 6 * ((t // 8) % 8 - 4) cents
 
     latent row:  0 log2(f0 / 440)   1 note on   2 level dB / 10   3 strike   4..9 instrument one-hot
                  10 vibrato depth (cents / 100)   11 detune (cents / 100)   12..15 zero
 
-A note starts (its envelope and phase restart) where the strike flag is set, after a rest, or where the
+The age stages sound as held notes do: like the envelope tokens of a real codec, they say where in its note
+a frame is (the synthesizer computes its envelope from the strike). A note starts (its envelope and phase
+restart) where the strike flag is set, after a rest, or where the
 instrument changes; a pitch change without a strike is legato (the phase runs on). Everything a frame sounds
 is a function of the frames since its note started, the frame before and the frame after: no phase is
 accumulated from the start of the clip, so a stream decoded from the note's start (:meth:`SynthCodec.
@@ -36,6 +40,8 @@ SAMPLE_RATE, HOP, K, VOCAB, DIM = 32000, 640, 4, 64, 16
 LOWEST_MIDI, PITCHES = 36, 61
 INSTRUMENTS = ("piano", "organ", "flute", "violin", "marimba", "clarinet")
 VIBRATO_HZ, FADE_S, PARTIALS = 5.5, 0.02, 10
+STRIKE = 1                                  # codebook 1's stage that starts a note
+AGE_EDGES = (1, 5, 8, 12, 18, 25)           # first age (frames since the strike) of stages 2..7
 
 
 def midi_to_token(midi: int) -> int:
@@ -53,6 +59,25 @@ def level_db(level: int) -> float:
     return -36.0 + 3.0 * level
 
 
+def dynamics_token(level: int, age: int | None = None) -> int:
+    """Codebook-1 token of a frame ``age`` frames after its note's strike (0: the strike; None: held, no age).
+
+    Examples
+    --------
+    >>> [dynamics_token(5, a) for a in (0, 1, 4, 5, 30)], dynamics_token(5)
+    ([13, 21, 21, 29, 61], 5)
+    """
+    if age is None:
+        return level
+    stage = STRIKE if age == 0 else 1 + int(np.searchsorted(AGE_EDGES, age, side="right"))
+    return 8 * stage + level
+
+
+def is_strike(token):
+    """Codebook-1 tokens (an int or an array) that start a note anew."""
+    return np.asarray(token) // 8 == STRIKE
+
+
 def tables() -> np.ndarray:
     """The four codebook tables ``[K, VOCAB, DIM]`` (what ``codebooks()`` reads back from the graph)."""
     t = np.zeros((K, VOCAB, DIM), dtype=np.float32)
@@ -61,7 +86,7 @@ def tables() -> np.ndarray:
         t[0, tok, 1] = 1.0
     for tok in range(VOCAB):
         t[1, tok, 2] = level_db(tok % 8) / 10.0                        # dynamics
-        t[1, tok, 3] = float((tok // 8) % 2)
+        t[1, tok, 3] = float(tok // 8 == STRIKE)
         t[2, tok, 4 + tok % len(INSTRUMENTS)] = 1.0                    # timbre
         t[3, tok, 10] = 8.0 * (tok % 8) / 100.0                        # vibrato, detune
         t[3, tok, 11] = 6.0 * ((tok // 8) % 8 - 4) / 100.0
@@ -95,7 +120,7 @@ def onsets(codes: np.ndarray) -> np.ndarray:
     note = (pitch >= 1) & (pitch <= PITCHES)
     prev_note = np.concatenate([np.zeros_like(note[..., :1]), note[..., :-1]], axis=-1)
     prev_timbre = np.concatenate([timbre[..., :1], timbre[..., :-1]], axis=-1)
-    return note & (((dyn // 8) % 2 == 1) | ~prev_note | (timbre != prev_timbre))
+    return note & (is_strike(dyn) | ~prev_note | (timbre != prev_timbre))
 
 
 class SynthCodec(EncodecCodec):

@@ -43,8 +43,13 @@ def test_codes_carry_the_attributes(clips):
         levels = c.codes[1] % 8
         lo, hi = corpus.DYNAMICS[a["dynamics"]]
         assert ((lo <= levels) & (levels <= hi)).all()
-        strikes = np.flatnonzero(c.codes[1] >= 8)
+        strikes = np.flatnonzero(synth.is_strike(c.codes[1]))
         assert strikes.tolist() == [s for _, s, _ in c.notes]                 # one strike per note
+        for _, start, length in c.notes:                                      # then the note's age, stage by stage
+            stages = c.codes[1, start:start + length] // 8                    # [length]
+            assert stages[0] == synth.STRIKE and (np.diff(stages) >= 0).all()
+            ages = np.arange(length)
+            assert (stages[1:] == 2 + np.searchsorted(synth.AGE_EDGES[1:], ages[1:], side="right")).all()
 
 
 def test_the_parser_reads_what_the_prompt_says(clips):

@@ -145,10 +145,9 @@ def test_interventions_on_the_nano_model(tmp_path):
 
 
 def test_codec(tmp_path):
-    """The latent is the sum of the codebook rows read from the graph; the first n codebooks get closer to the
-    full decode as n grows and equal it at n = K (nano model: a synthesizer)."""
+    """The latent is the sum of the codebook rows read from the graph; decoding from the first n < K codebooks
+    differs audibly from the full decode, n = K equals it (nano model: a synthesizer)."""
     m = run("07_codec.ipynb", tmp_path, model=str(ROOT / "data" / "models" / "nano-musicgen"))
-    assert m["latent_is_sum"] and m["full_at_K"] and m["closer_with_more_codebooks"], m["snr_db"]
-    assert m["snr_db"]["1"] is not None and m["snr_db"]["1"] < 20           # pitch alone is not the clip
+    assert m["latent_is_sum"] and m["full_at_K"] and m["every_codebook_needed"], m["snr_db"]
     assert 1 <= min(m["usage"].values()) and max(m["usage"].values()) <= m["codebook_size"]
     written(tmp_path, ["codebooks.png", "contributions.png", "usage.png", "full.wav", "first_1.wav"])

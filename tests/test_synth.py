@@ -15,15 +15,26 @@ def codec(tmp_path_factory):
     return synth.SynthCodec(path, sample_rate=SR, hop_length=HOP, channels=1)
 
 
-def codes_for(notes, frames, instrument=0, level=6, vibrato=0):
-    """``notes``: [(midi, start, length)] -> codes [1, 4, frames]."""
+def codes_for(notes, frames, instrument=0, level=6, vibrato=0, ages=False):
+    """``notes``: [(midi, start, length)] -> codes [1, 4, frames]; held frames carry their note's age stage
+    when ``ages``."""
     c = np.zeros((4, frames), dtype=np.int64)
     c[2], c[3] = instrument, 32 + vibrato
     for midi, start, length in notes:
         c[0, start:start + length] = synth.midi_to_token(midi)
-        c[1, start:start + length] = level
-        c[1, start] = 8 + level
+        c[1, start:start + length] = [synth.dynamics_token(level, a if ages else None) for a in range(length)]
+        c[1, start] = synth.dynamics_token(level, 0)
     return c[None]
+
+
+def test_age_stages_sound_as_held_notes(codec):
+    """Stages 2..7 say how old a note is; they neither strike nor change the sound (stages 3, 5, 7 were
+    strikes when the flag was a parity bit: a bug this would catch)."""
+    notes = [(60, 0, 30), (64, 30, 20), (64, 50, 30)]
+    plain, aged = codes_for(notes, 80, instrument=0), codes_for(notes, 80, instrument=0, ages=True)
+    assert (plain != aged).any()
+    np.testing.assert_array_equal(codec.decode(aged), codec.decode(plain))
+    assert synth.onsets(aged[0]).nonzero()[0].tolist() == [0, 30, 50]
 
 
 def peak_hz(y):
