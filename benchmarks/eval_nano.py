@@ -27,7 +27,7 @@ import mglab  # noqa: E402
 from mglab import corpus, evaluate, synth  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-ATTRS = ("register", "tempo", "key", "mode", "dynamics", "instrument")
+ATTRS = ("register", "tempo", "key", "mode", "key+mode", "dynamics", "instrument")
 GUIDANCE = (0.0, 1.0, 3.0)
 
 
@@ -59,7 +59,11 @@ def score(rows: list[dict]) -> dict:
     """Share of hits per attribute over the rows that asked for it."""
     out = {}
     for a in ATTRS:
-        hits = [r["hits"][a] for r in rows if r["hits"].get(a) is not None]
+        if a == "key+mode":                                   # both right (the issue's joint target)
+            hits = [r["hits"]["key"] and r["hits"]["mode"] for r in rows
+                    if r["hits"].get("key") is not None and r["hits"].get("mode") is not None]
+        else:
+            hits = [r["hits"][a] for r in rows if r["hits"].get(a) is not None]
         out[a] = (float(np.mean(hits)), len(hits)) if hits else (float("nan"), 0)
     return out
 
