@@ -121,15 +121,12 @@ class EncodecCodec(Codec):
         return self._min_frames
 
     def codebooks(self) -> np.ndarray:
-        """``[K, codebook_size, D]``: the first K tables of one shape that the graph's ``Gather`` nodes read, in
-        node order (RVQ decoding looks the codes up first; later lookups, such as a synthesizer's instrument
-        tables, are not codebooks)."""
+        """``[K, codebook_size, D]``: the tables the graph's first K same-shaped ``Gather`` lookups read
+        (:func:`mglab.graph.codebook_lookups`)."""
         from . import graph
 
-        k = self.num_codebooks // self.channels if self.num_codebooks else None
-        found = graph.gather_tables(self.session.path)
-        tables = next((found[i:i + k] for i in range(len(found)) if k and len(found[i:i + k]) == k
-                       and len({t.shape for t in found[i:i + k]}) == 1), [])
+        k = self.num_codebooks // self.channels if self.num_codebooks else 0
+        tables = graph.codebook_tables(self.session.path, k) if k else []
         if not tables:
             raise ValueError(f"{self.session.path.name}: no codebook tables found (plain Gather initializers "
                              "of rank 2); a quantized codec keeps them in another form")

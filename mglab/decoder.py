@@ -127,11 +127,11 @@ class Decoder:
         if first:
             cache = self._empty_cache(hidden.shape[0])
         feeds.update(cache.feeds())
-        if self.layout == "merged" and resid is None:
+        if self.layout == "merged" and resid is None:                   # with resid: the branches run flat
             feeds["use_cache_branch"] = np.array([not first])
-        kind = "first" if first else "with_past"
-        if self.layout == "merged" and resid is None:
             kind = "merged"
+        else:
+            kind = "first" if first else "with_past"
         session = self.session(kind, attention, resid is not None)
         if resid is None:
             out = session.run(feeds)

@@ -130,16 +130,25 @@ def save(model, dst: Path) -> None:
     atomic_write(dst, lambda tmp: onnx.save(model, tmp, **kw))
 
 
-def gather_tables(src: Path) -> list:
-    """The rank-2 initializers that ``Gather`` nodes index with a graph tensor (embedding tables), in node
-    order, as numpy arrays: an EnCodec decoder's codebooks."""
+def codebook_lookups(g, k: int) -> list:
+    """The ``Gather`` nodes that look up a codec's ``k`` codebooks: the first ``k`` in node order that index
+    rank-2 initializers of one shape (RVQ decoding looks the codes up first; later lookups, such as a
+    synthesizer's instrument tables, are not codebooks). Empty when there are none."""
+    inits = {t.name: tuple(t.dims) for t in g.initializer}
+    gathers = [n for n in g.node if n.op_type == "Gather" and len(inits.get(n.input[0], ())) == 2]
+    for i in range(len(gathers) - k + 1):
+        if len({inits[n.input[0]] for n in gathers[i:i + k]}) == 1:
+            return gathers[i:i + k]
+    return []
+
+
+def codebook_tables(src: Path, k: int) -> list:
+    """The ``k`` codebook tables of the codec graph ``src`` (:func:`codebook_lookups`) as numpy arrays."""
     from onnx import numpy_helper
 
-    model = load(src)
-    inits = {t.name: t for t in model.graph.initializer}
-    tables = [inits[n.input[0]] for n in model.graph.node
-              if n.op_type == "Gather" and n.input[0] in inits and len(inits[n.input[0]].dims) == 2]
-    return [numpy_helper.to_array(t) for t in tables]
+    g = load(src).graph
+    inits = {t.name: t for t in g.initializer}
+    return [numpy_helper.to_array(inits[n.input[0]]) for n in codebook_lookups(g, k)]
 
 
 def latent_split(src: Path, k: int) -> tuple[Path, Path]:
@@ -150,25 +159,20 @@ def latent_split(src: Path, k: int) -> tuple[Path, Path]:
 
 
 def find_latent(g, k: int) -> str:
-    """The first tensor that sums all ``k`` codebook lookups (the first ``k`` same-shaped rank-2 ``Gather``
-    tables), taken past a ``[0, 2, 1]`` Transpose to ``[B, D, frames]``."""
-    inits = {t.name: tuple(t.dims) for t in g.initializer}
-    lookups = [n.output[0] for n in g.node if n.op_type == "Gather" and len(inits.get(n.input[0], ())) == 2]
-    shapes = [inits[n.input[0]] for n in g.node if n.op_type == "Gather" and len(inits.get(n.input[0], ())) == 2]
-    start = next((i for i in range(len(lookups)) if len(set(shapes[i:i + k])) == 1 and len(shapes[i:i + k]) == k), None)
-    if start is None:
+    """The first tensor that sums all ``k`` codebook lookups (:func:`codebook_lookups`), taken past a
+    ``[0, 2, 1]`` Transpose to ``[B, D, frames]``."""
+    lookups = codebook_lookups(g, k)
+    if not lookups:
         raise ValueError(f"no {k} codebook tables found (plain Gather initializers of rank 2)")
-    depends = {t: {j} for j, t in enumerate(lookups[start:start + k])}
+    depends = {n.output[0]: {j} for j, n in enumerate(lookups)}
     for n in g.node:
-        seen = set().union(*(depends.get(i, set()) for i in n.input))
+        seen = set().union(depends.get(n.output[0], set()), *(depends.get(i, set()) for i in n.input))
         for o in n.output:
-            depends[o] = depends.get(o, set()) | seen
-        seen = depends[n.output[0]]
+            depends[o] = seen
         if len(seen) == k and n.op_type in ("Add", "Sum"):
-            out = n.output[0]
-            readers = [m for m in g.node if out in m.input]
+            readers = [m for m in g.node if n.output[0] in m.input]
             perm = [list(a.ints) for m in readers for a in m.attribute if m.op_type == "Transpose" and a.name == "perm"]
-            return readers[0].output[0] if len(readers) == 1 and perm == [[0, 2, 1]] else out
+            return readers[0].output[0] if len(readers) == 1 and perm == [[0, 2, 1]] else n.output[0]
     raise ValueError("no node sums every codebook's lookup")
 
 

@@ -19,19 +19,16 @@ the null condition (H = 2). "cond" edits and means use the conditional rows only
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from .hooks import RESID, check_steps, match
+from .hooks import KV, RESID, check_steps, layer_point, match
 from .settings import check_prompts, resolve
 
 ROWS = ("cond", "both")
-
-
-def resid_post(layer: int) -> str:
-    return f"decoder.layers.{layer}.hook_resid_post"
 
 
 def check_layer(model, layer, name: str = "layer") -> int:
@@ -55,8 +52,8 @@ def mean_residual(model, prompts, layer: int, **generate_kwargs) -> np.ndarray:
     """The mean of ``resid_post`` of ``layer`` over the conditional rows of every step: ``[d]``."""
     layer = check_layer(model, layer)
     prompts = check_prompts(prompts)
-    _, cache = model.run_with_cache(prompts, names_filter=resid_post(layer), **generate_kwargs)
-    values = cache[resid_post(layer)]                                      # [steps, H*B, 1, d]
+    _, cache = model.run_with_cache(prompts, names_filter=layer_point(layer, "resid_post"), **generate_kwargs)
+    values = cache[layer_point(layer, "resid_post")]                                      # [steps, H*B, 1, d]
     return values[:, :len(prompts), 0].mean(axis=(0, 1))                   # [d]
 
 
@@ -98,64 +95,80 @@ def steer(model, vector, layer: int, scale: float = 1.0, rows: str = "cond"):
         batch["B"] = ids.shape[0]
 
     add = steering_hook(vector, scale, rows, batch)
-    with model.hooks([("decoder.hook_input_ids", count), (resid_post(layer), add)]):
+    with model.hooks([("decoder.hook_input_ids", count), (layer_point(layer, "resid_post"), add)]):
         yield
 
 
 # patching ----------------------------------------------------------------------------------------------------
-def _steps(model, prompts, kwargs) -> int:
+def _length(model, prompts, kwargs) -> tuple[int, int]:
     s = resolve(model.config, model.defaults, len(prompts), **kwargs)
     return s.max_new_tokens, s.windows
+
+
+def _checked_patch(model, source, target, names, source_kwargs, generate_kwargs):
+    """Prompts and names checked, and the source run's settings: errors before any model runs."""
+    source, target = check_prompts(source), check_prompts(target)
+    points = model.hook_names()
+    names = match(names, points)
+    bad = [n for n in names if not points[n].editable or points[n].when != "each step" or points[n].kind == KV]
+    if bad:
+        raise ValueError(f"names={bad} cannot be patched: patch replays editable per-step points (a key/value "
+                         "hook holds the whole cache; patch the residual stream instead)")
+    if len(source) != len(target):
+        raise ValueError(f"source has {len(source)} prompts and target {len(target)}: a patch needs as many")
+    src_kwargs = {**generate_kwargs, **(source_kwargs or {})}
+    a, b = _length(model, source, src_kwargs), _length(model, target, generate_kwargs)
+    if a != b:
+        raise ValueError(f"the source run decodes {a[0]} tokens in {a[1]} windows and the target {b[0]} in "
+                         f"{b[1]}: a patch needs runs of the same length")
+    return source, target, names, src_kwargs
+
+
+def _record(model, source, names, steps, src_kwargs) -> dict:
+    """``{name: {step: value}}`` of ``names`` in a run of ``source``."""
+    _, cache = model.run_with_cache(source, names_filter=names, steps=steps, **src_kwargs)
+    return {n: dict(zip(cache.steps(n), cache[n])) for n in names}
+
+
+def _replay(model, target, recorded: dict, names, steps, generate_kwargs):
+    def replay(x, hook):
+        return recorded[hook.name].get(hook.step)
+
+    return model.generate(target, hooks=[(names, replay)], hook_steps=steps, **generate_kwargs)
 
 
 def patch(model, source, target, names, steps=None, source_kwargs: dict | None = None, **generate_kwargs):
     """Run ``source``, record the hook points ``names``, and replay them into a run of ``target``: the
     patched :class:`~mglab.Generation`. ``steps`` (a slice or indices) limits the patch to those steps;
     ``source_kwargs`` override ``generate_kwargs`` for the source run (its length must be the same)."""
-    source, target = check_prompts(source), check_prompts(target)
-    names = match(names, model.hook_names())
     check_steps(steps)
-    points = model.hook_names()
-    fixed = [n for n in names if not points[n].editable or points[n].when != "each step"]
-    if fixed:
-        raise ValueError(f"names={fixed} cannot be patched: patch replays editable per-step points")
-    if len(source) != len(target):
-        raise ValueError(f"source has {len(source)} prompts and target {len(target)}: a patch needs as many")
-    src_kwargs = {**generate_kwargs, **(source_kwargs or {})}
-    a, b = _steps(model, source, src_kwargs), _steps(model, target, generate_kwargs)
-    if a != b:
-        raise ValueError(f"the source run decodes {a[0]} tokens in {a[1]} windows and the target {b[0]} in "
-                         f"{b[1]}: a patch needs runs of the same length")
-    _, cache = model.run_with_cache(source, names_filter=names, steps=steps, **src_kwargs)
-    recorded = {n: dict(zip(cache.steps(n), cache[n])) for n in names}
-
-    def replay(x, hook):
-        value = recorded[hook.name].get(hook.step)
-        return None if value is None else value
-
-    return model.generate(target, hooks=[(names, replay)], hook_steps=steps, **generate_kwargs)
+    source, target, names, src_kwargs = _checked_patch(model, source, target, names, source_kwargs,
+                                                       generate_kwargs)
+    return _replay(model, target, _record(model, source, names, steps, src_kwargs), names, steps, generate_kwargs)
 
 
 def patching_map(model, source, target, metric, layers=None, steps=None, point: str = "resid_post",
                  **generate_kwargs) -> np.ndarray:
     """How much patching ``point`` of each layer, in each step window, moves ``metric`` (a function of a
     :class:`~mglab.Generation` giving a number) from the target run toward the source run:
-    ``[len(layers), len(steps)]`` of ``metric(patched) - metric(target)``.
+    ``[len(layers), len(steps)]`` of ``metric(patched) - metric(target)``. The source runs once.
 
     ``steps``: a list of slices (step windows; default one window, every step)."""
     layers = [check_layer(model, i, "layers") for i in (range(model.config.num_layers) if layers is None else layers)]
     windows = [slice(None)] if steps is None else list(steps)
     for w in windows:
         check_steps(w, "steps")
-    names = {i: f"decoder.layers.{i}.hook_{point}" for i in layers}
-    match(list(names.values()), model.hook_names())
+    names = {i: layer_point(i, point) for i in layers}
+    source, target, _, src_kwargs = _checked_patch(model, source, target, list(names.values()), None,
+                                                   generate_kwargs)
     if model.hook_names()[names[layers[0]]].kind != RESID:
         raise ValueError(f"point={point!r} is not a residual point")
-    base = metric(model.generate(check_prompts(target), **generate_kwargs))
+    recorded = _record(model, source, list(names.values()), None, src_kwargs)
+    base = metric(model.generate(target, **generate_kwargs))
     out = np.zeros((len(layers), len(windows)))
     for r, i in enumerate(layers):
         for c, w in enumerate(windows):
-            out[r, c] = metric(patch(model, source, target, [names[i]], steps=w, **generate_kwargs)) - base
+            out[r, c] = metric(_replay(model, target, recorded, [names[i]], w, generate_kwargs)) - base
     return out
 
 
@@ -166,14 +179,15 @@ def logit_lens(model, cache, layer: int, batch: int | None = None) -> np.ndarray
     ``batch`` or the cache's ``decoder.hook_input_ids``). At the last layer it gives the model's conditional
     logits."""
     layer = check_layer(model, layer)
-    name = resid_post(layer)
+    name = layer_point(layer, "resid_post")
     if name not in cache:
         raise KeyError(f"the cache has no {name!r}: run_with_cache with names_filter including it")
     if batch is None:
         if "decoder.hook_input_ids" not in cache:
             raise ValueError("batch=None needs decoder.hook_input_ids in the cache (or give batch=)")
         batch = cache["decoder.hook_input_ids"].shape[1]
-    scale, bias, heads, eps = lens_weights(model)                         # [d], [d], [K, d, V], float
+    path = next(iter(model.decoder.paths.values()))
+    scale, bias, heads, eps = lens_weights(path, model.config.num_codebooks)   # [d], [d], [K, d, V], float
     x = np.asarray(cache[name][:, :batch, 0], dtype=np.float64)           # [steps, B, d]
     mu = x.mean(-1, keepdims=True)
     var = x.var(-1, keepdims=True)
@@ -181,14 +195,14 @@ def logit_lens(model, cache, layer: int, batch: int | None = None) -> np.ndarray
     return np.einsum("sbd,kdv->sbkv", normed, heads).astype(np.float32)    # [steps, B, K, V]
 
 
-def lens_weights(model):
+@functools.lru_cache(maxsize=4)
+def lens_weights(path: Path, num_codebooks: int):
     """The final layer norm's scale and bias ``[d]``, the K heads ``[K, d, V]`` and the norm's epsilon, read
     from the decoder graph's initializers (float graphs only: a quantized model's fp32 sibling file is read instead)."""
     from onnx import numpy_helper
 
     from . import graph
 
-    path = next(iter(model.decoder.paths.values()))
     candidates = [path] + [path.parent / f for f in ("decoder_model_merged.onnx", "decoder_model.onnx")]
     for p in candidates:
         if not Path(p).is_file():
@@ -206,11 +220,11 @@ def lens_weights(model):
             continue
         final = norms[-1]
         heads = [n for n in g.node if n.op_type == "MatMul" and n.input[0] == final.output[0] and n.input[1] in inits]
-        if len(heads) != model.config.num_codebooks or final.input[1] not in inits:
+        if len(heads) != num_codebooks or final.input[1] not in inits:
             continue
         arr = lambda name: numpy_helper.to_array(inits[name]).astype(np.float64)   # noqa: E731
-        bias = arr(final.input[2]) if len(final.input) > 2 else np.zeros(model.config.hidden_size)
+        bias = arr(final.input[2]) if len(final.input) > 2 else np.zeros(len(arr(final.input[1])))
         eps = next((a.f for a in final.attribute if a.name == "epsilon"), 1e-5)
         return arr(final.input[1]), bias, np.stack([arr(h.input[1]) for h in heads]), eps
-    raise ValueError(f"no float decoder graph with the final layer norm and {model.config.num_codebooks} heads "
+    raise ValueError(f"no float decoder graph with the final layer norm and {num_codebooks} heads "
                      f"found in {path.parent} (the logit lens reads float weights: keep the fp32 files)")

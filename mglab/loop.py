@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import conditioning, delay, guidance, residual, sampling
-from .hooks import ATTENTION, run_layer_hooks
+from .hooks import ATTENTION, RESID, run_layer_hooks
 
 NONFINITE_FILL = 1e9
 
@@ -34,11 +34,12 @@ def decode_window(decoder, hooks, cond: conditioning.Condition, prefix: np.ndarr
     known = pattern.build(given, c.decoder_start_token_id)                    # [B, K, S]
     tokens = np.where(known == delay.PREDICT, c.decoder_start_token_id, known)   # [B, K, S]
     attention, cache = hooks.wants_kind(ATTENTION), None
+    resid_hooked = hooks.wants_kind(RESID)
     for t in range(pattern.num_steps):
         step = step0 + t
         x = hooks("decoder.hook_input_ids", tokens[:, :, t], step)            # [B, K]
         x = conditioning.to_rows(x, cond.halves)                              # [H*B*K, 1]
-        resid = residual.stepper(hooks, step, c.num_layers)                   # None: no residual hooks
+        resid = residual.stepper(hooks, step, c.num_layers) if resid_hooked else None   # None: plain graphs
         logits, cache, attn = decoder.step(x, cond.hidden, cond.mask, cache, attention,
                                            capacity=pattern.num_steps, resid=resid)   # [H*B*K, V]
         logits = check_finite(logits, step, s.on_nonfinite, batch, k)          # [H*B*K, V]

@@ -30,12 +30,13 @@ hook on the same module does. Only runs that hook these points use the rewritten
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 
 from . import graph as graphs
-from .hooks import RESID
+from .hooks import layer_point
 
 TAG = "resid-v1"
 BLOCKS = ("attn_out", "cross_attn_out", "mlp_out")
@@ -45,22 +46,22 @@ class Unmatched(ValueError):
     """The decoder graph is not the pre-norm MusicGen layer stack this rewrite knows."""
 
 
-def hook_names(num_layers: int) -> list[tuple[str, int | None, str]]:
-    """``[(hook name, layer, graph output), ...]`` in the order a step meets them; ``resid_pre`` of layer
-    ``i > 0`` and ``resid_post`` of layer ``i - 1`` read the same tensor."""
-    out = []
+@functools.cache
+def point_hooks(num_layers: int) -> dict[str, tuple[tuple[str, int | None], ...]]:
+    """``{graph output: ((hook name, layer), ...)}`` in the order a step meets them; ``resid_pre`` of layer
+    ``i > 0`` and ``resid_post`` of layer ``i - 1`` read the same tensor, so one output has both hooks."""
+    out = {"resid.0.pre": ((layer_point(0, "resid_pre"), 0),)}
     for i in range(num_layers):
-        pre = "resid.0.pre" if i == 0 else f"resid.{i - 1}.post"
-        out.append((f"decoder.layers.{i}.hook_resid_pre", i, pre))
-        out += [(f"decoder.layers.{i}.hook_{b}", i, f"resid.{i}.{b}") for b in BLOCKS]
-        out.append((f"decoder.layers.{i}.hook_resid_post", i, f"resid.{i}.post"))
-    out.append(("decoder.hook_resid_final", None, "resid.final"))
+        out.update({f"resid.{i}.{b}": ((layer_point(i, b), i),) for b in BLOCKS})
+        after = ((layer_point(i, "resid_post"), i),)
+        out[f"resid.{i}.post"] = after + (((layer_point(i + 1, "resid_pre"), i + 1),) if i + 1 < num_layers else ())
+    out["resid.final"] = (("decoder.hook_resid_final", None),)
     return out
 
 
 def graph_points(num_layers: int) -> list[str]:
-    """The graph outputs, in order (each once)."""
-    return list(dict.fromkeys(p for _, _, p in hook_names(num_layers)))
+    """The graph outputs, in order."""
+    return list(point_hooks(num_layers))
 
 
 # the graph rewrite ------------------------------------------------------------------------------------------
@@ -162,10 +163,8 @@ def edit_feeds(num_layers: int, rows: int, d: int, dtype) -> dict[str, np.ndarra
 
 
 def stepper(hooks, step: int, num_layers: int):
-    """What :meth:`mglab.decoder.Decoder.step` takes as ``resid`` for ``step``: None when no residual point
-    is hooked (the plain graphs run), else ``resid(run, feeds)``."""
-    if not hooks.wants_kind(RESID):
-        return None
+    """What :meth:`mglab.decoder.Decoder.step` takes as ``resid`` for ``step`` (when a residual point is
+    hooked): ``resid(run, feeds)``."""
     return lambda run, feeds: run_step(run, feeds, hooks, step, num_layers)
 
 
@@ -176,9 +175,9 @@ def run_step(run, feeds: dict[str, np.ndarray], hooks, step: int, num_layers: in
     outputs. The hooks of each point see the value of a run in which every earlier edit is in place; a
     point whose hooks change its value (returned, or edited in place) is switched on and the step runs again.
     """
-    out = run()
-    for point in graph_points(num_layers):
-        names = [(n, layer) for n, layer, p in hook_names(num_layers) if p == point and hooks.wants(n)]
+    out, edited = run(), []
+    for point, names in point_hooks(num_layers).items():
+        names = [(n, layer) for n, layer in names if hooks.wants(n)]
         if not names:
             continue
         before = np.array(out[point])                                          # [H*B, 1, d], a copy
@@ -188,7 +187,8 @@ def run_step(run, feeds: dict[str, np.ndarray], hooks, step: int, num_layers: in
         if not np.array_equal(value, before, equal_nan=True):
             feeds[f"edit.{point}"][...] = value
             feeds[f"edit.{point}.on"][...] = True
+            edited.append(point)
             out = run()
-    for point in graph_points(num_layers):                                     # off again for the next step
+    for point in edited:                                                       # off again for the next step
         feeds[f"edit.{point}.on"][...] = False
     return out

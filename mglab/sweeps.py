@@ -138,6 +138,9 @@ def _run(model, groups, out, evaluate, record, client, progress):
                     bar.update()
                     yield rec
             return
+        spec = model.spec
+        if spec is None:
+            raise TypeError("a sweep on Dask needs a model made by mglab.load (its load spec is sent)")
         own = client is None
         if own:
             from distributed import Client, LocalCluster
@@ -148,9 +151,6 @@ def _run(model, groups, out, evaluate, record, client, progress):
         try:
             from distributed import as_completed
 
-            spec = model.spec
-            if spec is None:
-                raise TypeError("a sweep on Dask needs a model made by mglab.load (its load spec is sent)")
             futures = [client.submit(run_batch, spec, g, str(out), evaluate, record, pure=False) for g in groups]
             for future in as_completed(futures):
                 for rec in future.result():

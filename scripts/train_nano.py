@@ -191,13 +191,11 @@ def when_loss(logits, dec_in, targets):
     ok0 = (after[:, 0] >= 0) & (before[:, 0] < v)                               # [B, S-1]
     ok0[:, 0] = False
     stay = logp[:, 0].gather(-1, before[:, 0].clamp(max=v - 1)[..., None])[..., 0]   # [B, S-1] log p(stay)
-    leave = torch.log(-torch.expm1(stay.clamp(max=-1e-6)))
-    left = after[:, 0] != before[:, 0]
-    change = -torch.where(left, leave, stay)[ok0].mean()
+    stayed = after[:, 0] == before[:, 0]
     ok1 = after[:, 1] >= 0                                                      # [B, S-1]
     strike = torch.logsumexp(logp[:, 1, :, 8 * synth.STRIKE:8 * synth.STRIKE + 8], -1)   # [B, S-1]
     struck = (after[:, 1] // 8 == synth.STRIKE)
-    return change + _binary_nll(strike[ok1], struck[ok1])
+    return _binary_nll(stay[ok0], stayed[ok0]) + _binary_nll(strike[ok1], struck[ok1])
 
 
 PROBE_SECONDS = 2.0

@@ -83,6 +83,7 @@ def test_the_logit_lens_at_the_last_layer_is_the_models_logits(model):
     (lambda m: iv.patch(m, "a", "b", ["decoder.hook_resid_final"], source_kwargs={"max_new_tokens": 20},
                         max_new_tokens=12), "a patch needs runs of the same length"),
     (lambda m: iv.steering_vector(m, "a", "b", layer=-1), r"layer=-1 is not allowed"),
+    (lambda m: iv.patch(m, "a", "b", ["decoder.layers.0.hook_key"]), "cannot be patched"),   # the whole cache
 ])
 def test_bad_input_is_refused_before_any_run(merged_model, call, message):
     ran = []

@@ -56,9 +56,12 @@ def test_a_killed_worker_loses_no_row(tiny_path, client, tmp_path):
     pids = list(client.run(os.getpid).values())
     done = {}
 
+    def slow(ids, hook):                                  # 10 ms a step: rows take ~0.4 s, the kill lands mid-sweep
+        time.sleep(0.01)
+
     def run():
         done["df"] = mglab.sweep(model, grid, tmp_path, client=client, evaluate=False, progress=False,
-                                 batch_size=1, max_new_tokens=40)
+                                 batch_size=1, max_new_tokens=40, hooks=[("decoder.hook_input_ids", slow)])
 
     t = threading.Thread(target=run)
     t.start()
@@ -66,6 +69,7 @@ def test_a_killed_worker_loses_no_row(tiny_path, client, tmp_path):
     while not list((tmp_path / "rows").glob("*.row.json")) and time.time() < deadline:
         time.sleep(0.05)
     os.kill(pids[0], signal.SIGKILL)                      # mid-sweep: rows done, rows in flight, rows queued
+    assert len(list((tmp_path / "rows").glob("*.row.json"))) < 12
     t.join(timeout=300)
     df = done["df"]
     assert len(df) == 12 and (df["status"] == "ok").all()
