@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .hooks import KV, RESID, check_steps, layer_point, match
+from .hooks import KV, LAYER_POINTS, RESID, check_steps, layer_point, match
 from .settings import check_prompts, resolve
 
 ROWS = ("cond", "both")
+POINTS = tuple(w for w, (_, _, kind, _) in LAYER_POINTS.items() if kind == RESID)
 
 
 def check_layer(model, layer, name: str = "layer") -> int:
@@ -47,23 +48,35 @@ def check_vector(model, vector) -> np.ndarray:
     return v
 
 
+def check_point(point) -> str:
+    if point not in POINTS:
+        raise ValueError(f"point={point!r} is not allowed: point must be one of {POINTS}")
+    return point
+
+
 # steering ----------------------------------------------------------------------------------------------------
-def mean_residual(model, prompts, layer: int, **generate_kwargs) -> np.ndarray:
-    """The mean of ``resid_post`` of ``layer`` over the conditional rows of every step: ``[d]``."""
-    layer = check_layer(model, layer)
+def mean_residual(model, prompts, layer: int, point: str = "resid_post", **generate_kwargs) -> np.ndarray:
+    """The mean of ``point`` (default ``resid_post``) of ``layer`` over the conditional rows of every step:
+    ``[d]``."""
+    layer, point = check_layer(model, layer), check_point(point)
     prompts = check_prompts(prompts)
-    _, cache = model.run_with_cache(prompts, names_filter=layer_point(layer, "resid_post"), **generate_kwargs)
-    values = cache[layer_point(layer, "resid_post")]                                      # [steps, H*B, 1, d]
+    name = layer_point(layer, point)
+    _, cache = model.run_with_cache(prompts, names_filter=name, **generate_kwargs)
+    values = cache[name]                                                   # [steps, H*B, 1, d]
     return values[:, :len(prompts), 0].mean(axis=(0, 1))                   # [d]
 
 
-def steering_vector(model, positive, negative, layer: int, **generate_kwargs) -> np.ndarray:
-    """Difference of mean residuals (after ``layer``, conditional rows, over steps) between two prompt sets:
-    ``[d]``. ``generate_kwargs`` (duration, seed, ...) apply to both runs."""
-    layer = check_layer(model, layer)
+def steering_vector(model, positive, negative, layer: int, point: str = "resid_post",
+                    **generate_kwargs) -> np.ndarray:
+    """Difference of mean residuals (``point`` of ``layer``, conditional rows, over steps) between two prompt
+    sets: ``[d]``. ``generate_kwargs`` (duration, seed, ...) apply to both runs.
+
+    ``point`` is one of :data:`POINTS`: ``'resid_post'`` (the stream after the layer: what was played and what
+    was asked, mixed) or a block's output, e.g. ``'cross_attn_out'`` (what the layer read from the prompt)."""
+    layer, point = check_layer(model, layer), check_point(point)
     check_prompts(positive), check_prompts(negative)
-    return mean_residual(model, positive, layer, **generate_kwargs) - \
-        mean_residual(model, negative, layer, **generate_kwargs)
+    return mean_residual(model, positive, layer, point, **generate_kwargs) - \
+        mean_residual(model, negative, layer, point, **generate_kwargs)
 
 
 def steering_hook(vector: np.ndarray, scale: float, rows: str, batch: dict):
@@ -80,10 +93,11 @@ def steering_hook(vector: np.ndarray, scale: float, rows: str, batch: dict):
 
 
 @contextmanager
-def steer(model, vector, layer: int, scale: float = 1.0, rows: str = "cond"):
-    """``with steer(model, vector, layer, scale):`` adds ``scale * vector`` to ``resid_post`` of ``layer`` at
-    every step of every run in the block (``rows``: ``'cond'``, the conditional rows, or ``'both'``)."""
-    layer = check_layer(model, layer)
+def steer(model, vector, layer: int, scale: float = 1.0, rows: str = "cond", point: str = "resid_post"):
+    """``with steer(model, vector, layer, scale):`` adds ``scale * vector`` to ``point`` (default
+    ``resid_post``) of ``layer`` at every step of every run in the block (``rows``: ``'cond'``, the
+    conditional rows, or ``'both'``). A block output's edit flows into the residual add after it."""
+    layer, point = check_layer(model, layer), check_point(point)
     vector = check_vector(model, vector)
     if rows not in ROWS:
         raise ValueError(f"rows={rows!r} is not allowed: rows must be one of {ROWS}")
@@ -95,7 +109,7 @@ def steer(model, vector, layer: int, scale: float = 1.0, rows: str = "cond"):
         batch["B"] = ids.shape[0]
 
     add = steering_hook(vector, scale, rows, batch)
-    with model.hooks([("decoder.hook_input_ids", count), (layer_point(layer, "resid_post"), add)]):
+    with model.hooks([("decoder.hook_input_ids", count), (layer_point(layer, point), add)]):
         yield
 
 

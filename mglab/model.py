@@ -149,12 +149,12 @@ class MusicGen:
         """
         return self._hooks.scope(hooks, steps)
 
-    def steer(self, vector, layer: int, scale: float = 1.0, rows: str = "cond"):
-        """``with model.steer(vector, layer, scale):`` adds ``scale * vector`` to ``resid_post`` of ``layer``
-        in every run in the block (see :func:`mglab.interventions.steer`)."""
+    def steer(self, vector, layer: int, scale: float = 1.0, rows: str = "cond", point: str = "resid_post"):
+        """``with model.steer(vector, layer, scale):`` adds ``scale * vector`` to ``point`` (default
+        ``resid_post``) of ``layer`` in every run in the block (see :func:`mglab.interventions.steer`)."""
         from .interventions import steer
 
-        return steer(self, vector, layer, scale, rows)
+        return steer(self, vector, layer, scale, rows, point)
 
     def run_with_cache(self, prompt, *, names_filter=None, steps=None, **generate_kwargs):
         """Generate and record hook values: ``(Generation, ActivationCache)``.

@@ -9,13 +9,15 @@ from mglab import interventions as iv
 KW = dict(max_new_tokens=12, do_sample=True, seed=5)
 
 
-def test_a_steering_vector_is_the_difference_of_mean_residuals(merged_model):
+@pytest.mark.parametrize("point", [None, "cross_attn_out", "mlp_out"])
+def test_a_steering_vector_is_the_difference_of_mean_residuals(merged_model, point):
     m = merged_model
-    vec = iv.steering_vector(m, ["lofi piano", "jazz"], ["rock guitar"], layer=1, **KW)
-    _, a = m.run_with_cache(["lofi piano", "jazz"], names_filter="decoder.layers.1.hook_resid_post", **KW)
-    _, b = m.run_with_cache(["rock guitar"], names_filter="decoder.layers.1.hook_resid_post", **KW)
-    expected = a["decoder.layers.1.hook_resid_post"][:, :2, 0].mean((0, 1)) - \
-        b["decoder.layers.1.hook_resid_post"][:, :1, 0].mean((0, 1))
+    name = f"decoder.layers.1.hook_{point or 'resid_post'}"
+    kw = KW if point is None else dict(KW, point=point)
+    vec = iv.steering_vector(m, ["lofi piano", "jazz"], ["rock guitar"], layer=1, **kw)
+    _, a = m.run_with_cache(["lofi piano", "jazz"], names_filter=name, **KW)
+    _, b = m.run_with_cache(["rock guitar"], names_filter=name, **KW)
+    expected = a[name][:, :2, 0].mean((0, 1)) - b[name][:, :1, 0].mean((0, 1))
     assert vec.shape == (m.config.hidden_size,)
     np.testing.assert_allclose(vec, expected, atol=1e-6)
 
@@ -34,6 +36,20 @@ def test_steering_edits_the_rows_asked_and_leaves_nothing_attached(merged_model,
     assert (uncond > 1e-3) if rows == "both" else (uncond == 0)
     _, after = m.run_with_cache(PROMPTS, names_filter=names, guidance_scale=3.0, **KW)
     np.testing.assert_array_equal(after[names[0]], plain[names[0]])           # the block attached nothing
+
+
+def test_steering_a_block_output_adds_to_the_stream_after_it(merged_model):
+    """The vector added to layer 0's cross-attention output arrives in resid_pre of layer 1 at step 0 only
+    through the residual add and layer 0's MLP: with the MLP output subtracted, it is exactly the vector."""
+    m = merged_model
+    vec = np.random.default_rng(1).normal(size=m.config.hidden_size).astype(np.float32)
+    names = ["decoder.layers.1.hook_resid_pre", "decoder.layers.0.hook_mlp_out"]
+    _, plain = m.run_with_cache(PROMPTS, names_filter=names, guidance_scale=3.0, **KW)
+    with m.steer(vec, 0, 0.5, point="cross_attn_out"):
+        _, steered = m.run_with_cache(PROMPTS, names_filter=names, guidance_scale=3.0, **KW)
+    moved = (steered[names[0]][0] - steered[names[1]][0]) - (plain[names[0]][0] - plain[names[1]][0])
+    np.testing.assert_allclose(moved[:len(PROMPTS), 0], np.tile(0.5 * vec, (len(PROMPTS), 1)), atol=1e-4)
+    np.testing.assert_allclose(moved[len(PROMPTS):], 0, atol=1e-6)                  # rows="cond"
 
 
 def test_steering_scale_zero_changes_nothing(merged_model):
@@ -79,6 +95,8 @@ def test_the_logit_lens_at_the_last_layer_is_the_models_logits(model):
     (lambda m: m.steer(np.zeros(3), 0), r"vector has shape \(3,\)"),
     (lambda m: m.steer(np.zeros(32), 7), r"layer=7 is not allowed: layer must be an integer in \[0, 1\]"),
     (lambda m: m.steer(np.zeros(32), 0, rows="uncond"), r"rows='uncond' is not allowed"),
+    (lambda m: m.steer(np.zeros(32), 0, point="key"), r"point='key' is not allowed: point must be one of"),
+    (lambda m: iv.steering_vector(m, "a", "b", 0, point="attn"), r"point='attn' is not allowed"),
     (lambda m: iv.patch(m, ["a", "b"], ["c"], ["decoder.hook_resid_final"]), "source has 2 prompts and target 1"),
     (lambda m: iv.patch(m, "a", "b", ["decoder.hook_resid_final"], source_kwargs={"max_new_tokens": 20},
                         max_new_tokens=12), "a patch needs runs of the same length"),

@@ -133,12 +133,13 @@ def test_report(tmp_path):
 
 
 def test_interventions_on_the_nano_model(tmp_path):
-    """Steering "high" - "low" raises the pitch measured from the audio, monotonically in the scale (the
-    "fast" - "slow" vector's onset rates are reported: the model follows tempo words weakly); the patching map
-    and the logit lens are drawn from the runs they describe."""
+    """Steering "high" - "low" raises the pitch measured from the audio, and "fast" - "slow" (taken at the
+    cross-attention output, where the prompt enters) the onset rate, monotonically in the scale; the patching
+    map and the logit lens are drawn from the runs they describe."""
     m = run("06_interventions.ipynb", tmp_path, model=str(ROOT / "data" / "models" / "nano-musicgen"))
     assert m["steering_monotonic"] and m["steering_gain"] > 6.0, m["pitch"]            # semitones
-    assert len(m["onset_rate"]) == len(m["scales"])
+    assert m["tempo_point"] == "cross_attn_out" and min(m["tempo_scales"]) < 0 < max(m["tempo_scales"])
+    assert m["tempo_monotonic"] and m["tempo_gain"] > 2.0, m["onset_rate"]             # onsets a second
     assert np.array(m["patching"]).shape == (4, len(m["patching_windows"]))
     assert m["lens_agreement"][-1] == 1.0 and m["lens_settles"] <= 3
     written(tmp_path, ["steering.png", "patching.png", "logit_lens.png"])
