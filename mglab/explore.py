@@ -1,8 +1,9 @@
 """An ipywidgets explorer over one generation.
 
 A step slider walks through the finished run: the delayed token matrix up to that step, each codebook's top
-tokens with their probabilities before (conditional, unconditional) and after guidance, and the audio of the
-frames finished so far. Sliders for guidance, temperature and seed regenerate when released.
+tokens with their probabilities before (conditional, unconditional) and after guidance (a figure, and a table
+of the guided top tokens), and the audio of the frames finished so far. Sliders for guidance, temperature and
+seed regenerate when released; a status line says which settings the run shown was made with.
 
 Examples
 --------
@@ -32,11 +33,14 @@ class Explorer:
                                          **slider)
         self.seed = w.IntSlider(value=seed, min=0, max=99, description="seed", **slider)
         self.step = w.IntSlider(value=0, min=0, max=1, description="step", **slider)
+        self.status = w.Label()
+        self.table = w.HTML()
         self.out = w.Output()
         for control in (self.guidance, self.temperature, self.seed):
             control.observe(lambda change: self.regenerate(), names="value")
         self.step.observe(lambda change: self.render(change["new"]), names="value")
-        self.widget = w.VBox([w.HBox([self.guidance, self.temperature]), self.seed, self.step, self.out])
+        self.widget = w.VBox([w.HBox([self.guidance, self.temperature]), self.seed, self.step, self.status,
+                              self.table, self.out])
         self.regenerate()
 
     def regenerate(self) -> None:
@@ -45,6 +49,8 @@ class Explorer:
             self.prompt, names_filter=NAMES, guidance_scale=self.guidance.value,
             temperature=self.temperature.value, seed=self.seed.value, do_sample=True, **self.kwargs)
         steps = self.generation.tokens.shape[-1] - 1
+        self.status.value = (f"generated: guidance {self.guidance.value:g}, temperature {self.temperature.value:g},"
+                             f" seed {self.seed.value}, {steps} steps")
         self.step.max = steps - 1
         self.step.value = min(self.step.value, steps - 1)
         self.render(self.step.value)
@@ -77,10 +83,28 @@ class Explorer:
                              title=f"codebook {cb}")
         return fig
 
+    def top_tokens(self, step: int, n: int = 3) -> list[list[tuple[int, float]]]:
+        """Per codebook, the ``n`` most likely tokens after guidance at ``step`` with their probabilities."""
+        logits = self.cache[NAMES[2]][step, 0].astype(np.float64)            # [K, vocab]
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)                                          # [K, vocab]
+        order = np.argsort(-p, axis=-1)[:, :n]                                 # [K, n]
+        return [[(int(t), float(p[k, t])) for t in row] for k, row in enumerate(order)]
+
+    def table_html(self, step: int) -> str:
+        """The step's fed column and guided top tokens, one row per codebook."""
+        fed = self.generation.tokens[0, :, step]                               # [K]
+        rows = "".join(f"<tr><td>codebook {k}</td><td>{int(fed[k])}</td><td>"
+                       + ", ".join(f"{t} ({q:.2f})" for t, q in top) + "</td></tr>"
+                       for k, top in enumerate(self.top_tokens(step)))
+        return (f'<table class="mglab-top-tokens" data-step="{step}"><tr><th></th><th>fed at step {step}</th>'
+                f"<th>top tokens after guidance (p)</th></tr>{rows}</table>")
+
     def render(self, step: int) -> None:
         import matplotlib.pyplot as plt
         from IPython.display import Audio, display
 
+        self.table.value = self.table_html(step)
         self.out.clear_output(wait=True)
         with self.out:
             fig = self.figure(step)

@@ -53,7 +53,12 @@ def test_explorer_regenerates_on_release(merged_model):
     assert e.generation.settings["seed"] == 7 and not np.array_equal(before, e.generation.tokens)
     e.guidance.value = 1.0
     assert "guidance.hook_uncond_logits" not in e.cache
+    assert e.status.value.startswith("generated: guidance 1, temperature 1, seed 7")
     e.step.value = 9
+    top = e.top_tokens(9)                       # recomputed here from the guided logits of step 9
+    logits = e.cache["guidance.hook_logits"][9, 0]                                  # [K, vocab]
+    assert [t for t, _ in top[0]] == list(np.argsort(-logits[0])[:3])
+    assert 'data-step="9"' in e.table.value and f"{top[1][0][0]} ({top[1][0][1]:.2f})" in e.table.value
     assert e.audio_so_far(9).shape == (1, (9 - 3 + 1) * 640)
     assert e.audio_so_far(1).shape[-1] == 0
 

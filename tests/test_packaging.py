@@ -19,3 +19,21 @@ def test_environment_yml_lists_what_pyproject_lists():
     listed = {line.strip()[2:] for line in env.splitlines() if line.strip().startswith("- ")}
     listed.discard("-e .")
     assert {normalise(r) for r in listed} == {normalise(r) for r in wanted}
+
+
+def test_browser_tests_skip_without_chromium_and_fail_under_ci(tmp_path):
+    """No Chromium: ``make test`` skips the browser tests saying how to install one; with CI=true it fails."""
+    import os
+    import subprocess
+    import sys
+
+    def run(**env):
+        e = {k: v for k, v in os.environ.items() if k != "CI"}
+        e.update(MGLAB_CHROMIUM=str(tmp_path / "no-chromium"), **env)
+        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+                               str(ROOT / "tests" / "browser")], capture_output=True, text=True, env=e, cwd=ROOT)
+    plain = run()
+    assert plain.returncode == 0 and "skipped" in plain.stdout and "apt-get install chromium" in plain.stdout, \
+        plain.stdout[-2000:]
+    ci = run(CI="true")
+    assert ci.returncode != 0 and "a missing browser is a failure" in ci.stdout, ci.stdout[-2000:]
