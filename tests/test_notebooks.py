@@ -8,6 +8,8 @@ import pytest
 import soundfile as sf
 from helpers import ROOT, TINY
 
+NANO = ROOT / "data" / "models" / "nano-musicgen"
+
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
@@ -68,6 +70,17 @@ def test_delay_pattern(tmp_path):
                                 "musiclm": t * k}
     for f in ["filling.png", "delayed_vs_codes.png", "patterns.png"]:
         assert (tmp_path / f).stat().st_size > 0
+
+
+def test_delay_pattern_on_the_nano_model(tmp_path):
+    """Codebook 0 carries the pitch (left out, every voiced frame loses it; any other left out, few frames
+    change), and codebook 1 of a frame reads codebook 0 of that frame (its prediction moves when that one input
+    token is swapped; the codebooks predicted for earlier frames in the same step do not)."""
+    m = run("01_delay_pattern.ipynb", tmp_path, model=str(NANO))
+    assert m["pitch_in_codebook_0"], m["dropped"]
+    assert m["dropped"]["0"]["pitch_changed"] == 1.0 and m["dropped"]["1"]["level_db"] > 6     # 1: loudness
+    assert m["codebook_1_reads_its_frame"], m["same_frame_kl"]
+    written(tmp_path, ["dropped.png", "same_frame.png", "all_codebooks.wav", "without_codebook_0.wav"])
 
 
 def test_guidance(tmp_path):
