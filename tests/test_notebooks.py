@@ -112,7 +112,7 @@ def test_guidance_on_the_nano_model(tmp_path):
 
 def test_sampling(tmp_path):
     m = run("03_sampling.ipynb", tmp_path, temperatures=[0.7, 1.3], top_ks=[0, 10], top_ps=[1.0, 0.5],
-            seeds=[0, 1], max_new_tokens=20)
+            seeds=[0, 1], max_new_tokens=20, duration=0.5)
     for r in m["rows"]:
         if r["top_k"]:
             assert r["tokens_kept_max"] <= r["top_k"]
@@ -125,6 +125,18 @@ def test_sampling(tmp_path):
         kept = {r["top_p"]: r["tokens_kept_mean"] for r in m["rows"] if r["temperature"] == t and r["top_k"] == 0}
         assert kept[0.5] < kept[1.0] == m["vocab_size"]
     written(tmp_path, ["kept.png", "usage.png"])
+
+
+def test_sampling_on_the_nano_model(tmp_path):
+    """Greedy: one clip for every seed, and it loops (codebook 0's strongest period, against sampling at
+    temperature 1); temperature raises the entropy sampled from; sampling gives different clips (audio)."""
+    m = run("03_sampling.ipynb", tmp_path, model=str(NANO), temperatures=[1.0], top_ks=[0, 10], top_ps=[1.0])
+    greedy = m["heard"]["greedy"]
+    assert greedy["distinct_results"] == 1 and greedy["seeds_disagree"] == 0.0
+    assert m["greedy_loops"] and m["loop_score"]["greedy"] > m["loop_score"]["T 1.0"] + 0.1, m["loop_score"]
+    assert m["entropy_rises_with_temperature"], m["heard"]
+    assert m["heard"]["T 1.5"]["distinct_results"] > 1
+    written(tmp_path, ["diversity_adherence.png", "greedy_loops.png", "greedy.wav", "T_10.wav"])
 
 
 def test_kv_cache(tmp_path):
