@@ -140,13 +140,25 @@ def test_sampling_on_the_nano_model(tmp_path):
 
 
 def test_kv_cache(tmp_path):
-    m = run("04_kv_cache.ipynb", tmp_path, max_new_tokens=16)
+    m = run("04_kv_cache.ipynb", tmp_path, max_new_tokens=16, duration=0.3)
     # by hand for the tiny model: key + value, 2 rows (cond, uncond), 2 heads of 16, float32, per layer
     per_position = 2 * 2 * 2 * 16 * 4
     assert m["bytes_per_layer_per_step"] == per_position and m["layers"] == 2
     assert m["bytes_measured"] == [2 * per_position * (t + 1) for t in range(16)]     # O(steps): one position
     assert m["kv_positions_last_step"] == 16 and m["cross_attention_row_sum_error"] < 1e-5
     written(tmp_path, ["growth.png", "norms.png", "cross_attention.png"])
+
+
+def test_kv_cache_on_the_nano_model(tmp_path):
+    """The trained model's last layer reads the instrument word most over a clip; at step 0 (the first note)
+    an earlier layer reads the key; the tables are the recorded attention averaged by hand here."""
+    m = run("04_kv_cache.ipynb", tmp_path, model=str(NANO))
+    words, last = m["words"], str(m["layers"] - 1)
+    assert m["top_word"][last] == "organ", m["top_word"]
+    assert "d" in [m["top_word_step0"][str(i)] for i in range(m["layers"] - 1)], m["top_word_step0"]
+    table = np.array(m["attention_by_word"])
+    assert table.shape == (m["layers"], len(words)) and np.allclose(table.sum(-1), 1, atol=1e-4)
+    written(tmp_path, ["words_by_layer.png"])
 
 
 def test_report(tmp_path):
