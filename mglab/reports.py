@@ -9,6 +9,9 @@ The page is self-contained for listening offline: each report's WAVs play in an 
 links the file next to it, and each report's figures are shown small. Metrics listed are the top-level
 numbers, booleans and short strings of ``metrics.json`` (lists and tables stay in the report).
 
+Inside a notebook, :func:`clip_html` embeds one clip as a self-contained card (its mel spectrogram as a
+base64 PNG beside a base64 WAV ``<audio>`` player), so the HTML that nbconvert writes plays offline.
+
 Examples
 --------
 >>> import tempfile, json, pathlib
@@ -21,10 +24,14 @@ Examples
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from .fileio import atomic_write
 
@@ -60,6 +67,42 @@ def section(folder: Path, root: Path) -> str:
               for p in sorted(folder.rglob("*.wav"))[:12]]
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def clip_html(audio, sr: int, title: str = "") -> str:
+    """One clip as HTML: its title, its mel spectrogram (base64 PNG) and an audio player (base64 16-bit WAV).
+
+    ``audio``: ``[samples]`` or ``[channels, samples]``; the spectrogram is of the first channel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> card = clip_html(np.zeros(3200, dtype=np.float32), sr=32000, title="silence")
+    >>> card.count("base64,")
+    2
+    """
+    import matplotlib.pyplot as plt
+    import soundfile as sf
+
+    from . import plot
+
+    y = np.atleast_2d(np.asarray(audio, dtype=np.float32))                     # [channels, samples]
+    wav = io.BytesIO()
+    sf.write(wav, np.clip(y.T, -1, 1), sr, format="WAV", subtype="PCM_16")
+    fig, ax = plt.subplots(figsize=(4, 2), constrained_layout=True)
+    plot.plot_spectrogram(y[0], sr=sr, ax=ax, title=title)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=60)
+    plt.close(fig)
+    b64 = lambda b: base64.b64encode(b.getvalue()).decode()                  # noqa: E731
+    return (f'<div class="mglab-clip" style="display:inline-block;margin:.3em;vertical-align:top">'
+            f"<b>{html.escape(title)}</b><br><img alt='mel spectrogram' src='data:image/png;base64,{b64(png)}'>"
+            f"<br><audio controls src='data:audio/wav;base64,{b64(wav)}'></audio></div>")
+
+
+def clips_html(clips) -> str:
+    """Cards of :func:`clip_html` side by side: ``clips`` is an iterable of ``(title, audio, sr)``."""
+    return "<div>" + "".join(clip_html(audio, sr, title) for title, audio, sr in clips) + "</div>"
 
 
 def index(root: Path) -> Path:
