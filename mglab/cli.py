@@ -72,9 +72,22 @@ def main(argv=None) -> int:
     w.add_argument("--out", required=True, help="output folder (rows/, results.parquet); a rerun resumes")
     w.add_argument("--scheduler", default=None, help="a Dask scheduler address (default: a local cluster)")
     w.add_argument("--no-evaluate", action="store_true", help="skip the mglab.evaluate measurements")
+    x = sub.add_parser("export", help="export a transformers MusicGen checkpoint to ONNX (Xenova layout + "
+                                      "encodec_encode.onnx)")
+    x.add_argument("src", help="checkpoint folder (config.json + weights) or Hub id")
+    x.add_argument("out", help="output folder (refused if not empty, unless --force)")
+    x.add_argument("--dtypes", default="fp32,q8", help="variants to write, comma-separated (fp32 always)")
+    x.add_argument("--force", action="store_true", help="replace a non-empty OUT")
     args = parser.parse_args(argv)
     if args.command == "sweep":
         return _sweep(parser, args)
+    if args.command == "export":
+        from .export import export
+        try:
+            print(export(args.src, args.out, args.dtypes, args.force))
+        except (ValueError, FileExistsError, NotImplementedError) as err:
+            parser.error(str(err))
+        return 0
 
     from pathlib import Path
 

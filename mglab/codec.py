@@ -57,11 +57,26 @@ class EncodecCodec(Codec):
     separately and the two become the channels, as transformers does."""
 
     def __init__(self, onnx_path: Path, *, sample_rate: int, hop_length: int, channels: int = 1,
-                 providers=None):
+                 providers=None, encoder_path: Path | None = None):
         self.session = Session(onnx_path, providers)
         self.sample_rate, self.hop_length, self.channels = sample_rate, hop_length, channels
         per_channel = self.session.session.get_inputs()[0].shape[2]              # [1, B, K, frames]
         self.num_codebooks = per_channel * channels if isinstance(per_channel, int) else None
+        self.encoder = Session(encoder_path, providers) if encoder_path else None
+        if self.encoder is not None:
+            self.encode = self._encode
+
+    def _encode(self, audio: np.ndarray) -> np.ndarray:
+        """Audio ``[B, channels, samples]`` float32 at ``sample_rate`` -> codes ``[B, K, frames]`` int64
+        (``encodec_encode.onnx``; stereo: each channel through the mono codec, codebooks interleaved left,
+        right, as transformers does)."""
+        run = lambda x: self.encoder.run({"input_values": x})["audio_codes"][0]   # noqa: E731  [B, K/C, frames]
+        if self.channels == 2:
+            left, right = run(audio[:, :1]), run(audio[:, 1:])
+            codes = np.empty((left.shape[0], 2 * left.shape[1], left.shape[2]), dtype=np.int64)
+            codes[:, 0::2], codes[:, 1::2] = left, right
+            return codes                                                          # [B, K, frames]
+        return run(audio).astype(np.int64)                                        # [B, K, frames]
 
     def decode(self, codes: np.ndarray, latent_hook=None) -> np.ndarray:
         """Codes ``[B, K, frames]`` int64 -> audio ``[B, channels, samples]`` float32.

@@ -33,14 +33,18 @@ class Condition:
         return self.hidden.shape[0] // self.batch
 
 
-def condition(text, prompts: list[str], negative: list[str] | None, guided: bool, hooks) -> Condition:
+def condition(text, prompts: list[str], negative: list[str] | None, guided: bool, hooks,
+              null: bool = False) -> Condition:
     """Encode ``prompts`` (and ``negative``) into the rows the decoder attends to.
 
     ``text`` is a :class:`mglab.text.TextEncoder`; ``hooks`` the call's hooks (the text points fire here).
+    ``null``: no prompt at all (unconditional continuation): the conditional half is the null condition too.
     """
     batch = len(prompts)
     ids, mask = text.tokenize(prompts + (negative or []))                     # [B (+B), n]
     encoded = text.encode(ids, mask)                                          # [B (+B), n, d]
+    if null:
+        encoded[:batch], mask[:batch] = 0, 0                                  # zeros, mask 0: as guidance's
     hidden = hooks("text_encoder.hook_hidden", encoded[:batch])               # [B, n, d]
     cond_mask = hooks("text_encoder.hook_mask", mask[:batch])                 # [B, n]
     if negative:                                                              # uncond = the negative prompt

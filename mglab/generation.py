@@ -33,6 +33,9 @@ class Generation:
         Where the tokens came from: source (path or Hub id), layout, decoder, and each graph's variant,
         file name and SHA-256.
     mglab_version : str
+    prompt_frames : int
+        Frames at the start of ``codes`` and ``audio`` that were given (an audio prompt or the Generation
+        continued), not generated; 0 for text-to-music.
     """
 
     audio: np.ndarray
@@ -43,6 +46,7 @@ class Generation:
     settings: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
     mglab_version: str = ""
+    prompt_frames: int = 0
 
     @property
     def duration(self) -> float:
@@ -65,7 +69,8 @@ class Generation:
         writers = {p: (lambda tmp, a=audio: sf.write(tmp, a.T, self.sample_rate, format="WAV", subtype="FLOAT"))
                    for p, audio in zip(paths, self.audio)}
         meta = {"prompts": self.prompts, "sample_rate": self.sample_rate, "settings": self.settings,
-                "model": self.model, "mglab_version": self.mglab_version, "wav": [p.name for p in paths]}
+                "model": self.model, "mglab_version": self.mglab_version, "wav": [p.name for p in paths],
+                "prompt_frames": self.prompt_frames}
         writers[path.with_suffix(".npz")] = lambda tmp: np.savez(tmp, codes=self.codes, tokens=self.tokens)
         writers[path.with_suffix(".json")] = lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2))
         atomic_write_set(writers)
@@ -82,7 +87,7 @@ class Generation:
             codes, tokens = arrays["codes"], arrays["tokens"]
         return cls(audio=audio, sample_rate=meta["sample_rate"], codes=codes, tokens=tokens,
                    prompts=meta["prompts"], settings=meta["settings"], model=meta["model"],
-                   mglab_version=meta["mglab_version"])
+                   mglab_version=meta["mglab_version"], prompt_frames=meta.get("prompt_frames", 0))
 
     def wav_bytes(self, index: int = 0) -> bytes:
         """Prompt ``index`` as WAV bytes (16-bit PCM)."""

@@ -12,13 +12,14 @@ Hook points (hooks.py) fire at every stage; ``run_with_cache`` records them (cac
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from . import conditioning, delay, files, guidance, longform, sampling, streaming
+from . import conditioning, continuation, delay, files, guidance, longform, sampling, streaming
 from .cache import ActivationCache
 from .codec import Codec, EncodecCodec, decode
 from .config import MusicGenConfig, generation_defaults, read_json
@@ -93,8 +94,10 @@ def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: s
     paths = {c: found.find(c, dtypes[c]) for c in ["text_encoder", *parts, "encodec_decode"]}
     text = TextEncoder(root / "tokenizer.json", paths["text_encoder"], providers)
     codec_class = SynthCodec if read_json(root / "config.json").get("mglab_codec") == "synth" else EncodecCodec
+    encoder = found.path("encodec_encode", "fp32")                            # mglab export writes it
+    extra = {"encoder_path": encoder} if codec_class is EncodecCodec and encoder.is_file() else {}
     codec = codec_class(paths["encodec_decode"], sample_rate=config.sample_rate, hop_length=config.hop_length,
-                        channels=config.audio_channels, providers=providers)
+                        channels=config.audio_channels, providers=providers, **extra)
     _check_codebooks(config, codec)
     dec = Decoder({p: paths[p] for p in parts}, config, providers=providers, inplace_cache=kv_cache == "inplace")
     return MusicGen(config, text, dec, codec, defaults=generation_defaults(generation_config), spec=spec,
@@ -182,21 +185,39 @@ class MusicGen:
 
         for name in names:
             hooks.table.setdefault(name, []).append((record, None))
-        gen = self._generate(prompt, hooks, generate_kwargs.pop("progress", False), generate_kwargs)
+        progress = generate_kwargs.pop("progress", False)
+        given = [generate_kwargs.pop(k, None) for k in ("audio", "sample_rate", "continue_from")]
+        start = self._start(prompt, generate_kwargs, *given)
+        gen = self._generate(*start, hooks, progress)
         return gen, cache
 
     # generating -----------------------------------------------------------------------------------------
-    def generate(self, prompt, *, hooks=None, hook_steps=None, progress: bool = False, **params) -> Generation:
-        """Text to music."""
-        return self._generate(prompt, self._hooks.call(hooks, hook_steps), progress, params)
+    def generate(self, prompt, *, audio=None, sample_rate: int | None = None, continue_from=None, hooks=None,
+                 hook_steps=None, progress: bool = False, **params) -> Generation:
+        """Text to music; with ``audio`` (``[samples]``, ``[channels, samples]``, ``[B, channels, samples]`` or a
+        file path, at ``sample_rate``) or ``continue_from`` (a :class:`Generation`), continuation: the result
+        starts with the given frames (``prompt_frames``). ``prompt=None`` continues unconditionally (see
+        :mod:`mglab.continuation`)."""
+        start = self._start(prompt, params, audio, sample_rate, continue_from)
+        return self._generate(*start, self._hooks.call(hooks, hook_steps), progress)
 
-    def _generate(self, prompt, hooks, progress: bool, params: dict) -> Generation:
-        prompts = check_prompts(prompt)
+    def _start(self, prompt, params: dict, audio, sample_rate, continue_from):
+        """Prompts, settings and prefix codes ``[B, K, P]``: every argument checked before any model runs."""
+        unconditional = prompt is None
+        if unconditional:
+            batch = continuation.clips(audio, continue_from)
+            prompts = [""] * batch
+        else:
+            prompts = check_prompts(prompt)
         s = resolve(self.config, self.defaults, len(prompts), **params)
-        bar = _progress(_total_steps(s, self.config), progress)
-        frames, tokens = [], None
+        prefix = continuation.prefix_codes(self, s, len(prompts), audio, sample_rate, continue_from)
+        return prompts, s, prefix, unconditional
+
+    def _generate(self, prompts, s, prefix, unconditional, hooks, progress: bool) -> Generation:
+        bar = _progress(_total_steps(s, self.config, prefix.shape[-1]), progress)
+        frames, tokens = [prefix], None
         try:
-            for frame, window_tokens in self._frames(prompts, s, hooks, bar.update):
+            for frame, window_tokens in self._frames(prompts, s, hooks, bar.update, prefix, unconditional):
                 frames.append(frame)                                            # [B, K, 1]
                 tokens = window_tokens                                          # [B, K, S]
         finally:
@@ -207,17 +228,17 @@ class MusicGen:
             tokens = delay.delay(codes, self.config.decoder_start_token_id, self.config.delays)   # [B, K, S]
         return Generation(audio=audio, sample_rate=self.config.sample_rate, codes=codes, tokens=tokens,
                           prompts=prompts, settings=s.to_dict(), model=self.provenance(),
-                          mglab_version=__version__)
+                          mglab_version=__version__, prompt_frames=int(prefix.shape[-1]))
 
-    def stream(self, prompt, *, chunk_duration: float = 1.0, hooks=None, hook_steps=None, progress: bool = False,
-               **params):
+    def stream(self, prompt, *, chunk_duration: float = 1.0, audio=None, sample_rate: int | None = None,
+               continue_from=None, hooks=None, hook_steps=None, progress: bool = False, **params):
         """Yield audio chunks ``[batch, channels, samples]`` while decoding goes on.
 
         Takes :meth:`generate`'s arguments. Each chunk holds about ``chunk_duration`` seconds; joined, the
         chunks equal a one-shot decode of the same codes within ``STREAM_TOLERANCE`` (see
-        :mod:`mglab.streaming`). The codec hooks fire once per chunk. Per-call hooks belong to this stream
-        only: stopping the iteration (or Ctrl-C), or leaving the generator half consumed, leaves the model
-        as it was.
+        :mod:`mglab.streaming`); with an audio prompt the prompt's frames come first, as in :meth:`generate`.
+        The codec hooks fire once per chunk. Per-call hooks belong to this stream only: stopping the iteration
+        (or Ctrl-C), or leaving the generator half consumed, leaves the model as it was.
 
         Examples
         --------
@@ -225,24 +246,25 @@ class MusicGen:
         ...     play(chunk)
         """
         check_number("chunk_duration", chunk_duration, "a number of seconds > 0", lambda v: 0 < v < math.inf)
-        prompts = check_prompts(prompt)
-        s = resolve(self.config, self.defaults, len(prompts), **params)
+        start = self._start(prompt, params, audio, sample_rate, continue_from)
         call = self._hooks.call(hooks, hook_steps)
         chunk = max(1, round(chunk_duration * self.config.frame_rate))
-        return self._stream(prompts, s, call, chunk, progress)
+        return self._stream(*start, call, chunk, progress)
 
-    def _stream(self, prompts, s, hooks, chunk: int, progress: bool):
-        bar = _progress(_total_steps(s, self.config), progress)
+    def _stream(self, prompts, s, prefix, unconditional, hooks, chunk: int, progress: bool):
+        bar = _progress(_total_steps(s, self.config, prefix.shape[-1]), progress)
+        given = ((prefix[..., f:f + 1], None) for f in range(prefix.shape[-1]))   # the prompt's frames first
         try:
-            yield from streaming.chunks(self._frames(prompts, s, hooks, bar.update), self.codec, hooks, chunk)
+            frames = self._frames(prompts, s, hooks, bar.update, prefix, unconditional)
+            yield from streaming.chunks(itertools.chain(given, frames), self.codec, hooks, chunk)
         finally:
             bar.close()
 
-    def _frames(self, prompts: list[str], s, hooks, on_step):
-        """Condition once, then every finished frame ``[B, K, 1]``, window after window."""
+    def _frames(self, prompts: list[str], s, hooks, on_step, prefix, unconditional: bool = False):
+        """Condition once, then every finished frame ``[B, K, 1]`` after ``prefix [B, K, P]``, window after
+        window."""
         cond = conditioning.condition(self.text, prompts, s.negative_prompt,
-                                      guidance.is_guided(s.guidance_scale), hooks)
-        prefix = np.zeros((len(prompts), self.config.num_codebooks, 0), dtype=np.int64)   # [B, K, 0]
+                                      guidance.is_guided(s.guidance_scale), hooks, null=unconditional)
         rngs = sampling.make_rngs(s.seed, len(prompts))
         return longform.frames(self.decoder, hooks, cond, prefix, s, rngs, on_step)
 
@@ -330,8 +352,9 @@ MusicGen.generate.__signature__ = params_signature(
      _P("progress", _P.KEYWORD_ONLY, default=False)])
 
 
-def _total_steps(s, config: MusicGenConfig) -> int:
-    return sum(n + max(config.delays) for _, n in longform.plan(s.frames, s.window_frames, s.stride_frames))
+def _total_steps(s, config: MusicGenConfig, prompt_frames: int = 0) -> int:
+    plan = longform.plan(s.frames, s.window_frames, s.stride_frames, prompt_frames)
+    return sum(n + max(config.delays) for _, n in plan)
 
 
 def _file_bytes(path: Path) -> int:

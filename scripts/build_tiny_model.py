@@ -14,6 +14,7 @@ out exactly like ``Xenova/musicgen-small``::
     <out>/onnx/decoder_model_merged.onnx    <out>/onnx/decoder_model_merged_quantized.onnx
     <out>/onnx/encodec_decode.onnx          <out>/onnx/encodec_decode_quantized.onnx
     <out>/onnx/build_delay_pattern_mask.onnx
+    <out>/onnx/encodec_encode.onnx          (mglab's own, for continuation: mglab.export.export_encoder)
     <out>/onnx/*_fp16.onnx (every graph), decoder_model_merged_{int8,uint8,bnb4,q4,q4f16}.onnx
     <out>/pytorch/ (model.safetensors + configs: the very same weights, for parity tests)
 
@@ -34,8 +35,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quantize import make as make_variant  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mglab.export import export_encoder, export_onnx  # noqa: E402
+from mglab.quantize import make as make_variant  # noqa: E402
 
 CORPUS = [
     "lofi piano with soft drums", "80s pop track with bassy drums and synth",
@@ -114,31 +116,6 @@ def build_torch_model(text_vocab: int, seed: int, sizes: dict = TINY):
     return model
 
 
-def export_onnx(model_dir: Path, onnx_dir: Path) -> None:
-    from optimum.exporters.onnx import main_export
-    from optimum.onnx import merge_decoders
-
-    main_export(str(model_dir), output=str(onnx_dir), task="text-to-audio",
-                do_validation=False, no_post_process=True)
-    merged = merge_decoders(onnx_dir / "decoder_model.onnx", onnx_dir / "decoder_with_past_model.onnx",
-                            save_path=str(onnx_dir / "decoder_model_merged.onnx"), strict=False)
-    del merged
-    free_sequence_axis(onnx_dir / "build_delay_pattern_mask.onnx")
-
-
-def free_sequence_axis(path: Path) -> None:
-    """optimum traces ``build_delay_pattern_mask.onnx`` with its dummy sequence length (16) frozen into the
-    ``input_ids`` / ``input_ids_edited`` shapes; the graph itself is general. Make that axis dynamic."""
-    import onnx
-
-    model = onnx.load(path)
-    for value in (model.graph.input[0], model.graph.output[0]):
-        dim = value.type.tensor_type.shape.dim[1]
-        dim.Clear()
-        dim.dim_param = "sequence_length"
-    onnx.save(model, path)
-
-
 GRAPHS = ("text_encoder", "decoder_model", "decoder_with_past_model", "decoder_model_merged", "encodec_decode")
 EVERY = ("q8", "fp16")                                         # variants of every graph
 MERGED = ("q8", "fp16", "int8", "uint8", "bnb4", "q4", "q4f16")   # of the merged decoder: all of Xenova's
@@ -150,6 +127,12 @@ def write_variants(onnx_dir: Path, every=EVERY, merged=MERGED) -> None:
     for name in GRAPHS:
         for variant in merged if name == "decoder_model_merged" else every:
             make_variant(onnx_dir / f"{name}.onnx", variant)
+
+
+def model_for_encoder(pytorch_dir: Path):
+    from transformers import MusicgenForConditionalGeneration
+
+    return MusicgenForConditionalGeneration.from_pretrained(pytorch_dir).audio_encoder
 
 
 def gabotechs_copy(src: Path, dst: Path, size: str = "small") -> None:
@@ -186,6 +169,7 @@ def build(out: Path, *, seed: int = 0, sizes: dict = TINY, text_vocab: int | Non
         del model
         tok.save(str(stage / "pytorch" / "tokenizer.json"))
         export_onnx(stage / "pytorch", tmp / "export")
+        export_encoder(model_for_encoder(stage / "pytorch"), stage / "onnx" / "encodec_encode.onnx")
         for f in (tmp / "export").iterdir():
             if f.suffix in (".onnx", ".onnx_data") or f.name.endswith(".onnx.data"):
                 shutil.move(f, stage / "onnx" / f.name)

@@ -1,0 +1,69 @@
+"""``python -m mglab export``: a transformers checkpoint -> the Xenova layout plus ``encodec_encode.onnx``; the
+export generates what the bundled tiny model (same weights) generates, and continues audio; bad arguments are
+refused before any work."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import PROMPTS, ROOT, TINY
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "tiny"
+    run = subprocess.run([sys.executable, "-m", "mglab", "export", str(TINY / "pytorch"), str(out),
+                          "--dtypes", "fp32,q8"], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "mglab export: exporting" in run.stderr and run.stdout.strip() == str(out)
+    return out
+
+
+def test_the_layout_is_xenovas_with_an_encoder(exported):
+    names = {p.name for p in (exported / "onnx").iterdir()}
+    for graph in ("text_encoder", "decoder_model", "decoder_with_past_model", "decoder_model_merged",
+                  "encodec_decode"):
+        assert {f"{graph}.onnx", f"{graph}_quantized.onnx"} <= names
+    assert {"encodec_encode.onnx", "build_delay_pattern_mask.onnx"} <= names
+    for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"):
+        assert (exported / name).is_file()
+    assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")]       # no temporary left
+
+
+def test_the_export_generates_and_continues_like_the_bundled_model(exported, merged_model):
+    import mglab
+
+    ours = mglab.load(exported, decoder="merged")
+    a = ours.generate(PROMPTS, max_new_tokens=16, do_sample=False)
+    b = merged_model.generate(PROMPTS, max_new_tokens=16, do_sample=False)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    audio = np.sin(np.linspace(0, 300, 3200, dtype=np.float32))[None, None]          # [1, 1, samples]
+    c = ours.generate(PROMPTS, audio=audio, max_new_tokens=8, do_sample=False)
+    d = merged_model.generate(PROMPTS, audio=audio, max_new_tokens=8, do_sample=False)
+    np.testing.assert_array_equal(c.tokens, d.tokens)
+    q8 = mglab.load(exported, dtype="q8")
+    assert q8.generate("lofi piano", max_new_tokens=8).codes.shape == (1, 4, 5)
+
+
+def test_bad_arguments_are_refused_before_any_work(tmp_path):
+    from mglab.export import export
+
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    with pytest.raises(FileExistsError, match="is not empty: pass --force"):
+        export(TINY / "pytorch", tmp_path / "full")
+    not_musicgen = tmp_path / "t5"
+    not_musicgen.mkdir()
+    (not_musicgen / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    with pytest.raises(ValueError, match="is not a MusicGen checkpoint: its config.json has model_type='t5'"):
+        export(not_musicgen, tmp_path / "o1")
+    with pytest.raises(ValueError, match="has no config.json"):
+        export(tmp_path / "full", tmp_path / "o2")
+    with pytest.raises(ValueError, match="each must be one of"):
+        export(TINY / "pytorch", tmp_path / "o3", dtypes="fp32,q9")
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+    run = subprocess.run([sys.executable, "-m", "mglab", "export", str(not_musicgen), str(tmp_path / "o4")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2 and "not a MusicGen checkpoint" in run.stderr
