@@ -67,6 +67,8 @@ def main(argv=None) -> int:
     g.add_argument("--kv-cache", default="inplace", choices=["inplace", "concat"])
     g.add_argument("--device", default=None, choices=["cpu", "cuda", "coreml", "dml"])
     g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--audio", default=None, help="an audio file to continue (its frames come first; needs "
+                                                 "encodec_encode.onnx: python -m mglab export writes it)")
     w = sub.add_parser("sweep", help="run a grid of generate settings on Dask (mglab.sweep)")
     w.add_argument("grid", help="a TOML file: model = ..., [grid] of lists, [generate] fixed settings")
     w.add_argument("--out", required=True, help="output folder (rows/, results.parquet); a rerun resumes")
@@ -99,7 +101,7 @@ def main(argv=None) -> int:
     model = mglab.load(args.model, dtype=args.dtype, decoder=args.decoder, kv_cache=args.kv_cache,
                        device=args.device)
     try:
-        result = model.generate(args.prompt, progress=not args.no_progress, **_params(args))
+        result = model.generate(args.prompt, audio=args.audio, progress=not args.no_progress, **_params(args))
     except (TypeError, ValueError) as err:
         parser.error(str(err))
     for path in result.save(out):

@@ -75,3 +75,16 @@ def test_cli_writes_a_wav(tiny_path, tmp_path):
     assert "decoding" in res.stderr            # the progress bar
     audio, sr = sf.read(out)
     assert sr == 32000 and len(audio) == 25 * 640
+
+
+def test_cli_continues_an_audio_file(tiny_path, tmp_path):
+    sf.write(tmp_path / "take.wav", np.sin(np.linspace(0, 400, 6400)).astype(np.float32), 32000)    # 10 frames
+    out = tmp_path / "more.wav"
+    res = subprocess.run([sys.executable, "-m", "mglab", "generate", "lofi piano", "--duration", "0.5", "--model",
+                          str(tiny_path), "--out", str(out), "--seed", "0", "--audio", str(tmp_path / "take.wav"),
+                          "--no-progress"], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    audio, _ = sf.read(out)
+    assert len(audio) == (10 + 25) * 640                        # the prompt's frames, then the new ones
+    import json
+    assert json.loads(out.with_suffix(".json").read_text())["prompt_frames"] == 10

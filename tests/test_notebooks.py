@@ -37,6 +37,7 @@ def test_quickstart_defaults_play_the_nano_model_following_its_prompt(tmp_path):
     m = run("00_quickstart.ipynb", tmp_path, model=str(ROOT / "data" / "models" / "nano-musicgen"))
     assert m["asked"]["instrument"] == "organ" and m["asked"]["register"] == "low"
     assert m["adherence"]["register"] and m["adherence"]["instrument"], m["adherence"]
+    assert m["continued"] == {"prompt_frames": 200, "frames": 300, "starts_with_the_clip": True}
 
 
 def written(tmp_path, names):
@@ -180,6 +181,14 @@ def test_report(tmp_path):
                 dask=False)
     assert [r["row"] for r in again["runs"]] == [r["row"] for r in m["runs"]]
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "rows").iterdir()} == stamps     # resumed: nothing rewritten
+
+
+def test_report_on_the_nano_model(tmp_path):
+    """Its defaults' prompts name a figure, which is not measured: adherence counts the measured attributes."""
+    m = run("05_report.ipynb", tmp_path, model=str(NANO), seeds=[0], guidance_scales=[3.0], duration=1.0,
+            dask=False)
+    assert len(m["runs"]) == 2 and all(0.0 <= r["adherence"] <= 1.0 for r in m["runs"])
+    assert all(r["hits"]["figure"] is None for r in m["runs"])
 
 
 def test_interventions_on_the_nano_model(tmp_path):
