@@ -184,6 +184,11 @@ The ceiling is the evaluator on the ground-truth renderings of the same prompts'
 
 ## Limits
 - Followed at guidance 3 in fewer than 80% of clips (not yet learned well): {weak}.
+- Guidance above 1 lowers adherence on this model (its conditional already fits its synthetic data): where the
+  conditional model gives a note end a little more chance than the unconditional one (e.g. 23% vs 5% at a
+  "moderate" clip's 8th frame), guidance 3 makes it near certain (97%), the first note ends early, and the
+  model, which copies the first note's length, plays the clip faster than asked. `notebooks/02_guidance`
+  draws it; "moderate" at guidance 3 is often played at "fast" rates.
 - Monophonic melodies of six synthetic timbres; no rhythm section, no harmony, no real audio.
 - {seconds:g} s training clips: longer runs go window by window.
 - Word-level vocabulary: other words are unknown (`mglab.evaluate.attributes(prompt)` lists them); the model
