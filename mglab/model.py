@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import conditioning, continuation, delay, files, guidance, longform, sampling, streaming
+from . import accuracy, conditioning, continuation, delay, files, guidance, longform, sampling, streaming
 from .cache import ActivationCache
 from .codec import Codec, EncodecCodec, decode
 from .config import MusicGenConfig, generation_defaults, read_json
@@ -39,7 +39,7 @@ STREAM_TOLERANCE = streaming.STREAM_TOLERANCE
 
 def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: str | None = None,
          size: str | None = None, revision: str | None = None, local_files_only: bool = False,
-         cache_dir=None, kv_cache: str = "inplace") -> "MusicGen":
+         cache_dir=None, kv_cache: str = "inplace", matmul_accuracy: int | None = None) -> "MusicGen":
     """Load a MusicGen ONNX export: a local folder or a Hugging Face Hub id.
 
     Parameters
@@ -63,6 +63,10 @@ def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: s
         Shorthand for ``providers``.
     size : str, optional
         ``"small"``, ``"medium"`` or ``"large"`` for ``gabotechs/music_gen``-shaped repositories.
+    matmul_accuracy : {None, 0, 1, 2, 3, 4}
+        For 4-bit variants (q4, q4f16): the ``accuracy_level`` of their ``MatMulNBits`` nodes, rewritten once
+        at load (:mod:`mglab.accuracy`); 4 computes with int8 activations, several times faster on CPU, at a
+        measured quality cost. None keeps the file's.
     kv_cache : {"inplace", "concat"}
         ``inplace`` (CPU): later steps run the with-past graph rewritten to write one position a step into a
         preallocated cache (:mod:`mglab.inplace`); ``concat``: the exported graph, which copies the whole
@@ -85,13 +89,15 @@ def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: s
     """
     spec = LoadSpec(str(path), dtype=dtype, decoder=decoder, providers=providers, device=device, size=size,
                     revision=revision, local_files_only=local_files_only, cache_dir=cache_dir,
-                    kv_cache=kv_cache)
+                    kv_cache=kv_cache, matmul_accuracy=matmul_accuracy)
     found, layout, dtypes, providers = locate(spec)
     root = found.config_dir
     generation_config = read_json(root / "generation_config.json")
     config = MusicGenConfig.from_dict(read_json(root / "config.json"), generation_config)
     parts = ["decoder_model_merged"] if layout == "merged" else ["decoder_model", "decoder_with_past_model"]
     paths = {c: found.find(c, dtypes[c]) for c in ["text_encoder", *parts, "encodec_decode"]}
+    level = accuracy.check_level(spec.matmul_accuracy)
+    paths = {c: accuracy.apply(p, level) if dtypes[c] in accuracy.FOUR_BIT else p for c, p in paths.items()}
     text = TextEncoder(root / "tokenizer.json", paths["text_encoder"], providers)
     codec_class = SynthCodec if read_json(root / "config.json").get("mglab_codec") == "synth" else EncodecCodec
     encoder = found.path("encodec_encode", "fp32")                            # mglab export writes it

@@ -30,6 +30,7 @@ class LoadSpec:
     local_files_only: bool = False
     cache_dir: object = None
     kv_cache: str = "inplace"
+    matmul_accuracy: int | None = None
 
     def load(self):
         """The model this spec describes, loaded anew."""
