@@ -98,7 +98,8 @@ def clips(audio, continue_from) -> int:
     if continue_from is not None:
         return int(getattr(continue_from, "codes", np.zeros((1,))).shape[0])
     if audio is None:
-        raise ValueError("prompt=None is allowed only to continue audio: give audio or continue_from")
+        raise ValueError("prompt=None is allowed only to continue audio (give audio or continue_from); "
+                         "otherwise prompt must be a string or a non-empty list of strings")
     if isinstance(audio, (str, os.PathLike)):
         return 1
     x = np.asarray(audio)
