@@ -42,7 +42,12 @@ class ActivationCache:
             self._order.append(hook.name)
             self._kinds[hook.name] = hook.kind
         if hook.step is None:
-            self._once[hook.name] = np.array(value, copy=True)
+            value = np.array(value, copy=True)
+            if hook.layer and hook.name in self._once:         # a stereo codec's second channel: [2, ...]
+                first = self._once[hook.name]
+                value = np.stack([first if first.ndim == value.ndim else first[0], value]) if hook.layer == 1 \
+                    else np.concatenate([first, value[None]])
+            self._once[hook.name] = value
             return
         kv = hook.kind == KV
         if kv and hook.name in self._watch:

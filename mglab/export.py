@@ -15,8 +15,9 @@ What it writes, with ``--dtypes fp32,q8`` (the default)::
 ``SRC`` is a checkpoint folder (``config.json`` + weights) or a Hub id (only the config, weights and tokenizer
 files are downloaded). Everything is written under a temporary name beside ``OUT`` and renamed at the end; a
 non-empty ``OUT`` is refused unless ``force``. Progress goes to stderr. Needs the ``reference`` extra (torch,
-transformers, optimum-onnx). Stereo checkpoints: optimum 2.1 fails inside EnCodec's dummy inputs, and mglab's
-own export of them is not written yet: a clear error says so.
+transformers, optimum-onnx). Stereo checkpoints (8 codebooks, 2 channels): optimum 2.1 alone fails inside
+EnCodec's dummy inputs (it gives the codec the decoder's 8 codebooks); the export corrects that dummy input for
+its duration, and the codec graph, like transformers, decodes and encodes each channel's 4 codebooks.
 
 Examples
 --------
@@ -31,6 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from .files import SUFFIXES
@@ -80,13 +82,36 @@ def check_out(out, force: bool) -> Path:
     return out
 
 
+@contextmanager
+def _codec_codebooks_per_channel():
+    """optimum 2.1 gives ``encodec_decode``'s dummy ``audio_codes`` the decoder's codebook count: 8 for a stereo
+    checkpoint, whose EnCodec (mono, run once per channel) has 4, so the export fails inside EnCodec. For the
+    block, the dummy codes get ``num_codebooks // audio_channels``, what the codec graph really takes."""
+    from optimum.utils import input_generators
+
+    cls = input_generators.DummyEncodecInputGenerator
+    original = cls.__init__
+
+    def init(self, task, normalized_config, *args, **kwargs):
+        original(self, task, normalized_config, *args, **kwargs)
+        self.num_codebooks //= getattr(normalized_config.decoder, "audio_channels", 1) or 1
+
+    cls.__init__ = init
+    try:
+        yield
+    finally:
+        cls.__init__ = original
+
+
 def export_onnx(model_dir: Path, onnx_dir: Path) -> None:
-    """optimum's export (task ``text-to-audio``), the two decoders merged, the delay graph's axis freed."""
+    """optimum's export (task ``text-to-audio``), the two decoders merged, the delay graph's axis freed.
+    Stereo checkpoints too (the codec's dummy input fixed for the export: :func:`_codec_codebooks_per_channel`)."""
     from optimum.exporters.onnx import main_export
     from optimum.onnx import merge_decoders
 
-    main_export(str(model_dir), output=str(onnx_dir), task="text-to-audio", do_validation=False,
-                no_post_process=True)
+    with _codec_codebooks_per_channel():
+        main_export(str(model_dir), output=str(onnx_dir), task="text-to-audio", do_validation=False,
+                    no_post_process=True)
     merged = merge_decoders(onnx_dir / "decoder_model.onnx", onnx_dir / "decoder_with_past_model.onnx",
                             save_path=str(onnx_dir / "decoder_model_merged.onnx"), strict=False)
     del merged
@@ -154,10 +179,6 @@ def export(src, out, dtypes=("fp32", "q8"), force: bool = False) -> Path:
     dtypes = check_dtypes(dtypes)
     out = check_out(out, force)
     path = source(src)
-    config = json.loads((path / "config.json").read_text())
-    if config.get("decoder", {}).get("audio_channels", 1) == 2:
-        raise NotImplementedError(f"SRC={str(src)!r} is a stereo checkpoint: optimum 2.1 cannot export it and "
-                                  "mglab export does not yet export stereo models itself")
     from transformers import MusicgenForConditionalGeneration
 
     from .quantize import make as make_variant

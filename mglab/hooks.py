@@ -33,6 +33,7 @@ guidance else 1, n text tokens, ``pos`` = positions in the self-attention cache 
     delay.hook_tokens                 [B, K]    after the delay mask: the column written to ``tokens``
     codec.hook_codes                  [B, K, frames]                 once
     codec.hook_latent                 [B, D, frames] summed codebook vectors, before the codec's decoder
+                                      (stereo: once per channel, hook.layer = channel; cached as [2, B, D, frames])
     codec.hook_audio                  [B, channels, samples]         once
 
 An edit to a residual point changes everything downstream at that step (later layers, the logits, the

@@ -22,6 +22,8 @@ Needs the ``reference`` extra (torch, transformers, optimum-onnx). Rebuild with:
 
     python scripts/build_tiny_model.py --out data/models/tiny-musicgen [--gabotechs DIR]
 
+``--stereo`` builds the stereo variant (8 codebooks, left/right interleaved, 2 channels, as
+``musicgen-stereo-*``; the tests build it into a temporary folder, ``--no-variants``: fp32 only).
 ``--gabotechs DIR`` also lays the model out like ``gabotechs/music_gen`` (the tests build that copy themselves
 rather than commit a second set of graphs).
 """
@@ -80,7 +82,7 @@ TINY = dict(
 )
 
 
-def build_torch_model(text_vocab: int, seed: int, sizes: dict = TINY):
+def build_torch_model(text_vocab: int, seed: int, sizes: dict = TINY, stereo: bool = False):
     import torch
     from transformers import (
         EncodecConfig,
@@ -97,9 +99,11 @@ def build_torch_model(text_vocab: int, seed: int, sizes: dict = TINY):
                           use_causal_conv=False, normalize=False, pad_mode="reflect", norm_type="weight_norm",
                           **sizes["audio"])
     vocab = sizes["decoder"]["vocab_size"]
-    decoder = MusicgenDecoderConfig(num_codebooks=4, max_position_embeddings=2048, pad_token_id=vocab,
-                                    bos_token_id=vocab, **sizes["decoder"])
-    assert audio.num_quantizers == decoder.num_codebooks
+    # stereo (as musicgen-stereo-*): 8 codebooks, left and right interleaved, each channel through the mono codec
+    decoder = MusicgenDecoderConfig(num_codebooks=8 if stereo else 4, audio_channels=2 if stereo else 1,
+                                    max_position_embeddings=2048, pad_token_id=vocab, bos_token_id=vocab,
+                                    **sizes["decoder"])
+    assert audio.num_quantizers * decoder.audio_channels == decoder.num_codebooks
     config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(),
                             decoder=decoder.to_dict())
     model = MusicgenForConditionalGeneration(config).eval()
@@ -155,10 +159,10 @@ def gabotechs_copy(src: Path, dst: Path, size: str = "small") -> None:
 
 
 def build(out: Path, *, seed: int = 0, sizes: dict = TINY, text_vocab: int | None = None,
-          variants: tuple = (EVERY, MERGED)) -> None:
+          variants: tuple = (EVERY, MERGED), stereo: bool = False) -> None:
     """Build, export, merge, quantize and lay out one model at ``out`` (replaced whole at the end)."""
     tok = build_tokenizer(vocab_size=128)
-    model = build_torch_model(text_vocab or tok.get_vocab_size(), seed, sizes)
+    model = build_torch_model(text_vocab or tok.get_vocab_size(), seed, sizes, stereo=stereo)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
@@ -189,10 +193,12 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("data/models/tiny-musicgen"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stereo", action="store_true", help="8 codebooks, 2 channels (as musicgen-stereo-*)")
+    parser.add_argument("--no-variants", action="store_true", help="fp32 graphs only")
     parser.add_argument("--gabotechs", type=Path, default=None,
                         help="also write a gabotechs/music_gen-shaped copy here (external .onnx_data files)")
     args = parser.parse_args(argv)
-    build(args.out, seed=args.seed)
+    build(args.out, seed=args.seed, stereo=args.stereo, variants=((), ()) if args.no_variants else (EVERY, MERGED))
     print(f"wrote {args.out}")
     if args.gabotechs:
         gabotechs_copy(args.out, args.gabotechs)
