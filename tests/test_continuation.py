@@ -125,3 +125,11 @@ def test_a_model_without_an_encoder_says_how_to_get_one():
     nano = mglab.load(ROOT / "data" / "models" / "nano-musicgen")
     with pytest.raises(ValueError, match="python -m mglab export"):
         nano.generate("a piano melody", audio=np.zeros(3200, np.float32), max_new_tokens=8)
+
+
+def test_long_form_continues_an_audio_prompt_window_after_window(merged_model):
+    """An audio prompt of 10 frames, 1 s windows, 2 s new: the prompt's frames first, then every new frame."""
+    audio = clips(1, 640 * 10)
+    gen = merged_model.generate("lofi piano", audio=audio, duration=2.0, window=1.0, seed=0)
+    assert gen.prompt_frames == 10 and gen.codes.shape[-1] == 10 + 100
+    np.testing.assert_array_equal(gen.codes[:, :, :10], merged_model.codec.encode(audio))

@@ -67,3 +67,24 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path):
     run = subprocess.run([sys.executable, "-m", "mglab", "export", str(not_musicgen), str(tmp_path / "o4")],
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 2 and "not a MusicGen checkpoint" in run.stderr
+
+
+def test_a_hub_id_downloads_only_config_weights_and_tokenizer(monkeypatch, tmp_path):
+    """No Hub here: snapshot_download is replaced by one that records its arguments and hands back a folder."""
+    import huggingface_hub
+
+    from mglab import export as ex
+
+    asked = {}
+
+    def fake(repo_id, allow_patterns=None, **kw):
+        asked.update(repo_id=repo_id, allow_patterns=allow_patterns)
+        return str(TINY / "pytorch")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    assert ex.source("facebook/musicgen-small") == TINY / "pytorch"
+    assert asked["repo_id"] == "facebook/musicgen-small"
+    assert set(asked["allow_patterns"]) >= {"config.json", "*.safetensors", "*.json"}
+    assert not any(p.endswith((".onnx", ".bin.index", ".msgpack", ".h5")) for p in asked["allow_patterns"])
+    with pytest.raises(ValueError, match="neither a checkpoint folder nor a Hub id"):
+        ex.source("no/such/deep/path")
