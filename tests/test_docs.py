@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["mglab.corpus", "mglab.patterns", "mglab.fileio", "mglab.numeric", "mglab.longform", "mglab.delay",
-           "mglab.metrics", "mglab.sampling"]
+           "mglab.metrics", "mglab.sampling", "mglab.continuation", "mglab.accuracy", "mglab.reports"]
 
 
 @pytest.mark.parametrize("name", MODULES)
