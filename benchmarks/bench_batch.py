@@ -1,0 +1,75 @@
+"""Batches: frames a second for 1, 2, 4 and 8 prompts, and where a step's time goes as the batch grows.
+
+    .venv/bin/python benchmarks/bench_batch.py [--model DIR] [--steps 100]
+
+musicgen-small-shaped model (built on first use), merged decoder as published (q8; q4 with
+``matmul_accuracy=4``), greedy, guidance 3, one run, 2 threads. A step is split by hook timestamps into the
+decoder graph (``decoder.hook_input_ids`` -> ``guidance.hook_cond_logits``: ONNX Runtime, the KV-cache binding
+included) and the rest (guidance, sampling, the delay pattern, numpy). Prints a markdown table, writes JSON.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_small_shapes import ensure  # noqa: E402
+from common import markdown_table, write_json  # noqa: E402
+
+import mglab  # noqa: E402
+
+PROMPTS = ["lofi piano", "80s pop track with bassy drums and synth", "ambient pad with slow strings",
+           "jazz trio with upright bass", "techno beat with a deep kick", "acoustic guitar folk song",
+           "orchestral film score with horns", "hip hop beat with vinyl crackle"]
+ROWS = [("q8", "q8", None), ("q4, accuracy level 4", "q4", 4)]
+
+
+def split_times(model, batch: int, steps: int) -> tuple[float, float, float]:
+    """(seconds a step, decoder seconds a step, rest seconds a step) over ``steps`` greedy guided steps."""
+    marks = []
+    hooks = [("decoder.hook_input_ids", lambda v, h: marks.append(("in", time.perf_counter()))),
+             ("guidance.hook_cond_logits", lambda v, h: marks.append(("out", time.perf_counter())))]
+    start = time.perf_counter()
+    model.generate(PROMPTS[:batch], max_new_tokens=steps, do_sample=False, guidance_scale=3.0, hooks=hooks)
+    total = time.perf_counter() - start
+    ins = [t for k, t in marks if k == "in"]
+    outs = [t for k, t in marks if k == "out"]
+    decoder = float(np.mean(np.subtract(outs, ins)[1:]))                       # the first step fills the cache
+    per_step = float(np.mean(np.diff(ins)[1:]))
+    return total, decoder, per_step - decoder
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--json", type=Path, default=Path("reports") / "bench_batch.json")
+    args = parser.parse_args(argv)
+    path = args.model or ensure()
+    rows, result = [], {}
+    for label, dtype, level in ROWS:
+        model = mglab.load(path, dtype={"decoder_model_merged": dtype}, decoder="merged", matmul_accuracy=level)
+        model.generate(PROMPTS[:1], max_new_tokens=8, do_sample=False)                 # warm-up
+        base = None
+        for batch in (1, 2, 4, 8):
+            total, decoder, rest = split_times(model, batch, args.steps)
+            fps = batch * args.steps / total
+            base = base or fps
+            result[f"{label} x{batch}"] = {"frames_per_s": fps, "decoder_ms": 1e3 * decoder, "rest_ms": 1e3 * rest}
+            rows.append([label, batch, f"{fps:.1f}", f"{fps / base:.2f}x", f"{1e3 * decoder:.1f}",
+                         f"{1e3 * rest:.2f}"])
+            print(rows[-1], flush=True)
+        del model
+    print(markdown_table(["merged decoder", "batch", "frames/s", "vs batch 1", "decoder ms/step",
+                          "rest ms/step"], rows))
+    write_json(args.json, result)
+
+
+if __name__ == "__main__":
+    main()
