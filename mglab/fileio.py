@@ -7,6 +7,18 @@ import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _public(tmp) -> None:
+    """``mkstemp`` makes files only their owner can read; give a written file the usual ``0o666 & ~umask``
+    (what ``open(path, "w")`` would), so saved WAVs and reports are readable as any other file."""
+    os.chmod(tmp, 0o666 & ~_umask())
+
+
 def atomic_write(path, write) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
 
@@ -26,6 +38,7 @@ def atomic_write(path, write) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        _public(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -46,6 +59,7 @@ def atomic_write_set(writers: dict) -> list[Path]:
             os.close(fd)
             temps[path] = tmp
             write(tmp)
+            _public(tmp)
         try:
             for path in paths:
                 if path.exists():

@@ -191,3 +191,22 @@ def test_kv_history_survives_save_and_load(merged_model, tmp_path):
     for t in (2, 3, 10):
         np.testing.assert_array_equal(back.kv(name, t), cache.kv(name, t))
     assert (back.kv(name, 3)[:, :, 0] == -1.0).all() and (back.kv(name, 2)[:, :, 0] != -1.0).all()
+
+
+def test_saved_files_are_readable_like_any_other(merged_model, tmp_path):
+    """Atomic writes go through mkstemp (mode 0600); the files saved must get the usual 0666 & ~umask, as
+    open() gives: a WAV or a report was unreadable to anyone but its owner."""
+    import os
+    import stat
+
+    from mglab import reports
+
+    mask = os.umask(0o022)
+    try:
+        paths = merged_model.generate("lofi piano", max_new_tokens=6, seed=0).save(tmp_path / "a.wav")
+        (tmp_path / "r").mkdir()
+        index = reports.index(tmp_path / "r")
+    finally:
+        os.umask(mask)
+    for p in [*paths, paths[0].with_suffix(".json"), paths[0].with_suffix(".npz"), index]:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644, (p.name, oct(p.stat().st_mode))
