@@ -43,10 +43,8 @@ class ActivationCache:
             self._kinds[hook.name] = hook.kind
         if hook.step is None:
             value = np.array(value, copy=True)
-            if hook.layer and hook.name in self._once:         # a stereo codec's second channel: [2, ...]
-                first = self._once[hook.name]
-                value = np.stack([first if first.ndim == value.ndim else first[0], value]) if hook.layer == 1 \
-                    else np.concatenate([first, value[None]])
+            if hook.layer == 1 and hook.name in self._once:    # a stereo codec's right channel: [2, ...]
+                value = np.stack([self._once[hook.name], value])
             self._once[hook.name] = value
             return
         kv = hook.kind == KV

@@ -85,9 +85,9 @@ class Explorer:
 
     def top_tokens(self, step: int, n: int = 3) -> list[list[tuple[int, float]]]:
         """Per codebook, the ``n`` most likely tokens after guidance at ``step`` with their probabilities."""
-        logits = self.cache[NAMES[2]][step, 0].astype(np.float64)            # [K, vocab]
-        p = np.exp(logits - logits.max(-1, keepdims=True))
-        p /= p.sum(-1, keepdims=True)                                          # [K, vocab]
+        from .numeric import softmax
+
+        p = softmax(self.cache[NAMES[2]][step, 0].astype(np.float64))          # [K, vocab]
         order = np.argsort(-p, axis=-1)[:, :n]                                 # [K, n]
         return [[(int(t), float(p[k, t])) for t in row] for k, row in enumerate(order)]
 

@@ -12,3 +12,23 @@ PROMPTS = ["lofi piano with soft drums", "rock"]   # different lengths: exercise
 def as_torch(*arrays):
     import torch
     return [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
+
+
+def transformers_streamed(torch_model, ids, mask, **kwargs):
+    """transformers' ``generate`` on ``ids``/``mask``: its audio and what its streamer saw, ``[B*K, L]`` (the
+    start ids, then each step's tokens; pads not yet forced)."""
+    import torch
+
+    steps = []
+
+    class Recorder:  # transformers' streamer API: put() receives the start ids, then each step's tokens
+        def put(self, value):
+            steps.append(value.reshape(-1, 1) if value.ndim == 1 else value)
+
+        def end(self):
+            pass
+
+    ids_t, mask_t = as_torch(ids, mask)
+    with torch.no_grad():
+        audio = torch_model.generate(input_ids=ids_t, attention_mask=mask_t, streamer=Recorder(), **kwargs)
+    return audio.numpy(), torch.cat(steps, dim=-1)

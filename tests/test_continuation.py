@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import PROMPTS, as_torch
+from helpers import PROMPTS, transformers_streamed
 
 SR = 32000
 
@@ -31,28 +31,16 @@ def test_the_exported_encoder_equals_transformers(merged_model, torch_model, sam
 
 def transformers_continue(torch_model, ids, mask, audio, **kwargs):
     """transformers' delayed token matrix ``[B, K, L]`` for a continuation, the prompt's forced codes included."""
-    steps = []
-
-    class Recorder:
-        def put(self, value):
-            steps.append(value.reshape(-1, 1) if value.ndim == 1 else value)
-
-        def end(self):
-            pass
-
-    ids_t, mask_t = as_torch(ids, mask)
     with torch.no_grad():
         codes = torch_model.audio_encoder.encode(torch.from_numpy(audio)).audio_codes[0]   # [B, K, P]
-        wav = torch_model.generate(input_ids=ids_t, attention_mask=mask_t, input_values=torch.from_numpy(audio),
-                                   streamer=Recorder(), **kwargs)
-    seq = torch.cat(steps, dim=-1)                                          # [B*K, L]
+    wav, seq = transformers_streamed(torch_model, ids, mask, input_values=torch.from_numpy(audio), **kwargs)
     dec = torch_model.decoder
     b, k, p = codes.shape
     start = torch.full((b * k, 1), dec.config.bos_token_id)
     _, pattern = dec.build_delay_pattern_mask(torch.cat([start, codes.reshape(b * k, p)], -1),
                                               pad_token_id=dec.config.bos_token_id, max_length=seq.shape[-1])
     seq = dec.apply_delay_pattern_mask(seq, pattern)
-    return wav.numpy(), seq.reshape(b, k, -1).numpy(), codes.numpy()
+    return wav, seq.reshape(b, k, -1).numpy(), codes.numpy()
 
 
 @pytest.mark.parametrize("guidance_scale", [3.0, 1.0])

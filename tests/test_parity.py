@@ -3,30 +3,18 @@
 import numpy as np
 import pytest
 import torch
-from helpers import PROMPTS, as_torch
+from helpers import PROMPTS, as_torch, transformers_streamed
 
 
 def transformers_generate(torch_model, ids, mask, **kwargs):
     """Audio and the delayed token matrix [B, K, L] transformers produces (pads forced as it forces them)."""
-    steps = []
-
-    class Recorder:  # transformers' streamer API: put() receives the start ids, then each step's tokens
-        def put(self, value):
-            steps.append(value.reshape(-1, 1) if value.ndim == 1 else value)
-
-        def end(self):
-            pass
-
-    ids_t, mask_t = as_torch(ids, mask)
-    with torch.no_grad():
-        audio = torch_model.generate(input_ids=ids_t, attention_mask=mask_t, streamer=Recorder(), **kwargs)
-    seq = torch.cat(steps, dim=-1)                                          # [B*K, L]
+    audio, seq = transformers_streamed(torch_model, ids, mask, **kwargs)    # [B*K, L]
     dec = torch_model.decoder
     _, pattern = dec.build_delay_pattern_mask(seq[:, :1], pad_token_id=dec.config.bos_token_id,
                                               max_length=seq.shape[-1])
     seq = dec.apply_delay_pattern_mask(seq, pattern)
     k = dec.num_codebooks
-    return audio.numpy(), seq.reshape(-1, k, seq.shape[-1]).numpy()
+    return audio, seq.reshape(-1, k, seq.shape[-1]).numpy()
 
 
 @pytest.mark.parametrize("guidance_scale", [3.0, 1.0])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import PROMPTS, ROOT, as_torch
+from helpers import PROMPTS, ROOT, transformers_streamed
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from build_tiny_model import build  # noqa: E402
@@ -25,30 +25,12 @@ def stereo(tmp_path_factory):
     return mglab.load(out, decoder="merged"), MusicgenForConditionalGeneration.from_pretrained(out / "pytorch").eval()
 
 
-def torch_tokens(tm, ids, mask, **kwargs):
-    """transformers' audio and delayed matrix [B, K, L] (its streamer, pads forced as it forces them)."""
-    steps = []
-
-    class Recorder:
-        def put(self, value):
-            steps.append(value.reshape(-1, 1) if value.ndim == 1 else value)
-
-        def end(self):
-            pass
-
-    ids_t, mask_t = as_torch(ids, mask)
-    with torch.no_grad():
-        audio = tm.generate(input_ids=ids_t, attention_mask=mask_t, streamer=Recorder(), **kwargs)
-    seq = torch.cat(steps, dim=-1)
-    return audio.numpy(), seq
-
-
 def test_stereo_text_to_music_equals_transformers(stereo):
     m, tm = stereo
     assert m.config.num_codebooks == 8 and m.config.audio_channels == 2 and m.codec.num_codebooks == 8
     ours = m.generate(PROMPTS, max_new_tokens=24, do_sample=False, guidance_scale=3.0)
     ids, mask = m.text.tokenize(PROMPTS)
-    audio, seq = torch_tokens(tm, ids, mask, max_new_tokens=24, do_sample=False, guidance_scale=3.0)
+    audio, seq = transformers_streamed(tm, ids, mask, max_new_tokens=24, do_sample=False, guidance_scale=3.0)
     dec = tm.decoder
     _, pattern = dec.build_delay_pattern_mask(seq[:, :1], pad_token_id=dec.config.bos_token_id,
                                               max_length=seq.shape[-1])
@@ -70,7 +52,7 @@ def test_stereo_continuation_equals_transformers(stereo):
     codes = torch.stack([left, right], dim=2).reshape(2, 8, -1).numpy()         # left, right interleaved
     np.testing.assert_array_equal(ours.codes[:, :, :ours.prompt_frames], codes)
     ids, mask = m.text.tokenize(PROMPTS)
-    wav, _ = torch_tokens(tm, ids, mask, input_values=torch.from_numpy(audio), max_new_tokens=16,
+    wav, _ = transformers_streamed(tm, ids, mask, input_values=torch.from_numpy(audio), max_new_tokens=16,
                           do_sample=False, guidance_scale=3.0)
     assert ours.audio.shape == wav.shape and np.abs(ours.audio - wav).max() <= 1e-4
 
