@@ -198,7 +198,7 @@ The ceiling is the evaluator on the ground-truth renderings of the same prompts'
 
 ## Rebuild
 ```bash
-make nano-model     # trains, exports, refits the evaluator and measures (about 70 min on 2 cores)
+make nano-model     # trains, exports, refits the evaluator and measures (about 80 min on 2 cores)
 ```
 """
 
