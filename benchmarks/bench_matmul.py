@@ -96,27 +96,22 @@ def step_graph(path: Path, layers: int = LAYERS, seed: int = 0) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
-    nodes, weights, h = [], [], "x"
+    nodes, weights, side, h = [], [], [], "x"
     shapes = [(D, D)] * 6 + [(D, FFN), (FFN, D)]
     for i in range(layers):
         for j, (k, n) in enumerate(shapes):
-            name = f"W{i}_{j}"
-            weights.append(numpy_helper.from_array(rng.normal(0, 0.02, (k, n)).astype(np.float32), name))
-            out = f"h{i}_{j}"
-            if (k, n) == (D, D) and j < 5:                       # q, k, v, out, cross q: each reads the stream
-                nodes.append(helper.make_node("MatMul", [h, name], [out]))
-                continue
-            nodes.append(helper.make_node("MatMul", [h, name], [out]))
-            h = out
+            weights.append(numpy_helper.from_array(rng.normal(0, 0.02, (k, n)).astype(np.float32), f"W{i}_{j}"))
+            nodes.append(helper.make_node("MatMul", [h, f"W{i}_{j}"], [f"h{i}_{j}"]))
+            if j < 5:          # q, k, v, out, cross q read the stream; kept as outputs, else pruned as unused
+                side.append(helper.make_tensor_value_info(f"h{i}_{j}", TensorProto.FLOAT, None))
+            else:              # cross out, fc1, fc2 carry it on
+                h = f"h{i}_{j}"
     outputs = []
     for c in range(HEADS):
         name = f"head{c}"
         weights.append(numpy_helper.from_array(rng.normal(0, 0.02, (D, VOCAB)).astype(np.float32), name))
         nodes.append(helper.make_node("MatMul", [h, name], [f"logits{c}"]))
         outputs.append(helper.make_tensor_value_info(f"logits{c}", TensorProto.FLOAT, ["rows", VOCAB]))
-    side = [helper.make_tensor_value_info(n.output[0], TensorProto.FLOAT, None)
-            for n in nodes if n.output[0].startswith("h") and n.output[0] != h and n.output[0].split("_")[1] in
-            ("0", "1", "2", "3", "4")]
     graph = helper.make_graph(nodes, "step", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", D])],
                               outputs + side, weights)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
@@ -137,7 +132,7 @@ def main(argv=None) -> dict:
             for variant in VARIANTS:
                 path = variant_file(src, variant)
                 for rows in ROWS:
-                    kernels[variant, shape, rows] = seconds_per_call(path, rows, D if k == D else k, args.repeats)
+                    kernels[variant, shape, rows] = seconds_per_call(path, rows, k, args.repeats)
         src = step_graph(Path(tmp) / "step.onnx")
         for variant in VARIANTS:
             path = variant_file(src, variant)

@@ -11,6 +11,7 @@ from helpers import PROMPTS, ROOT, transformers_streamed
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from build_tiny_model import build  # noqa: E402
+from test_parity import transformers_generate  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +31,7 @@ def test_stereo_text_to_music_equals_transformers(stereo):
     assert m.config.num_codebooks == 8 and m.config.audio_channels == 2 and m.codec.num_codebooks == 8
     ours = m.generate(PROMPTS, max_new_tokens=24, do_sample=False, guidance_scale=3.0)
     ids, mask = m.text.tokenize(PROMPTS)
-    audio, seq = transformers_streamed(tm, ids, mask, max_new_tokens=24, do_sample=False, guidance_scale=3.0)
-    dec = tm.decoder
-    _, pattern = dec.build_delay_pattern_mask(seq[:, :1], pad_token_id=dec.config.bos_token_id,
-                                              max_length=seq.shape[-1])
-    tokens = dec.apply_delay_pattern_mask(seq, pattern).reshape(2, 8, -1).numpy()
+    audio, tokens = transformers_generate(tm, ids, mask, max_new_tokens=24, do_sample=False, guidance_scale=3.0)
     np.testing.assert_array_equal(ours.tokens, tokens)
     assert ours.audio.shape == audio.shape == (2, 2, ours.codes.shape[-1] * 640)
     assert np.abs(ours.audio - audio).max() <= 1e-4

@@ -13,7 +13,7 @@ import train_nano  # noqa: E402
 
 from mglab import corpus, synth  # noqa: E402
 
-START = 64                                      # the decoder's start/pad id (= synth.VOCAB)
+START = synth.VOCAB                              # the decoder's start/pad id
 
 
 @pytest.fixture(scope="module")
