@@ -101,13 +101,14 @@ def test_guidance(tmp_path):
 
 def test_guidance_on_the_nano_model(tmp_path):
     """Adherence measured from the audio: at guidance 0 (the unconditional model) by chance, at 1 far above;
-    a negative prompt "fast" lowers the measured onset rate. Whether 3 beats 1 is reported, not asserted: on
-    this model it does not (the notebook shows why)."""
-    m = run("02_guidance.ipynb", tmp_path, model=str(NANO), adherence_scales=[0.0, 1.0, 3.0, 8.0], duration=2.0)
+    a negative prompt "fast" removes the clips heard fast (prompts that name no tempo: at least a tenth of them
+    are fast without it); 3 beats 1 (on earlier models it did not; the bundled model was trained on the
+    guided mix too)."""
+    m = run("02_guidance.ipynb", tmp_path, model=str(NANO), adherence_scales=[0.0, 1.0, 3.0], duration=1.5)
     assert m["conditioning_is_real"], m["adherence_mean"]
     assert m["adherence_mean"]["1.0"] > 0.7 and m["adherence_mean"]["0.0"] < 0.5, m["adherence_mean"]
-    assert isinstance(m["adherence_3_exceeds_1"], bool)
-    assert m["onset_rate_negative"] < m["onset_rate_null"] - 0.5, (m["onset_rate_negative"], m["onset_rate_null"])
+    assert m["adherence_3_exceeds_1"], m["adherence_mean"]          # the issue's claim: guidance 3 beats 1
+    assert m["negative_removes_fast"] and m["fast_share_null"] >= 0.1, (m["fast_share_negative"], m["fast_share_null"])
     written(tmp_path, ["adherence.png", "note_ends.png"])
 
 

@@ -56,3 +56,25 @@ def test_the_first_note_weighs_more_in_the_tempo_term(clips):
     assert codes0[early] == codes0[early - 1] and codes0[late] == codes0[late - 1]
     ratio = logits.grad[0, early].norm() / logits.grad[0, late].norm()
     assert ratio == pytest.approx(train_nano.FIRST_NOTE_WEIGHT, rel=1e-5)
+
+
+def test_the_guided_stage_trains_the_logits_guidance_samples_from(clips):
+    """``guided_loss`` runs each clip with its condition and with the null one (zero states, zero mask: what
+    ``mglab.guidance`` feeds) and adds the objective of ``u + GUIDANCE * (c - u)``; checked against the two
+    conditions run one at a time."""
+    tok = train_nano.build_tokenizer()
+    model = train_nano.build_torch_model(tok.get_vocab_size(), 0, train_nano.SIZES).eval()
+    model.config.decoder._attn_implementation = "eager"
+    ids, mask, dec_in, targets, weights, end = (torch.from_numpy(np.ascontiguousarray(a))
+                                                for a in train_nano.batch(clips[:2], tok, START))
+    with torch.no_grad():
+        hidden = model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state   # [B, L, D]
+        cond, loss = train_nano.guided_loss(model, hidden, mask, dec_in, targets, weights, end)
+        c = model(encoder_outputs=(hidden,), attention_mask=mask, decoder_input_ids=dec_in).logits  # [B*K, S-1, V]
+        u = model(encoder_outputs=(torch.zeros_like(hidden),), attention_mask=torch.zeros_like(mask),
+                  decoder_input_ids=dec_in).logits                                   # [B*K, S-1, V]
+    assert not torch.allclose(c, u, atol=1e-3)                      # the condition matters: three distinct terms
+    torch.testing.assert_close(cond, c, atol=1e-5, rtol=0)
+    terms = [(1.0, c), (1.0, u), (train_nano.GUIDED_WEIGHT, u + train_nano.GUIDANCE * (c - u))]
+    expected = sum(w * float(train_nano.objective(x, dec_in, targets, weights, end)) for w, x in terms)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
