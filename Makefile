@@ -51,7 +51,7 @@ test: $(VENV)/.test
 tiny-model: $(VENV)/.test
 	$(PY) scripts/build_tiny_model.py --out data/models/tiny-musicgen
 
-## make nano-model: train data/models/nano-musicgen (about 55 min on 2 cores), refit the evaluator, measure it
+## make nano-model: train data/models/nano-musicgen (about 60 min on 2 cores), refit the evaluator, measure it
 nano-model: $(VENV)/.test
 	$(PY) scripts/train_nano.py --out data/models/nano-musicgen
 	$(PY) benchmarks/eval_nano.py --fit

@@ -35,9 +35,17 @@ def test_quickstart_defaults_play_the_nano_model_following_its_prompt(tmp_path):
     """``make demo``: the notebook's own defaults (the trained nano model, an organ melody); the clip is
     measured from its audio, and the register and instrument it asks for are heard."""
     m = run("00_quickstart.ipynb", tmp_path, model=str(ROOT / "data" / "models" / "nano-musicgen"))
+    assert players(tmp_path, "00_quickstart.ipynb") >= 1  # heard, not only plotted
     assert m["asked"]["instrument"] == "organ" and m["asked"]["register"] == "low"
     assert m["adherence"]["register"] and m["adherence"]["instrument"], m["adherence"]
     assert m["continued"] == {"prompt_frames": 200, "frames": 300, "starts_with_the_clip": True}
+
+
+def players(tmp_path, name: str) -> int:
+    """The audio players the executed notebook shows (what its HTML report embeds)."""
+    nb = json.loads((tmp_path / name).read_text())
+    html = ["".join(o.get("data", {}).get("text/html", "")) for c in nb["cells"] for o in c.get("outputs", [])]
+    return sum(h.count("<audio") for h in html)
 
 
 def written(tmp_path, names):
@@ -78,6 +86,7 @@ def test_delay_pattern_on_the_nano_model(tmp_path):
     change), and codebook 1 of a frame reads codebook 0 of that frame (its prediction moves when that one input
     token is swapped; the codebooks predicted for earlier frames in the same step do not)."""
     m = run("01_delay_pattern.ipynb", tmp_path, model=str(NANO))
+    assert players(tmp_path, "01_delay_pattern.ipynb") >= 5  # heard, not only plotted
     assert m["pitch_in_codebook_0"], m["dropped"]
     assert m["dropped"]["0"]["pitch_changed"] == 1.0 and m["dropped"]["1"]["level_db"] > 6     # 1: loudness
     assert m["codebook_1_reads_its_frame"], m["same_frame_kl"]
@@ -105,6 +114,7 @@ def test_guidance_on_the_nano_model(tmp_path):
     are fast without it); 3 beats 1 (on earlier models it did not; the bundled model was trained on the
     guided mix too)."""
     m = run("02_guidance.ipynb", tmp_path, model=str(NANO), adherence_scales=[0.0, 1.0, 3.0], duration=1.5)
+    assert players(tmp_path, "02_guidance.ipynb") >= 6  # heard, not only plotted
     assert m["conditioning_is_real"], m["adherence_mean"]
     assert m["adherence_mean"]["1.0"] > 0.7 and m["adherence_mean"]["0.0"] < 0.5, m["adherence_mean"]
     assert m["adherence_3_exceeds_1"], m["adherence_mean"]          # the issue's claim: guidance 3 beats 1
@@ -133,6 +143,7 @@ def test_sampling_on_the_nano_model(tmp_path):
     """Greedy: one clip for every seed (its loop is scored, not asserted: this model's sampled clips loop as
     much); temperature raises the entropy sampled from; sampling gives different clips (audio)."""
     m = run("03_sampling.ipynb", tmp_path, model=str(NANO), temperatures=[1.0], top_ks=[0, 10], top_ps=[1.0])
+    assert players(tmp_path, "03_sampling.ipynb") >= 1  # heard, not only plotted
     greedy = m["heard"]["greedy"]
     assert greedy["distinct_results"] == 1 and greedy["seeds_disagree"] == 0.0
     assert isinstance(m["greedy_loops"], bool) and all(0 < v <= 1 for v in m["loop_score"].values())
@@ -155,6 +166,7 @@ def test_kv_cache_on_the_nano_model(tmp_path):
     """Over a clip, one layer of the trained model reads the instrument word most and another the tempo word;
     at step 0 (the first note) a layer reads the key; the tables are the recorded attention."""
     m = run("04_kv_cache.ipynb", tmp_path, model=str(NANO))
+    assert players(tmp_path, "04_kv_cache.ipynb") >= 1  # heard, not only plotted
     words = m["words"]
     assert {"organ", "slow"} <= set(m["top_word"].values()), m["top_word"]      # "a slow low organ melody in d minor"
     assert "d" in m["top_word_step0"].values(), m["top_word_step0"]
@@ -188,6 +200,7 @@ def test_report_on_the_nano_model(tmp_path):
     """Its defaults' prompts name a figure, which is not measured: adherence counts the measured attributes."""
     m = run("05_report.ipynb", tmp_path, model=str(NANO), seeds=[0], guidance_scales=[3.0], duration=1.0,
             dask=False)
+    assert players(tmp_path, "05_report.ipynb") >= 1  # heard, not only plotted
     assert len(m["runs"]) == 2 and all(0.0 <= r["adherence"] <= 1.0 for r in m["runs"])
     assert all(r["hits"]["figure"] is None for r in m["runs"])
 
@@ -197,6 +210,7 @@ def test_interventions_on_the_nano_model(tmp_path):
     cross-attention output, where the prompt enters) the onset rate, monotonically in the scale; the patching
     map and the logit lens are drawn from the runs they describe."""
     m = run("06_interventions.ipynb", tmp_path, model=str(ROOT / "data" / "models" / "nano-musicgen"))
+    assert players(tmp_path, "06_interventions.ipynb") == 9  # heard, not only plotted
     assert m["steering_monotonic"] and m["steering_gain"] > 6.0, m["pitch"]            # semitones
     assert m["tempo_point"] == "cross_attn_out" and min(m["tempo_scales"]) < 0 < max(m["tempo_scales"])
     assert m["tempo_monotonic"] and m["tempo_gain"] > 2.0, m["onset_rate"]             # onsets a second
@@ -209,6 +223,7 @@ def test_codec(tmp_path):
     """The latent is the sum of the codebook rows read from the graph; decoding from the first n < K codebooks
     differs audibly from the full decode, n = K equals it (nano model: a synthesizer)."""
     m = run("07_codec.ipynb", tmp_path, model=str(ROOT / "data" / "models" / "nano-musicgen"))
+    assert players(tmp_path, "07_codec.ipynb") >= 1  # heard, not only plotted
     assert m["latent_is_sum"] and m["full_at_K"] and m["every_codebook_needed"], m["snr_db"]
     assert 1 <= min(m["usage"].values()) and max(m["usage"].values()) <= m["codebook_size"]
     written(tmp_path, ["codebooks.png", "contributions.png", "usage.png", "full.wav", "first_1.wav"])
