@@ -40,7 +40,7 @@ report: $(VENV)/.notebooks
 		$(VENV)/bin/jupyter nbconvert --to html $(REPORTS)/$$nb/$$nb.ipynb --output-dir $(REPORTS)/$$nb \
 		|| exit 1; \
 	done
-	$(PY) -m mglab.reports $(REPORTS)
+	$(PY) -m mglab.inspect.reports $(REPORTS)
 
 ## make test: lint (ruff), then the whole suite, parity against transformers included
 test: $(VENV)/.test

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_small_shapes import load_model, model_parser  # noqa: E402
 from common import markdown_table, timed, write_json  # noqa: E402
 
-from mglab import conditioning, delay, guidance, sampling  # noqa: E402
+from mglab.decoding import conditioning, guidance, patterns, sampling  # noqa: E402
 
 
 def bare_loop(model, prompt: str, steps: int, scale: float = 3.0) -> np.ndarray:
@@ -39,7 +39,7 @@ def bare_loop(model, prompt: str, steps: int, scale: float = 3.0) -> np.ndarray:
     c, k = model.config, model.config.num_codebooks
     ids, mask = model.text.tokenize([prompt])                                   # [1, n]
     hidden, mask = guidance.null_condition(model.text.encode(ids, mask), mask)  # [2, n, d], [2, n]
-    pattern = delay.build_delay_pattern(k, steps + 1, c.decoder_start_token_id, c.delays)   # [K, L]
+    pattern = patterns.build_delay_pattern(k, steps + 1, c.decoder_start_token_id, c.delays)   # [K, L]
     tokens = np.full((1, k, steps + 1), c.decoder_start_token_id, dtype=np.int64)        # [1, K, L]
     cache = None
     for t in range(steps):
@@ -47,8 +47,8 @@ def bare_loop(model, prompt: str, steps: int, scale: float = 3.0) -> np.ndarray:
         logits, cache, _ = model.decoder.step(x, hidden, mask, cache, capacity=steps)   # [2K, V]
         cond, uncond = conditioning.from_rows(logits, 1, k)                   # [1, K, V]
         nxt = sampling.greedy(guidance.guide(cond, uncond, scale))             # [1, K]
-        tokens[:, :, t + 1] = np.where(pattern[:, t + 1] == delay.PREDICT, nxt, pattern[:, t + 1])
-    model.codec.decode(delay.undelay(tokens, c.delays))                        # [1, C, samples]
+        tokens[:, :, t + 1] = np.where(pattern[:, t + 1] == patterns.PREDICT, nxt, pattern[:, t + 1])
+    model.codec.decode(patterns.undelay(tokens, c.delays))                        # [1, C, samples]
     return tokens
 
 

@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table, write_json  # noqa: E402
 
-from mglab import accuracy, quantize  # noqa: E402
+from mglab.onnx import accuracy, quantize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 D, FFN, VOCAB, LAYERS, HEADS = 1024, 4096, 2048, 24, 4

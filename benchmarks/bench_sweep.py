@@ -4,7 +4,7 @@
 
 One run on the same machine: a serial loop of ``generate`` (one row at a time), then ``mglab.sweep`` on a
 ``LocalCluster`` of 1 and of 2 worker processes (one thread each; cluster start and model loading included).
-Each row is generated and measured (``mglab.evaluate.measure``, as a research sweep does; ``--no-evaluate``:
+Each row is generated and measured (``mglab.audio.evaluate.measure``, as a research sweep does; ``--no-evaluate``:
 generation only). Rows are prompts x seeds; the sweep batches rows that differ only in
 their prompt. Prints a markdown table and writes JSON (``--json``, default ``reports/bench_sweep.json``).
 """
@@ -41,7 +41,7 @@ def main(argv=None) -> dict:
     seeds = list(range(max(1, args.rows // len(PROMPTS))))
     grid = {"prompt": PROMPTS, "seed": seeds}
     rows = len(PROMPTS) * len(seeds)
-    from mglab import evaluate
+    from mglab.audio import evaluate
 
     t = time.perf_counter()
     for prompt in PROMPTS:

@@ -26,7 +26,7 @@ from common import markdown_table, write_json  # noqa: E402
 from quantize import VARIANTS, make  # noqa: E402
 
 import mglab  # noqa: E402
-from mglab.files import SUFFIXES  # noqa: E402
+from mglab.onnx.modelfiles import SUFFIXES  # noqa: E402
 
 PROMPTS = ["lofi piano with soft drums", "an upbeat rock anthem with electric guitars"]
 

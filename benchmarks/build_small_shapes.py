@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from build_tiny_model import build, write_variants  # noqa: E402
 
-from mglab.graph import cache_dir  # noqa: E402
+from mglab.onnx.graphfile import cache_dir  # noqa: E402
 
 SMALL = dict(
     text=dict(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12),

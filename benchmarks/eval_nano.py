@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table, write_json  # noqa: E402
 
 import mglab  # noqa: E402
-from mglab import corpus, evaluate, synth  # noqa: E402
+from mglab.audio import evaluate  # noqa: E402
+from mglab.nano import corpus, synth  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTRS = ("register", "tempo", "key", "mode", "key+mode", "dynamics", "instrument")
@@ -212,7 +213,7 @@ its attributes unsaid; a dash: not asked):
 - {guidance_limit}
 - Monophonic melodies of six synthetic timbres; no rhythm section, no harmony, no real audio.
 - {seconds:g} s training clips: longer runs go window by window.
-- Word-level vocabulary: other words are unknown (`mglab.evaluate.attributes(prompt)` lists them); the model
+- Word-level vocabulary: other words are unknown (`mglab.audio.evaluate.attributes(prompt)` lists them); the model
   ignores them.
 - Scores come from an automatic evaluator with its own errors (see the ceiling row).
 

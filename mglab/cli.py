@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .settings import GENERIC, PARAMS
+from .core.settings import GENERIC, PARAMS
 
 TYPES = {"float": float, "int": int}
 
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     if args.command == "sweep":
         return _sweep(parser, args)
     if args.command == "export":
-        from .export import export
+        from .onnx.export import export
         try:
             print(export(args.src, args.out, args.dtypes, args.force))
         except (ValueError, FileExistsError, NotImplementedError) as err:

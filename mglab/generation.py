@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .fileio import atomic_write_set
+from .core.fileio import atomic_write_set
 
 
 @dataclass

@@ -1,12 +1,16 @@
 """``mglab.load`` and ``MusicGen``: the facade a newcomer reads first. Each stage lives in its own file::
 
-    prompts --text.py (1)--> hidden [B, n, d] --conditioning.py (2)--> rows [H*B, n, d] (H = 2 with guidance)
-    longform.py: window after window, each decoded by loop.py:
-        for each step t:  tokens[:, :, t] --decoder.py (3)--> logits [H*B*K, V] --guidance.py (4)--> [B, K, V]
-                          --sampling.py (5)--> [B, K] --patterns.py / delay.py (6)--> tokens[:, :, t+1]
-    codes [B, K, frames] --codec.py (7)--> audio [B, channels, samples]        (streaming.py: chunk by chunk)
+    prompts --networks/text.py (1)--> hidden [B, n, d]
+            --decoding/conditioning.py (2)--> rows [H*B, n, d]                  (H = 2 with guidance)
+    decoding/longform.py: window after window, each decoded by decoding/loop.py:
+        for each step t:  tokens[:, :, t] --networks/decoder.py (3)--> logits [H*B*K, V]
+                          --decoding/guidance.py (4)--> [B, K, V] --decoding/sampling.py (5)--> [B, K]
+                          --decoding/patterns.py (6)--> tokens[:, :, t+1]
+    codes [B, K, frames] --networks/codec.py (7)--> audio [B, channels, samples]
+                                                              (decoding/streaming.py: chunk by chunk)
 
-Hook points (hooks.py) fire at every stage; ``run_with_cache`` records them (cache.py).
+Hook points (core/hooks.py) fire at every stage; ``run_with_cache`` records them
+(inspect/activation_cache.py).
 """
 
 from __future__ import annotations
@@ -19,19 +23,21 @@ from pathlib import Path
 
 import numpy as np
 
-from . import accuracy, conditioning, continuation, delay, files, guidance, longform, sampling, streaming
-from .cache import ActivationCache
-from .codec import Codec, EncodecCodec, decode
-from .config import MusicGenConfig, generation_defaults, read_json
-from .decoder import Decoder
+from .core.config import MusicGenConfig, generation_defaults, read_json
+from .core.hooks import KV, HookRegistry, check_steps, hook_points, match, selected
+from .core.settings import check_number, check_prompts, resolve
+from .core.settings import docstring as params_docstring
+from .core.settings import signature as params_signature
+from .decoding import conditioning, continuation, guidance, longform, patterns, sampling, streaming
 from .generation import Generation
-from .hooks import KV, HookRegistry, check_steps, hook_points, match, selected
-from .settings import check_number, check_prompts, resolve
-from .settings import docstring as params_docstring
-from .settings import signature as params_signature
-from .spec import LoadSpec, locate
-from .synth import SynthCodec
-from .text import TextEncoder
+from .inspect.activation_cache import ActivationCache
+from .nano.synth import SynthCodec
+from .networks.codec import Codec, EncodecCodec, decode
+from .networks.decoder import Decoder
+from .networks.text import TextEncoder
+from .onnx import accuracy
+from .onnx import modelfiles as files
+from .onnx.spec import LoadSpec, locate
 from .version import __version__
 
 STREAM_TOLERANCE = streaming.STREAM_TOLERANCE
@@ -44,10 +50,12 @@ def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: s
 
     Parameters
     ----------
-    path : str or Path
+    path : str, Path or LoadSpec
         A folder (``Xenova/musicgen-small`` layout with ``onnx/``, optimum's flat export, or the
         ``gabotechs/music_gen`` per-size layout), or a Hub id such as ``"Xenova/musicgen-small"``, of which
-        only the files this variant needs are downloaded (huggingface_hub's cache and progress bars).
+        only the files this variant needs are downloaded (huggingface_hub's cache and progress bars). A
+        :class:`~mglab.LoadSpec` (``model.spec``) loads that model again; the other arguments must then be
+        left at their defaults.
     dtype : str or dict
         ``"fp32"``, ``"fp16"``, ``"q8"``, ``"int8"``, ``"uint8"``, ``"bnb4"``, ``"q4"`` or ``"q4f16"``, or a dict
         per component as in
@@ -65,11 +73,11 @@ def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: s
         ``"small"``, ``"medium"`` or ``"large"`` for ``gabotechs/music_gen``-shaped repositories.
     matmul_accuracy : {None, 0, 1, 2, 3, 4}
         For 4-bit variants (q4, q4f16): the ``accuracy_level`` of their ``MatMulNBits`` nodes, rewritten once
-        at load (:mod:`mglab.accuracy`); 4 computes with int8 activations, several times faster on CPU, at a
+        at load (:mod:`mglab.onnx.accuracy`); 4 computes with int8 activations, several times faster on CPU, at a
         measured quality cost. None keeps the file's.
     kv_cache : {"inplace", "concat"}
         ``inplace`` (CPU): later steps run the with-past graph rewritten to write one position a step into a
-        preallocated cache (:mod:`mglab.inplace`); ``concat``: the exported graph, which copies the whole
+        preallocated cache (:mod:`mglab.onnx.inplace_kv`); ``concat``: the exported graph, which copies the whole
         growing cache every step. ``inplace`` falls back to ``concat``, with a warning, for a graph it does not
         recognise.
     revision, local_files_only, cache_dir :
@@ -87,6 +95,14 @@ def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: s
     >>> model.generate("lofi piano", duration=0.5, seed=0).codes.shape
     (1, 4, 25)
     """
+    if isinstance(path, LoadSpec):
+        given = dict(dtype=dtype, decoder=decoder, providers=providers, device=device, size=size, revision=revision,
+                     local_files_only=local_files_only, cache_dir=cache_dir, kv_cache=kv_cache,
+                     matmul_accuracy=matmul_accuracy)
+        extra = [k for k, v in given.items() if v != LoadSpec.__dataclass_fields__[k].default]
+        if extra:
+            raise TypeError(f"path is a LoadSpec, which says how to load: {', '.join(extra)} cannot be given too")
+        return load(**{"path": path.path, **{k: getattr(path, k) for k in given}})
     spec = LoadSpec(str(path), dtype=dtype, decoder=decoder, providers=providers, device=device, size=size,
                     revision=revision, local_files_only=local_files_only, cache_dir=cache_dir,
                     kv_cache=kv_cache, matmul_accuracy=matmul_accuracy)
@@ -161,7 +177,7 @@ class MusicGen:
     def steer(self, vector, layer: int, scale: float = 1.0, rows: str = "cond", point: str = "resid_post"):
         """``with model.steer(vector, layer, scale):`` adds ``scale * vector`` to ``point`` (default
         ``resid_post``) of ``layer`` in every run in the block (see :func:`mglab.interventions.steer`)."""
-        from .interventions import steer
+        from .inspect.interventions import steer
 
         return steer(self, vector, layer, scale, rows, point)
 
@@ -231,7 +247,7 @@ class MusicGen:
         codes = hooks("codec.hook_codes", np.concatenate(frames, axis=-1))     # [B, K, frames]
         audio = hooks("codec.hook_audio", decode(self.codec, codes, hooks))     # [B, C, samples]
         if s.windows > 1:       # the delayed matrix of the whole run, not of the last window
-            tokens = delay.delay(codes, self.config.decoder_start_token_id, self.config.delays)   # [B, K, S]
+            tokens = patterns.delay_codes(codes, self.config.decoder_start_token_id, self.config.delays)   # [B, K, S]
         return Generation(audio=audio, sample_rate=self.config.sample_rate, codes=codes, tokens=tokens,
                           prompts=prompts, settings=s.to_dict(), model=self.provenance(),
                           mglab_version=__version__, prompt_frames=int(prefix.shape[-1]))
@@ -329,7 +345,7 @@ class MusicGen:
 
 
 def _from_spec(spec: LoadSpec) -> MusicGen:
-    return spec.load()
+    return load(spec)
 
 
 _GENERATE_DOC = """Text to music.

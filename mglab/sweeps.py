@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_write
-from .settings import PARAMS, check_prompts, resolve
+from .core.fileio import atomic_write
+from .core.settings import PARAMS, check_prompts, resolve
+from .model import load
 
 GRID_KEYS = ("prompt",) + tuple(p.name for p in PARAMS)
 _MODELS: dict = {}                       # per worker process: load spec -> model
@@ -170,7 +171,7 @@ def _model(spec_or_model):
         return spec_or_model
     key = repr(spec_or_model)
     if key not in _MODELS:
-        _MODELS[key] = spec_or_model.load()
+        _MODELS[key] = load(spec_or_model)
     return _MODELS[key]
 
 
@@ -221,7 +222,7 @@ def _generate(model, group, out: Path, evaluate: bool, record) -> list[dict]:
 
 
 def _measure(gen) -> dict:
-    from . import evaluate
+    from .audio import evaluate
 
     m = evaluate.measure(gen.audio[0], gen.sample_rate)
     return {k: (", ".join(v) if isinstance(v, list) else v) for k, v in m.items()}
@@ -249,7 +250,7 @@ def sweep_cache(out_dir, name: str) -> tuple[np.ndarray, list[str]]:
     ``results.parquet``'s order (rows that recorded it)."""
     import pandas as pd
 
-    from .cache import ActivationCache
+    from .inspect.activation_cache import ActivationCache
 
     out = Path(out_dir)
     table = pd.read_parquet(out / "results.parquet")

@@ -14,7 +14,7 @@ out exactly like ``Xenova/musicgen-small``::
     <out>/onnx/decoder_model_merged.onnx    <out>/onnx/decoder_model_merged_quantized.onnx
     <out>/onnx/encodec_decode.onnx          <out>/onnx/encodec_decode_quantized.onnx
     <out>/onnx/build_delay_pattern_mask.onnx
-    <out>/onnx/encodec_encode.onnx          (mglab's own, for continuation: mglab.export.export_encoder)
+    <out>/onnx/encodec_encode.onnx          (mglab's own, for continuation: mglab.onnx.export.export_encoder)
     <out>/onnx/*_fp16.onnx (every graph), decoder_model_merged_{int8,uint8,bnb4,q4,q4f16}.onnx
     <out>/pytorch/ (model.safetensors + configs: the very same weights, for parity tests)
 
@@ -38,8 +38,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mglab.export import export_encoder, export_onnx  # noqa: E402
-from mglab.quantize import make as make_variant  # noqa: E402
+from mglab.onnx.export import export_encoder, export_onnx  # noqa: E402
+from mglab.onnx.quantize import make as make_variant  # noqa: E402
 
 CORPUS = [
     "lofi piano with soft drums", "80s pop track with bassy drums and synth",

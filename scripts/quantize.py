@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mglab.quantize import VARIANTS, main, make  # noqa: E402, F401
+from mglab.onnx.quantize import VARIANTS, main, make  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()

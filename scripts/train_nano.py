@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 from build_tiny_model import build_torch_model, export_onnx  # noqa: E402
 from quantize import make as make_variant  # noqa: E402
 
-from mglab import corpus, delay, synth  # noqa: E402
+from mglab.decoding import patterns  # noqa: E402
+from mglab.nano import corpus, synth  # noqa: E402
 
 SIZES = dict(
     text=dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4, relative_attention_num_buckets=16,
@@ -113,16 +114,16 @@ def position_weights(frames: int) -> np.ndarray:
 
 def batch(clips: list, tok, start: int):
     """Prompts' ids and mask, delayed decoder inputs ``[B*K, S-1]``, targets (-100 where forced) and their
-    loss weights ``[B*K, S-1]`` of ``clips`` (:func:`mglab.corpus.example`)."""
+    loss weights ``[B*K, S-1]`` of ``clips`` (:func:`mglab.nano.corpus.example`)."""
     tok.enable_padding(pad_id=0, pad_token="<pad>")
     enc = tok.encode_batch([c.prompt for c in clips])
     ids = np.array([e.ids for e in enc])
     mask = np.array([e.attention_mask for e in enc])
     codes = np.stack([c.codes for c in clips])                                  # [B, K, T]
-    tokens = delay.delay(codes, start)                                          # [B, K, T + 4]
-    pattern = delay.build_delay_pattern(4, tokens.shape[-1], start)             # [K, S]
-    targets = np.where(pattern[None, :, 1:] == delay.PREDICT, tokens[:, :, 1:], -100)   # [B, K, S-1]
-    placed = delay.pattern(4, codes.shape[-1]).build(position_weights(codes.shape[-1]), 0.0)   # [K, S]
+    tokens = patterns.delay_codes(codes, start)                                          # [B, K, T + 4]
+    pattern = patterns.build_delay_pattern(4, tokens.shape[-1], start)             # [K, S]
+    targets = np.where(pattern[None, :, 1:] == patterns.PREDICT, tokens[:, :, 1:], -100)   # [B, K, S-1]
+    placed = patterns.delay(4, codes.shape[-1]).build(position_weights(codes.shape[-1]), 0.0)   # [K, S]
     weights = placed[None, :, 1:] * (targets != -100)                           # [B, K, S-1]
     b, k, s = tokens.shape
     return (ids, mask, tokens[:, :, :-1].reshape(b * k, s - 1), targets.reshape(b * k, s - 1),

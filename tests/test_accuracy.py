@@ -6,7 +6,7 @@ import pytest
 from helpers import PROMPTS, TINY
 
 import mglab
-from mglab.accuracy import subgraphs
+from mglab.onnx.accuracy import subgraphs
 
 Q4 = {"decoder_model_merged": "q4"}
 
@@ -23,7 +23,7 @@ def test_every_matmulnbits_node_is_rewritten_in_both_branches():
     before, after = levels(plain.paths["decoder_model_merged"]), levels(fast.paths["decoder_model_merged"])
     assert len(before) == len(after) > 0 and set(before) == {0} and set(after) == {4}
     assert fast.paths["text_encoder"] == plain.paths["text_encoder"]          # fp32: untouched
-    assert fast.spec.matmul_accuracy == 4 and fast.spec.load().paths == fast.paths
+    assert fast.spec.matmul_accuracy == 4 and mglab.load(fast.spec).paths == fast.paths
 
 
 def test_int8_activations_change_the_logits_a_little():

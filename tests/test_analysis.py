@@ -7,7 +7,8 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from mglab import metrics, plot  # noqa: E402
+from mglab.inspect import distributions as metrics  # noqa: E402
+from mglab.inspect import plot  # noqa: E402
 
 
 def test_entropy_kl_agreement():
@@ -45,7 +46,7 @@ def test_plots_return_axes_and_accept_ax(merged_model):
 
 
 def test_explorer_regenerates_on_release(merged_model):
-    from mglab.explore import explore
+    from mglab.inspect.explore import explore
     e = explore(merged_model, "lofi piano", max_new_tokens=16)
     assert e.step.max == 15 and e.generation.settings["guidance_scale"] == 3.0
     before = e.generation.tokens.copy()

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mglab import corpus, synth
+from mglab.nano import corpus, synth
 
 
 @pytest.fixture(scope="module")

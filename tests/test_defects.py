@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import mglab
-from mglab import fileio, longform, settings
+from mglab.core import fileio, settings
+from mglab.decoding import longform
 
 KW = dict(max_new_tokens=20, seed=5, do_sample=True, top_k=20)
 TWO = ["lofi piano", "rock"]
@@ -187,7 +188,7 @@ def test_kv_history_survives_save_and_load(merged_model, tmp_path):
             value[:, :, 0] = -1.0
 
     _, cache = merged_model.run_with_cache(TWO, names_filter=name, hooks=[(name, edit)], **KW)
-    back = mglab.cache.ActivationCache.load(cache.save(tmp_path / "c.npz"))
+    back = mglab.inspect.activation_cache.ActivationCache.load(cache.save(tmp_path / "c.npz"))
     for t in (2, 3, 10):
         np.testing.assert_array_equal(back.kv(name, t), cache.kv(name, t))
     assert (back.kv(name, 3)[:, :, 0] == -1.0).all() and (back.kv(name, 2)[:, :, 0] != -1.0).all()
@@ -199,7 +200,7 @@ def test_saved_files_are_readable_like_any_other(merged_model, tmp_path):
     import os
     import stat
 
-    from mglab import reports
+    from mglab.inspect import reports
 
     mask = os.umask(0o022)
     try:

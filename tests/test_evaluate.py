@@ -4,7 +4,8 @@ synthesizer's renderings of the corpus (ground truth)."""
 import numpy as np
 import pytest
 
-from mglab import corpus, evaluate, synth
+from mglab.audio import evaluate
+from mglab.nano import corpus, synth
 
 SR = 32000
 

@@ -48,7 +48,7 @@ def test_the_export_generates_and_continues_like_the_bundled_model(exported, mer
 
 
 def test_bad_arguments_are_refused_before_any_work(tmp_path):
-    from mglab.export import export
+    from mglab.onnx.export import export
 
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
@@ -73,7 +73,7 @@ def test_a_hub_id_downloads_only_config_weights_and_tokenizer(monkeypatch, tmp_p
     """No Hub here: snapshot_download is replaced by one that records its arguments and hands back a folder."""
     import huggingface_hub
 
-    from mglab import export as ex
+    from mglab.onnx import export as ex
 
     asked = {}
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import mglab
-from mglab import delay
-from mglab.cache import ActivationCache
+from mglab.decoding import patterns
+from mglab.inspect.activation_cache import ActivationCache
 
 PROMPTS = ["lofi piano with soft drums", "rock"]
 KW = dict(max_new_tokens=24, seed=0, do_sample=True, top_k=20)
@@ -82,9 +82,9 @@ def test_sampled_tokens_are_finite_under_the_sampler_logits(cached):
 def test_delay_tokens_are_pad_exactly_where_the_pattern_says(model, cached):
     _, cache = cached
     c = model.config
-    pattern = delay.build_delay_pattern(4, KW["max_new_tokens"] + 1, c.decoder_start_token_id)
+    pattern = patterns.build_delay_pattern(4, KW["max_new_tokens"] + 1, c.decoder_start_token_id)
     after = cache["delay.hook_tokens"]                                                   # [T, B, K]
-    forced = (pattern[:, 1:] != delay.PREDICT).T                                        # [T, K]
+    forced = (pattern[:, 1:] != patterns.PREDICT).T                                        # [T, K]
     assert (after.transpose(1, 0, 2)[:, forced] == c.decoder_start_token_id).all()
     assert (after.transpose(1, 0, 2)[:, ~forced] < c.vocab_size).all()
 

@@ -11,7 +11,7 @@ import pytest
 from helpers import ROOT, TINY
 
 import mglab
-from mglab import inplace
+from mglab.onnx import inplace_kv as inplace
 
 PROMPTS = ["lofi piano with soft drums", "rock"]
 GREEDY = dict(max_new_tokens=30, do_sample=False, guidance_scale=3.0)
@@ -152,7 +152,7 @@ def test_the_recipe_rebuilds_the_committed_variants(tmp_path, graph, variant):
     sys.path.insert(0, str(ROOT / "scripts"))
     from quantize import make
 
-    from mglab.files import SUFFIXES
+    from mglab.onnx.modelfiles import SUFFIXES
 
     shutil.copytree(TINY, tmp_path / "m", ignore=shutil.ignore_patterns("pytorch"))
     rebuilt = tmp_path / "m" / "onnx" / f"{graph}{SUFFIXES[variant]}.onnx"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from helpers import PROMPTS
 
-from mglab import interventions as iv
+from mglab.inspect import interventions as iv
 
 KW = dict(max_new_tokens=12, do_sample=True, seed=5)
 

@@ -13,7 +13,7 @@ import pytest
 from helpers import ROOT, TINY
 
 import mglab
-from mglab import hub
+from mglab.onnx import hub
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from build_tiny_model import gabotechs_copy  # noqa: E402
@@ -166,7 +166,7 @@ def test_not_a_folder_nor_an_id(tmp_path):
 
 
 def test_optimized_graphs_are_cached_and_give_the_same_tokens(tiny_path, tmp_path, monkeypatch):
-    from mglab.session import optimized_folder
+    from mglab.onnx.session import optimized_folder
 
     monkeypatch.setenv("MGLAB_CACHE", str(tmp_path))
     first = mglab.load(tiny_path, decoder="split")
@@ -181,7 +181,7 @@ def test_optimized_graphs_are_cached_and_give_the_same_tokens(tiny_path, tmp_pat
 
 
 def test_a_damaged_optimized_graph_is_rebuilt(tiny_path, tmp_path, monkeypatch):
-    from mglab.session import optimized_folder
+    from mglab.onnx.session import optimized_folder
 
     monkeypatch.setenv("MGLAB_CACHE", str(tmp_path))
     model = mglab.load(tiny_path, decoder="merged")
@@ -261,7 +261,7 @@ def test_a_second_load_reads_the_optimized_graphs(tiny_path, tmp_path, monkeypat
     """Asserted on what ONNX Runtime is asked to open, not inferred from the tokens."""
     import onnxruntime as ort
 
-    from mglab import session
+    from mglab.onnx import session
 
     monkeypatch.setenv("MGLAB_CACHE", str(tmp_path))
     mglab.load(tiny_path, decoder="merged")

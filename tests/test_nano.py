@@ -8,7 +8,7 @@ import torch
 from helpers import ROOT, as_torch
 
 import mglab
-from mglab import corpus, synth
+from mglab.nano import corpus, synth
 
 NANO = ROOT / "data" / "models" / "nano-musicgen"
 PROMPTS = ["a slow low organ melody in d minor", "a quick bright flute scale in the key of g major"]
@@ -29,7 +29,7 @@ def test_what_a_new_user_runs(nano):
     gen = nano.generate("a slow low organ melody in d minor", duration=2.0, seed=0)
     assert gen.sample_rate == 32000 and gen.audio.shape == (1, 1, 2 * 32000) and np.isfinite(gen.audio).all()
     assert 1e-3 < np.abs(gen.audio).max() < 1.0
-    assert isinstance(nano.codec, mglab.synth.SynthCodec)
+    assert isinstance(nano.codec, mglab.nano.synth.SynthCodec)
 
 
 @pytest.mark.parametrize("decoder", ["merged", "split"])
@@ -83,7 +83,7 @@ def test_a_stream_equals_the_one_shot_decode(nano):
 
 def test_unknown_words_do_not_stop_the_known_ones(nano):
     """An unknown word becomes ``<unk>``; the words around it still decide the clip (greedy, guidance 3)."""
-    from mglab import evaluate
+    from mglab.audio import evaluate
 
     prompt = "a low kazoo organ melody in d minor"
     assert evaluate.attributes(prompt)[1] == ["kazoo"]

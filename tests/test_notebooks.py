@@ -66,7 +66,7 @@ def test_delay_pattern(tmp_path):
     m = run("01_delay_pattern.ipynb", tmp_path, frames=10)
     k, t = m["K"], m["T"]
     import mglab
-    pattern = mglab.delay.build_delay_pattern(k, t + k, 128)
+    pattern = mglab.decoding.patterns.build_delay_pattern(k, t + k, 128)
     assert m["pattern"] == pattern.tolist()                     # the matrix the notebook drew is mglab's
     drawn = np.array(m["drawn_tokens"])
     assert (drawn[pattern != -1] == 128).all() and (drawn[pattern == -1] < 128).all()

@@ -8,7 +8,7 @@ import torch
 from helpers import PROMPTS, TINY, as_torch
 
 import mglab
-from mglab import conditioning, guidance
+from mglab.decoding import conditioning, guidance
 
 STEPS = 24
 
@@ -123,7 +123,7 @@ def guided_mismatches(model, torch_model, scale) -> int:
     logits = transformers_logits(torch_model, gen.tokens[:, :, :STEPS]).logits.numpy()   # [2B*K, steps, V]
     cond, uncond = logits[:8], logits[8:]
     expected = (uncond + scale * (cond - uncond)).argmax(-1).reshape(2, 4, STEPS)        # [B, K, steps]
-    predicted = mglab.delay.build_delay_pattern(4, STEPS + 1, 128)[:, 1:] == -1          # [K, steps]
+    predicted = mglab.decoding.patterns.build_delay_pattern(4, STEPS + 1, 128)[:, 1:] == -1          # [K, steps]
     return int((gen.tokens[:, :, 1:][:, predicted] != expected[:, predicted]).sum())
 
 
@@ -153,7 +153,7 @@ def test_generation_defaults_equal_transformers(merged_model, torch_model):
     from transformers import GenerationConfig
 
     theirs = GenerationConfig.from_pretrained(TINY / "pytorch")
-    s = mglab.settings.resolve(merged_model.config, merged_model.defaults, 1)
+    s = mglab.core.settings.resolve(merged_model.config, merged_model.defaults, 1)
     assert s.do_sample == theirs.do_sample and s.guidance_scale == theirs.guidance_scale
     assert (s.top_k, s.top_p, s.temperature) == (theirs.top_k, theirs.top_p, theirs.temperature)
     assert s.max_new_tokens == theirs.max_length - 1

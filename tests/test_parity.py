@@ -41,7 +41,7 @@ def test_codes_change_the_audio(merged_model):
 
 def test_teacher_forced_logits_match_transformers(model, torch_model):
     """Feed one fixed delayed sequence step by step; every step's cond and uncond logits match."""
-    from mglab import guidance
+    from mglab.decoding import guidance
 
     steps = 24
     ref = model.generate(PROMPTS, max_new_tokens=steps, do_sample=True, seed=3, guidance_scale=3.0)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import mglab
-from mglab import patterns
+from mglab.decoding import patterns
 
 C = namedtuple("LayoutCoord", ["t", "q"])
 
@@ -165,7 +165,7 @@ def test_hand_drawn_delay_layout():
 
 
 def test_the_transformers_mask_is_the_delay_pattern():
-    mask = mglab.delay.build_delay_pattern(4, 5 + 4, 9)
+    mask = mglab.decoding.patterns.build_delay_pattern(4, 5 + 4, 9)
     np.testing.assert_array_equal(mask == -1, patterns.delay(4, 5).mask)
 
 

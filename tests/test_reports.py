@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mglab import reports
+from mglab.inspect import reports
 
 
 def test_the_index_links_every_report_with_its_metrics(tmp_path):
@@ -41,7 +41,7 @@ def test_a_clip_card_embeds_its_spectrogram_and_its_audio():
 
     import soundfile as sf
 
-    from mglab.reports import clip_html, clips_html
+    from mglab.inspect.reports import clip_html, clips_html
 
     sr = 32000
     y = (0.5 * np.sin(2 * np.pi * 440 * np.arange(sr // 2) / sr)).astype(np.float32)   # [samples]

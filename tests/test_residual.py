@@ -6,7 +6,8 @@ import torch
 from helpers import PROMPTS, as_torch
 from test_parity import transformers_generate
 
-from mglab import guidance, residual
+from mglab.decoding import guidance, residual_step
+from mglab.onnx import residual_graph as residual
 
 POINTS = ["resid_pre", "attn_out", "cross_attn_out", "mlp_out", "resid_post", "resid_final"]
 
@@ -72,7 +73,7 @@ def test_edited_logits_match_a_forward_hook(model, torch_model, what):
     cache, ours = None, []
     for t in range(steps):
         x = np.tile(ref.tokens[:, :, t].reshape(-1, 1), (2, 1))                     # [2B*K, 1]
-        stepper = residual.stepper(hooks, t, model.config.num_layers)
+        stepper = residual_step.stepper(hooks, t, model.config.num_layers)
         logits, cache, _ = model.decoder.step(x, hidden2, mask2, cache, resid=stepper)   # [2B*K, V]
         ours.append(logits)
     ours = np.stack(ours, axis=1)                                                    # [2B*K, steps, V]

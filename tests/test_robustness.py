@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mglab
-from mglab.session import Session
+from mglab.onnx.session import Session
 
 TWO = ["lofi piano", "rock"]
 
@@ -157,7 +157,7 @@ def test_long_form_crosses_windows_with_continuous_codes(merged_model):
         inputs = np.stack([v for win, _, v in fed if win == w], axis=-1)     # [B, K, steps of window]
         for k in range(4):
             np.testing.assert_array_equal(inputs[:, k, k + 1: k + 1 + 20], g.codes[:, k, 30 * w: 30 * w + 20])
-    np.testing.assert_array_equal(mglab.delay.undelay(g.tokens, merged_model.config.delays), g.codes)
+    np.testing.assert_array_equal(mglab.decoding.patterns.undelay(g.tokens, merged_model.config.delays), g.codes)
     again = merged_model.generate(TWO, **LONG)
     np.testing.assert_array_equal(again.codes, g.codes)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from mglab import sampling
+from mglab.decoding import sampling
 
 
 def test_top_k_keeps_exactly_the_k_largest():

@@ -5,7 +5,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from mglab.codec import EncodecCodec
+from mglab.networks.codec import EncodecCodec
 
 
 @pytest.mark.parametrize("frames", [1, 2, 3, 4, 5, 6])

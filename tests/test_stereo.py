@@ -57,7 +57,7 @@ def test_stereo_continuation_equals_transformers(stereo):
 def test_stereo_hooks_plots_and_wavs(stereo, tmp_path):
     import matplotlib.pyplot as plt
 
-    from mglab import plot
+    from mglab.inspect import plot
     m, _ = stereo
     gen, cache = m.run_with_cache("lofi piano", names_filter=["guidance.hook_logits", "codec.hook_latent"],
                                   max_new_tokens=12, seed=0)

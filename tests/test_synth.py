@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from mglab import corpus, streaming, synth
-from mglab.hooks import Hooks, hook_points
+from mglab.core.hooks import Hooks, hook_points
+from mglab.decoding import streaming
+from mglab.nano import corpus, synth
 
 SR, HOP = synth.SAMPLE_RATE, synth.HOP
 

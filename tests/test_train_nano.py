@@ -11,7 +11,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import train_nano  # noqa: E402
 
-from mglab import corpus, synth  # noqa: E402
+from mglab.nano import corpus, synth  # noqa: E402
 
 START = synth.VOCAB                              # the decoder's start/pad id
 

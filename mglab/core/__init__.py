@@ -1,0 +1,10 @@
+"""The ground floor: small pieces every room uses. Imports nothing from mglab outside ``core``.
+
+::
+
+    config.py     MusicGenConfig: config.json and generation_config.json read, defaults filled in
+    settings.py   the generation parameters declared once (types, defaults, ranges, help) and resolved
+    hooks.py      hook names and points, Hook, HookRegistry: what every stage calls its hooks through
+    numeric.py    the one softmax and log-softmax
+    fileio.py     atomic writes: a temporary name, then a rename
+"""

@@ -1,0 +1,12 @@
+"""Looking inside a generation: what the hooks recorded, interventions, and pictures of it.
+
+Imports ``decoding``, ``networks``, ``onnx``, ``audio`` and ``core`` (``plot``, ``explore`` and ``reports``
+import matplotlib and ipywidgets when first used). ::
+
+    activation_cache.py   ActivationCache: what run_with_cache recorded, by hook name
+    interventions.py      steering vectors, activation patching, the logit lens
+    distributions.py      numbers about token distributions: entropy, KL, top-1 agreement, mass kept
+    plot.py               figures: waveform, spectrogram, codes, delay pattern, attention, entropy
+    explore.py            an ipywidgets explorer over one generation
+    reports.py            reports/index.html over every notebook's report
+"""
