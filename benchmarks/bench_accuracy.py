@@ -4,7 +4,7 @@
 
 On the musicgen-small-shaped model (built on first use), 2 threads as ONNX Runtime picks them, greedy,
 guidance 3, batch 1, one run: for fp32, q8 and q4 (Xenova's recipe) and q4 with ``matmul_accuracy=4``
-(:mod:`mglab.accuracy`): steps/s over ``--steps`` decoding steps (after a 10-step warm-up), and against fp32
+(:mod:`mglab.onnx.accuracy`): steps/s over ``--steps`` decoding steps (after a 10-step warm-up), and against fp32
 over ``--quality-steps`` steps: the share of greedy tokens equal to fp32's and the SNR of the audio (dB). Random
 weights make a model whose tokens are fragile; the agreement is a lower bound of what a trained model keeps.
 Prints a markdown table and writes JSON.

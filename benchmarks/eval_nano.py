@@ -162,7 +162,7 @@ Everything it knows is **synthetic**: it has never heard real music, and its cod
 
 ## Data
 {opening_count} synthetic clips of {opening_seconds:g} s, {middle_count} of {middle_seconds:g} s, then {count} of
-{seconds:g} s, drawn on the fly from the grammar of `mglab/corpus.py` (seed {seed}): register (low, mid, high),
+{seconds:g} s, drawn on the fly from the grammar of `mglab/nano/corpus.py` (seed {seed}): register (low, mid, high),
 tempo (slow, moderate, fast, or N bpm), key and mode (12 keys, major or minor; melodies start and end on the
 tonic, lean on the tonic triad and sound its third), instrument (piano, organ, flute, violin, marimba, clarinet),
 dynamics (soft, loud), figure (arpeggio, scale, melody, repeated notes). Prompts vary word order, fillers and
@@ -189,7 +189,7 @@ it). Last, {guided}. {minutes:.0f} minutes on {threads} CPU threads (2-core deve
 Deterministic for a seed. Teacher-forced first-frame accuracy at the end (`training.json`): {probe}.
 
 ## Codec
-A synthesizer with EnCodec's interface, **not EnCodec** (`mglab/synth.py`): codebook 0 pitch (MIDI 36-96 or
+A synthesizer with EnCodec's interface, **not EnCodec** (`mglab/nano/synth.py`): codebook 0 pitch (MIDI 36-96 or
 rest), 1 dynamics and articulation (a strike, then the note's age in six stages, like a real codec's envelope
 tokens), 2 timbre (6 instruments), 3 vibrato and fine pitch; the tokens' table rows
 are summed into a latent that an additive synthesizer renders at 32 kHz, 50 frames a second.
@@ -197,7 +197,7 @@ are summed into a latent that an additive synthesizer renders at 32 kHz, 50 fram
 ## Scores
 `benchmarks/eval_nano.py`: {prompts} held-out prompts (half of them with attribute combinations never seen in
 training) x {seeds} seeds, {duration:g} s, default sampling (top-k 50), measured from the audio by
-`mglab.evaluate`. Share of the asked attributes the audio has:
+`mglab.audio.evaluate`. Share of the asked attributes the audio has:
 
 {table}
 

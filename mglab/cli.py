@@ -10,7 +10,7 @@
     [generate]                      # fixed for every row
     duration = 4.0
 
-Every generation flag is made from :data:`mglab.settings.PARAMS` (``--guidance-scale``, ``--negative-prompt``,
+Every generation flag is made from :data:`mglab.core.settings.PARAMS` (``--guidance-scale``, ``--negative-prompt``,
 ``--window``, ...), so the command line takes exactly what ``MusicGen.generate`` takes.
 """
 
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     w.add_argument("grid", help="a TOML file: model = ..., [grid] of lists, [generate] fixed settings")
     w.add_argument("--out", required=True, help="output folder (rows/, results.parquet); a rerun resumes")
     w.add_argument("--scheduler", default=None, help="a Dask scheduler address (default: a local cluster)")
-    w.add_argument("--no-evaluate", action="store_true", help="skip the mglab.evaluate measurements")
+    w.add_argument("--no-evaluate", action="store_true", help="skip the mglab.audio.evaluate measurements")
     x = sub.add_parser("export", help="export a transformers MusicGen checkpoint to ONNX (Xenova layout + "
                                       "encodec_encode.onnx)")
     x.add_argument("src", help="checkpoint folder (config.json + weights) or Hub id")

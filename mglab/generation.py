@@ -28,7 +28,7 @@ class Generation:
         The delayed matrix the decoder saw, start token and forced pads included.
     prompts : list of str
     settings : dict
-        The resolved generation settings (see :class:`mglab.settings.Settings`), seed included.
+        The resolved generation settings (see :class:`mglab.core.settings.Settings`), seed included.
     model : dict
         Where the tokens came from: source (path or Hub id), layout, decoder, and each graph's variant,
         file name and SHA-256.
@@ -58,7 +58,7 @@ class Generation:
 
         ``path`` for a single prompt, ``<stem>-<i><suffix>`` per prompt for a batch; ``<stem>.json`` (prompts,
         settings, model and files, version) and ``<stem>.npz`` (codes, tokens) next to them. The files are
-        written as one set (:func:`mglab.fileio.atomic_write_set`): temporary names first, then renamed; a
+        written as one set (:func:`mglab.core.fileio.atomic_write_set`): temporary names first, then renamed; a
         failure part-way, Ctrl-C included, leaves an earlier save exactly as it was.
         """
         path = Path(path)

@@ -1,4 +1,4 @@
-"""Quantized variants made the way the published ``Xenova/musicgen-*`` files were: see :mod:`mglab.quantize`.
+"""Quantized variants made the way the published ``Xenova/musicgen-*`` files were: see :mod:`mglab.onnx.quantize`.
 
     python scripts/quantize.py data/models/tiny-musicgen/onnx/decoder_model_merged.onnx q8 q4 ...
 """

@@ -1,4 +1,4 @@
-"""Train nano-musicgen: a MusicGen trained here, on the synthetic corpus of :mod:`mglab.corpus`.
+"""Train nano-musicgen: a MusicGen trained here, on the synthetic corpus of :mod:`mglab.nano.corpus`.
 
     python scripts/train_nano.py --out data/models/nano-musicgen        # make nano-model
 
@@ -8,7 +8,7 @@ pattern, and condition dropout (20% of examples get the null condition: zero hid
 exactly what guidance feeds) so classifier-free guidance works, then a short stage that trains the guided
 logits themselves (:func:`guided_stage`). CPU, deterministic for a seed. Exported like
 the tiny model (optimum, merged and split decoders in fp32, the merged one in q8), with the synthesizer codec
-(:mod:`mglab.synth`) in place of EnCodec, into the Xenova layout, with the PyTorch weights in ``pytorch/`` for
+(:mod:`mglab.nano.synth`) in place of EnCodec, into the Xenova layout, with the PyTorch weights in ``pytorch/`` for
 the parity tests. The model card (``README.md``) is written by ``benchmarks/eval_nano.py``'s numbers.
 """
 

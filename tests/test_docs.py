@@ -5,8 +5,9 @@ import importlib
 
 import pytest
 
-MODULES = ["mglab.corpus", "mglab.patterns", "mglab.fileio", "mglab.numeric", "mglab.longform", "mglab.delay",
-           "mglab.metrics", "mglab.sampling", "mglab.continuation", "mglab.accuracy", "mglab.reports"]
+MODULES = ["mglab.nano.corpus", "mglab.core.fileio", "mglab.core.numeric", "mglab.decoding.longform",
+           "mglab.decoding.patterns", "mglab.inspect.distributions", "mglab.decoding.sampling",
+           "mglab.decoding.continuation", "mglab.onnx.accuracy", "mglab.inspect.reports", "mglab.audio.vocabulary"]
 
 
 @pytest.mark.parametrize("name", MODULES)

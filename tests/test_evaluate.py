@@ -1,4 +1,4 @@
-"""mglab.evaluate on audio whose answer is known: plain tones and clicks (generic audio), and the
+"""mglab.audio.evaluate on audio whose answer is known: plain tones and clicks (generic audio), and the
 synthesizer's renderings of the corpus (ground truth)."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""The in-place KV cache (mglab.inplace): the tokens of the exported concatenating graph, one buffer written in
+"""The in-place KV cache (mglab.onnx.inplace_kv): the tokens of the exported concatenating graph, one buffer written in
 place, hook edits that land, and graphs it does not know left alone."""
 
 import shutil

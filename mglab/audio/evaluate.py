@@ -8,7 +8,7 @@ nano model's synthesizer (:func:`fit_instruments`; ``mglab/instruments.json``): 
 
 Examples
 --------
->>> import mglab.evaluate as ev                                     # doctest: +SKIP
+>>> import mglab.audio.evaluate as ev                                     # doctest: +SKIP
 >>> m = ev.measure(gen.audio[0, 0], gen.sample_rate)                # doctest: +SKIP
 >>> ev.adherence("a slow low organ melody in d minor", gen.audio[0, 0], gen.sample_rate)   # doctest: +SKIP
 {'tempo': True, 'register': True, 'instrument': True, 'figure': None, 'key': True, 'mode': True}

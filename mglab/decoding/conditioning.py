@@ -37,7 +37,7 @@ def condition(text, prompts: list[str], negative: list[str] | None, guided: bool
               null: bool = False) -> Condition:
     """Encode ``prompts`` (and ``negative``) into the rows the decoder attends to.
 
-    ``text`` is a :class:`mglab.text.TextEncoder`; ``hooks`` the call's hooks (the text points fire here).
+    ``text`` is a :class:`mglab.networks.text.TextEncoder`; ``hooks`` the call's hooks (the text points fire here).
     ``null``: no prompt at all (unconditional continuation): the conditional half is the null condition too.
     """
     batch = len(prompts)

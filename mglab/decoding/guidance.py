@@ -1,6 +1,6 @@
 """Stage 4 of 7: classifier-free guidance.
 
-The decoder runs on a doubled batch (:mod:`mglab.conditioning` lays the rows out): rows ``[0, B)`` see the
+The decoder runs on a doubled batch (:mod:`mglab.decoding.conditioning` lays the rows out): rows ``[0, B)`` see the
 prompt (conditional), rows ``[B, 2B)`` see the null condition, i.e. the text encoding replaced by zeros with
 an all-zero attention mask (unconditional). Both halves are fed the same tokens. The guided logits are
 ``uncond + scale * (cond - uncond)``.

@@ -12,7 +12,7 @@ from ..onnx.residual_graph import point_hooks
 
 
 def stepper(hooks, step: int, num_layers: int):
-    """What :meth:`mglab.decoder.Decoder.step` takes as ``resid`` for ``step`` (when a residual point is
+    """What :meth:`mglab.networks.decoder.Decoder.step` takes as ``resid`` for ``step`` (when a residual point is
     hooked): ``resid(run, feeds)``."""
     return lambda run, feeds: run_step(run, feeds, hooks, step, num_layers)
 

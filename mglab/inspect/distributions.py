@@ -5,7 +5,7 @@ All take logits ``[..., V]`` (``-inf`` for removed tokens is fine) and reduce th
 Examples
 --------
 >>> import numpy as np
->>> from mglab.metrics import entropy
+>>> from mglab.inspect.distributions import entropy
 >>> float(entropy(np.zeros(4)))            # uniform over 4 tokens: log 4 nats
 1.3862943611198906
 """

@@ -7,7 +7,7 @@ seed regenerate when released; a status line says which settings the run shown w
 
 Examples
 --------
->>> from mglab.explore import explore
+>>> from mglab.inspect.explore import explore
 >>> explore(model, "lofi piano", duration=2)        # doctest: +SKIP   (in JupyterLab)
 """
 

@@ -3,9 +3,9 @@ function draws on ``ax`` (a new figure when None) and returns the matplotlib Axe
 
 Examples
 --------
->>> import mglab, mglab.plot
+>>> import mglab, mglab.inspect.plot
 >>> g = mglab.load("data/models/tiny-musicgen").generate("lofi piano", duration=1, seed=0)
->>> ax = mglab.plot.plot_codes(g.codes[0])
+>>> ax = mglab.inspect.plot.plot_codes(g.codes[0])
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``make report`` runs every notebook with papermill into ``reports/<notebook>/`` (the executed notebook, its
 HTML, its figures, WAVs and ``metrics.json``), then::
 
-    python -m mglab.reports reports          # -> reports/index.html
+    python -m mglab.inspect.reports reports          # -> reports/index.html
 
 The page is self-contained for listening offline: each report's WAVs play in an ``<audio>`` player that
 links the file next to it, and each report's figures are shown small. Metrics listed are the top-level

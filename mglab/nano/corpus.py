@@ -1,7 +1,7 @@
 """The nano model's corpus: (prompt, codes) pairs from a documented grammar of musical attributes.
 
 Everything here is synthetic. A clip is drawn from its attributes, its melody is written as synthesizer codes
-(:mod:`mglab.synth`), and its prompt says some of the attributes in varied words::
+(:mod:`mglab.nano.synth`), and its prompt says some of the attributes in varied words::
 
     register    low (MIDI 36-59), mid (55-76), high (72-96)
     tempo       slow (<= 2 onsets/s), moderate (2.5-4), fast (>= 5), or "N bpm" (one note a beat)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.config import MusicGenConfig
+from ..onnx import attention as attention_graph
 from ..onnx import inplace_kv as inplace
 from ..onnx import residual_graph as residual
 from ..onnx.session import Session
@@ -80,7 +81,7 @@ class Decoder:
     def session(self, kind: str, attention: bool = False, resid: bool = False) -> Session:
         """The exported graph ``kind`` (``merged``, ``first`` or ``with_past``), or its copy (built once,
         cached) that also outputs the attention probabilities ``attentions.{i}.self`` / ``.cross``
-        (``attention=True``) and the residual stream's points (``resid=True``, :mod:`mglab.residual`; a
+        (``attention=True``) and the residual stream's points (``resid=True``, :mod:`mglab.onnx.residual_graph`; a
         merged decoder's branches are then run as graphs of their own: ``kind`` is ``first`` or
         ``with_past``)."""
         if not (attention or resid):
@@ -91,7 +92,7 @@ class Decoder:
                 branch = {"first": "else_branch", "with_past": "then_branch"}[kind] if self.layout == "merged" else None
                 path = residual.with_residual(self.paths["merged"] if branch else path, self.config.num_layers, branch)
             if attention:
-                path = attention.with_attention(path)
+                path = attention_graph.with_attention(path)
             self._rewritten[kind, attention, resid] = Session(path, self._providers)
         return self._rewritten[kind, attention, resid]
 

@@ -2,7 +2,7 @@
 
 Two forms hold the same numbers::
 
-    concatenating (the exported graph)          in place (mglab.inplace's rewritten graph)
+    concatenating (the exported graph)          in place (mglab.onnx.inplace_kv's rewritten graph)
     key[i]: [H*B, heads, length, head_dim]      key[i]: [H*B, heads, capacity, head_dim]
     a new array each step, one longer           one buffer, positions [0, length) filled, bound once
                                                 with ONNX Runtime's IO binding (no per-step copies)

@@ -1,7 +1,7 @@
 """Quantized variants of an export's graphs, made the way the published ``Xenova/musicgen-*`` files were.
 
     python scripts/quantize.py data/models/tiny-musicgen/onnx/decoder_model_merged.onnx q8 q4 ...
-    python -m mglab.quantize ...        (the same; ``mglab export`` uses it too)
+    python -m mglab.onnx.quantize ...        (the same; ``mglab export`` uses it too)
 
 The recipe is Xenova's (``quantize_config.json`` of ``Xenova/musicgen-small``, run by transformers.js's
 ``scripts/quantize.py``); this is our own implementation of it with ONNX Runtime's quantizers:
