@@ -41,6 +41,7 @@ from .onnx.spec import LoadSpec, locate
 from .version import __version__
 
 STREAM_TOLERANCE = streaming.STREAM_TOLERANCE
+READ_FILES = ("config.json", "generation_config.json", "tokenizer.json")     # what load reads beside the graphs
 
 
 def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: str | None = None,
@@ -122,8 +123,10 @@ def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: s
                         channels=config.audio_channels, providers=providers, **extra)
     _check_codebooks(config, codec)
     dec = Decoder({p: paths[p] for p in parts}, config, providers=providers, inplace_cache=kv_cache == "inplace")
-    return MusicGen(config, text, dec, codec, defaults=generation_defaults(generation_config), spec=spec,
-                    files=found, paths=paths, dtypes=dtypes)
+    model = MusicGen(config, text, dec, codec, defaults=generation_defaults(generation_config), spec=spec,
+                     files=found, paths=paths, dtypes=dtypes)
+    model.provenance()                           # hashed now: what was loaded, not what is on disk later
+    return model
 
 
 def _check_codebooks(config: MusicGenConfig, codec: Codec) -> None:
@@ -137,7 +140,7 @@ class MusicGen:
     """A MusicGen: text encoder, decoder, codec and the model's generation defaults.
 
     :func:`load` assembles one from an export's files; the components can also be given directly (any
-    :class:`~mglab.codec.Codec`, e.g. a synthesizer in place of EnCodec). The codec decides the sample and
+    :class:`~mglab.networks.codec.Codec`, e.g. a synthesizer in place of EnCodec). The codec decides the sample and
     frame rates.
     """
 
@@ -176,7 +179,7 @@ class MusicGen:
 
     def steer(self, vector, layer: int, scale: float = 1.0, rows: str = "cond", point: str = "resid_post"):
         """``with model.steer(vector, layer, scale):`` adds ``scale * vector`` to ``point`` (default
-        ``resid_post``) of ``layer`` in every run in the block (see :func:`mglab.interventions.steer`)."""
+        ``resid_post``) of ``layer`` in every run in the block (see :func:`mglab.inspect.interventions.steer`)."""
         from .inspect.interventions import steer
 
         return steer(self, vector, layer, scale, rows, point)
@@ -219,7 +222,7 @@ class MusicGen:
         """Text to music; with ``audio`` (``[samples]``, ``[channels, samples]``, ``[B, channels, samples]`` or a
         file path, at ``sample_rate``) or ``continue_from`` (a :class:`Generation`), continuation: the result
         starts with the given frames (``prompt_frames``). ``prompt=None`` continues unconditionally (see
-        :mod:`mglab.continuation`)."""
+        :mod:`mglab.decoding.continuation`)."""
         start = self._start(prompt, params, audio, sample_rate, continue_from)
         return self._generate(*start, self._hooks.call(hooks, hook_steps), progress)
 
@@ -258,7 +261,7 @@ class MusicGen:
 
         Takes :meth:`generate`'s arguments. Each chunk holds about ``chunk_duration`` seconds; joined, the
         chunks equal a one-shot decode of the same codes within ``STREAM_TOLERANCE`` (see
-        :mod:`mglab.streaming`); with an audio prompt the prompt's frames come first, as in :meth:`generate`.
+        :mod:`mglab.decoding.streaming`); with an audio prompt the prompt's frames come first, as in :meth:`generate`.
         The codec hooks fire once per chunk. Per-call hooks belong to this stream only: stopping the iteration
         (or Ctrl-C), or leaving the generator half consumed, leaves the model as it was.
 
@@ -317,13 +320,17 @@ class MusicGen:
         }
 
     def provenance(self) -> dict:
-        """What a Generation records of the model: source, layout, decoder and each graph's variant and sha256."""
+        """What a Generation records of the model: source, layout, decoder, each graph's variant and sha256, and
+        the sha256 of the json files and tokenizer it read; :func:`load` hashes them as it loads."""
         if self._provenance is None:
+            config_dir = getattr(self.files, "config_dir", None)
+            read = [config_dir / n for n in READ_FILES] if config_dir is not None else []
             self._provenance = {
                 "source": self.source, "layout": getattr(self.files, "layout", None),
                 "size": getattr(self.files, "size", None), "decoder": self.layout,
                 "components": {name: {"dtype": self.dtypes.get(name), "file": path.name,
-                                      "sha256": files.sha256(path)} for name, path in self.paths.items()}}
+                                      "sha256": files.sha256(path)} for name, path in self.paths.items()},
+                "files": {p.name: files.sha256(p) for p in read if p.is_file()}}
             if not self.paths:
                 self._provenance["components"] = {"codec": {"class": type(self.codec).__name__}}
         return self._provenance
@@ -356,7 +363,7 @@ prompt : str or list of str
     One prompt, or a batch (padded with an attention mask).
 {params}
 hooks : list of (name_or_filter, fn), optional
-    Hooks for this call only (see :mod:`mglab.hooks`), on top of those of ``with model.hooks(...)``.
+    Hooks for this call only (see :mod:`mglab.core.hooks`), on top of those of ``with model.hooks(...)``.
 hook_steps : slice or list of int, optional
     The decoding steps the ``hooks`` of this call run at (default every step).
 progress : bool

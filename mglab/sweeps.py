@@ -9,26 +9,35 @@
 
 One row per generation: ``row`` (its key), every setting, ``wav`` (``Generation.load(row["wav"])`` reads it
 back), ``status`` (``ok`` / ``error``), ``error``, ``seconds``, ``worker``, and with ``evaluate=True`` what
-:func:`mglab.evaluate.measure` hears. The table is also ``out_dir/results.parquet``. On disk::
+:func:`mglab.audio.evaluate.measure` hears. The table is also ``out_dir/results.parquet``. On disk::
 
     out_dir/rows/<key>.wav, .json, .npz    the generation (Generation.save)
     out_dir/rows/<key>.row.json            the row, written last: the row is done
     out_dir/rows/<key>.cache.npz           with record=: the recorded hook points (ActivationCache)
     out_dir/results.parquet
 
-A row's key hashes its settings, the fixed keyword arguments, ``record`` and the model's provenance (its
-files' SHA-256). A second call returns the stored rows and regenerates nothing; an interrupted sweep loses at
-most the rows in flight. Each Dask worker loads the model once (from its load spec) and keeps it. Rows that
+A row's key hashes its prompt, every generation parameter as ``generate`` resolves it (the model's
+``generation_config.json`` defaults included), ``record``, the per-call ``hooks`` and ``hook_steps``, and the
+model's provenance: the SHA-256 of every file it read (graphs, ``config.json``, ``generation_config.json``,
+``tokenizer.json``), hashed when it was loaded. Hooks and a callable ``record`` are identified by their
+qualified name, source and the values they close over (not ``repr``, which changes every process). A second
+call returns the stored rows and regenerates nothing (``retry_errors=True`` runs the rows that failed again;
+``evaluate=True`` measures stored rows that were not measured, from their WAV); an interrupted sweep loses at
+most the rows in flight. A row that kills its Dask worker (past Dask's allowed failures) records the loss as
+its error. Each Dask worker loads the model once (from its load spec) and keeps it. Rows that
 differ only in their prompt run as one batch (each prompt has its own RNG stream, so its tokens are those it
 gets alone); a batch that fails is run row by row, and a row that still fails records its error.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import itertools
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -39,6 +48,7 @@ from .core.settings import PARAMS, check_prompts, resolve
 from .model import load
 
 GRID_KEYS = ("prompt",) + tuple(p.name for p in PARAMS)
+PARAM_NAMES = frozenset(p.name for p in PARAMS)
 _MODELS: dict = {}                       # per worker process: load spec -> model
 
 
@@ -75,11 +85,44 @@ def check(model, grid: dict, out_dir, generate_kwargs: dict) -> list[dict]:
     return rows
 
 
-def row_key(row: dict, generate_kwargs: dict, provenance: dict, record) -> str:
-    fixed = {k: v for k, v in generate_kwargs.items() if k != "hooks"}
-    text = json.dumps({"row": row, "fixed": fixed, "model": provenance, "record": record,
-                       "hooks": repr(generate_kwargs.get("hooks"))}, sort_keys=True, default=str)
+def row_key(model, settings: dict, provenance: dict, record) -> str:
+    """The key of one row: its prompt, the resolved generation settings, the rest of its keyword arguments
+    (``hooks``, ``hook_steps``), ``record`` and the model's provenance."""
+    params = {k: v for k, v in settings.items() if k in PARAM_NAMES}
+    resolved = resolve(model.config, model.defaults, 1, **params).to_dict()
+    other = {k: fingerprint(v) for k, v in settings.items() if k not in PARAM_NAMES and k != "prompt"}
+    text = json.dumps({"prompt": settings["prompt"], "settings": resolved, "other": other, "model": provenance,
+                       "record": fingerprint(record)}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def fingerprint(obj):
+    """What identifies ``obj`` across processes: plain values as they are, arrays by their bytes, functions by
+    qualified name, source, defaults and the values they close over (``repr`` holds memory addresses)."""
+    if obj is None or isinstance(obj, (str, bool, int, float)):
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return [fingerprint(x) for x in obj]
+    if isinstance(obj, dict):
+        return {str(k): fingerprint(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, np.ndarray):
+        return {"array": hashlib.sha256(np.ascontiguousarray(obj).tobytes()).hexdigest(), "shape": obj.shape,
+                "dtype": str(obj.dtype)}
+    if isinstance(obj, slice):
+        return {"slice": [obj.start, obj.stop, obj.step]}
+    if isinstance(obj, functools.partial):
+        return {"partial": fingerprint(obj.func), "args": fingerprint(obj.args), "kwargs": fingerprint(obj.keywords)}
+    if callable(obj):
+        code = getattr(obj, "__code__", None)
+        try:
+            source = inspect.getsource(obj)
+        except (OSError, TypeError):
+            source = None
+        cells = [c.cell_contents for c in (getattr(obj, "__closure__", None) or ())]
+        return {"callable": f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', type(obj).__name__)}",
+                "source": source, "code": code.co_code.hex() if code is not None and source is None else None,
+                "defaults": fingerprint(getattr(obj, "__defaults__", None)), "closure": fingerprint(cells)}
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(obj))
 
 
 def batches(rows: list[dict], size: int) -> list[list[dict]]:
@@ -92,16 +135,19 @@ def batches(rows: list[dict], size: int) -> list[list[dict]]:
 
 
 def sweep(model, grid: dict, out_dir, *, client=None, evaluate: bool = True, record=None, batch_size: int = 8,
-          progress: bool = True, **generate_kwargs):
+          progress: bool = True, retry_errors: bool = False, **generate_kwargs):
     """Run the cartesian product of ``grid`` (generate argument -> list of values), with ``generate_kwargs``
     fixed, and return one row per generation as a ``pandas.DataFrame`` (also ``out_dir/results.parquet``).
 
     ``client``: None starts a ``distributed.LocalCluster`` (processes, one thread each, one worker per core)
     and closes it after; a ``distributed.Client`` uses that cluster; False runs in this process. ``record``:
-    hook names (or a filter) whose values each row stores (``mglab.sweep_cache`` reads them back).
+    hook names (or a filter) whose values each row stores (``mglab.sweep_cache`` reads them back). ``model``: a
+    model, or what :func:`mglab.load` takes (a folder or Hub id), loaded here and, from its load spec, on
+    each worker. ``retry_errors``: run the stored rows that failed again (by default they are returned).
     """
     import pandas as pd
 
+    model = _as_model(model)
     rows = check(model, grid, out_dir, generate_kwargs)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} is not allowed: batch_size must be an integer >= 1")
@@ -110,9 +156,9 @@ def sweep(model, grid: dict, out_dir, *, client=None, evaluate: bool = True, rec
     provenance = model.provenance()
     records = []
     for row in rows:
-        key = row_key(row, generate_kwargs, provenance, record)
+        key = row_key(model, {**generate_kwargs, **row}, provenance, record)
         records.append({"key": key, "settings": {**generate_kwargs, **row}, "grid": row})
-    done = {r["key"]: _stored(out, r["key"]) for r in records}
+    done = {r["key"]: _stored(out, r, evaluate, retry_errors) for r in records}
     todo = [r for r in records if done[r["key"]] is None]
     if todo:
         for rec in _run(model, batches(todo, 1 if record else batch_size), out, evaluate, record, client, progress):
@@ -122,9 +168,31 @@ def sweep(model, grid: dict, out_dir, *, client=None, evaluate: bool = True, rec
     return table
 
 
-def _stored(out: Path, key: str) -> dict | None:
-    path = out / "rows" / f"{key}.row.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+def _as_model(model):
+    """A model, or a folder / Hub id / LoadSpec loaded as :func:`mglab.load` does; anything else a TypeError."""
+    if hasattr(model, "generate") and hasattr(model, "config"):
+        return model
+    if isinstance(model, (str, os.PathLike)) or type(model).__name__ == "LoadSpec":
+        return load(model)
+    raise TypeError(f"model={model!r} is not allowed: model must be a MusicGen (mglab.load) or what mglab.load "
+                    "takes (a model folder, a Hub id or a LoadSpec)")
+
+
+def _stored(out: Path, r: dict, evaluate: bool, retry_errors: bool) -> dict | None:
+    """The stored row of ``r``, measured from its WAV if it was stored unmeasured and ``evaluate``; None to run it."""
+    path = out / "rows" / f"{r['key']}.row.json"
+    if not path.is_file():
+        return None
+    rec = json.loads(path.read_text())
+    if rec.get("status") != "ok":
+        return None if retry_errors else rec
+    if evaluate and not rec.get("evaluated", False):
+        from .generation import Generation
+
+        measured = _measure(Generation.load(out / "rows" / f"{r['key']}.wav"))
+        rec = {**rec, **{k: _plain(v) for k, v in measured.items()}, "evaluated": True}
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(rec)))
+    return rec
 
 
 def _run(model, groups, out, evaluate, record, client, progress):
@@ -152,9 +220,16 @@ def _run(model, groups, out, evaluate, record, client, progress):
         try:
             from distributed import as_completed
 
-            futures = [client.submit(run_batch, spec, g, str(out), evaluate, record, pure=False) for g in groups]
+            futures = {client.submit(run_batch, spec, g, str(out), evaluate, record, pure=False): g for g in groups}
             for future in as_completed(futures):
-                for rec in future.result():
+                group = futures.pop(future)
+                try:
+                    recs = future.result()
+                except Exception as err:                          # noqa: BLE001 - a lost worker: the rows' error
+                    recs = [_write_row(out, r, status="error", error=f"{type(err).__name__}: {err}", seconds=0.0,
+                                       evaluated=False) for r in group]
+                future.release()             # done: a worker lost later must not run it (and rewrite it) again
+                for rec in recs:
                     bar.update()
                     yield rec
         finally:
@@ -194,7 +269,7 @@ def run_batch(spec_or_model, group: list[dict], out_dir: str, evaluate: bool, re
         if len(group) > 1:
             return [rec for r in group for rec in run_batch(model, [r], out_dir, evaluate, record)]
         return [_write_row(Path(out_dir), group[0], status="error", error=f"{type(err).__name__}: {err}",
-                           seconds=0.0)]
+                           seconds=0.0, evaluated=False)]
 
 
 def _generate(model, group, out: Path, evaluate: bool, record) -> list[dict]:
@@ -217,7 +292,8 @@ def _generate(model, group, out: Path, evaluate: bool, record) -> list[dict]:
         if cache is not None:
             cache.save(out / "rows" / f"{r['key']}.cache.npz")
         measured = _measure(one) if evaluate else {}
-        recs.append(_write_row(out, r, status="ok", error="", seconds=seconds, wav=str(wav), **measured))
+        recs.append(_write_row(out, r, status="ok", error="", seconds=seconds, wav=str(wav), **measured,
+                               evaluated=evaluate))
     return recs
 
 

@@ -88,3 +88,31 @@ def test_a_hub_id_downloads_only_config_weights_and_tokenizer(monkeypatch, tmp_p
     assert not any(p.endswith((".onnx", ".bin.index", ".msgpack", ".h5")) for p in asked["allow_patterns"])
     with pytest.raises(ValueError, match="neither a checkpoint folder nor a Hub id"):
         ex.source("no/such/deep/path")
+
+
+def _digest(folder):
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["out contains src", "out is src", "out inside src"])
+def test_force_never_replaces_the_source(tmp_path, where):
+    """Defect: ``export SRC OUT --force`` removed OUT before reading SRC, so an OUT holding SRC (the bundled layout,
+    where ``pytorch/`` sits in the export folder) or equal to it lost the weights. Refused up front now, with
+    every file of the checkpoint left as it was (compared byte for byte) and nothing written."""
+    import shutil
+
+    layout = tmp_path / "tiny"
+    shutil.copytree(TINY / "pytorch", layout / "pytorch")
+    (layout / "config.json").write_text("{}")                       # an old export's file beside it
+    src = layout / "pytorch"
+    out = {"out contains src": layout, "out is src": src, "out inside src": src / "onnx-export"}[where]
+    before = _digest(layout)
+    run = subprocess.run([sys.executable, "-m", "mglab", "export", str(src), str(out), "--force"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert run.returncode != 0
+    assert "OUT=" in run.stderr and "SRC=" in run.stderr and "its own input" in run.stderr
+    assert _digest(layout) == before
+    assert [p.name for p in layout.iterdir() if p.name.startswith(".")] == []

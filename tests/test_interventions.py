@@ -1,4 +1,4 @@
-"""Steering, patching and the logit lens (mglab.interventions) on the tiny model."""
+"""Steering, patching and the logit lens (mglab.inspect.interventions) on the tiny model."""
 
 import numpy as np
 import pytest
@@ -78,6 +78,37 @@ def test_a_patching_map_has_a_cell_per_layer_and_window(merged_model):
     full = iv.patching_map(merged_model, "lofi piano", "rock guitar", metric, layers=[1], point="resid_post", **KW)
     src, tgt = (metric(merged_model.generate(p, **KW)) for p in ("lofi piano", "rock guitar"))
     assert full[0, 0] == pytest.approx(src - tgt)            # the last layer's output, every step: the source
+
+
+def test_patching_map_windows_have_their_known_effects(merged_model):
+    """Each window is patched on its own (defect planted: every window patched at every step went unseen).
+    Patching the last layer's resid_post at every step reproduces the source run (the heads read only it, after
+    the final norm); a window after the last step patches nothing (exactly 0, every layer); the first two steps
+    move the metric as ``patch`` with those steps does."""
+    metric = lambda g: float(g.codes.mean())                                      # noqa: E731
+    src, tgt = (metric(merged_model.generate(p, **KW)) for p in ("lofi piano", "rock guitar"))
+    assert src != tgt
+    table = iv.patching_map(merged_model, "lofi piano", "rock guitar", metric, layers=[0, 1],
+                            steps=[slice(None), slice(1000, None), slice(0, 2)], **KW)
+    assert table[1, 0] == pytest.approx(src - tgt)
+    np.testing.assert_array_equal(table[:, 1], [0.0, 0.0])
+    early = metric(iv.patch(merged_model, "lofi piano", "rock guitar", ["decoder.layers.1.hook_resid_post"],
+                            steps=slice(0, 2), **KW))
+    assert table[1, 2] == pytest.approx(early - tgt)
+
+
+def test_patching_a_run_into_itself_changes_nothing_without_a_seed(merged_model):
+    """Defect: with sampling and no seed, the clean and patched runs drew their own random streams, so a run
+    patched with its own activations moved the metric (TransformerLens semantics: exactly 0). One seed is drawn
+    and shared."""
+    kw = dict(max_new_tokens=12, do_sample=True)
+    metric = lambda g: float(g.codes.mean())                                      # noqa: E731
+    table = iv.patching_map(merged_model, ["lofi piano", "rock"], ["lofi piano", "rock"], metric, layers=[0, 1],
+                            steps=[slice(None), slice(0, 4)], **kw)
+    np.testing.assert_array_equal(table, np.zeros((2, 2)))
+    patched = iv.patch(merged_model, "jazz", "jazz", ["decoder.layers.0.hook_resid_post"], **kw)
+    again = merged_model.generate("jazz", seed=patched.settings["seed"], **kw)
+    np.testing.assert_array_equal(patched.tokens, again.tokens)
 
 
 def test_the_logit_lens_at_the_last_layer_is_the_models_logits(model):

@@ -75,21 +75,30 @@ def test_teacher_forced_logits_in_both_cache_modes(sequence, reference, decoder,
 
 
 # Xenova's recipe (scripts/quantize.py), measured on the tiny model (logits up to 0.42), max |diff| and argmax
-# agreement: fp16 1.9e-4 / 100%, q8 6.5e-3 / 98.2%, int8 9.1e-2 / 97.1% (QInt8 weights without reduce_range:
-# ONNX Runtime's u8 x s8 kernels on AVX2 can saturate), uint8 4.6e-3 / 98.7%, bnb4 5.2e-2 / 83.6%,
-# q4 4.4e-2 / 89.1%, q4f16 4.4e-2 / 88.8%. Tolerances are about twice the error, agreement a few points under.
-LOOSE = [("fp16", "merged", 5e-4, 1.0), ("fp16", "split", 5e-4, 1.0), ("q8", "merged", 1e-2, 0.95),
-         ("q8", "split", 1e-2, 0.95), ("int8", "merged", 0.2, 0.9), ("uint8", "merged", 1e-2, 0.95),
-         ("bnb4", "merged", 1e-1, 0.78), ("q4", "merged", 1e-1, 0.8), ("q4f16", "merged", 1e-1, 0.8)]
+# agreement: fp16 1.9e-4 / 100%, q8 6.5e-3 / 98.2%, int8 9.1e-2 / 97.1% (4.9e-3 on an AVX-512 CPU; QInt8 weights
+# without reduce_range: ONNX Runtime's u8 x s8 kernels on AVX2 can saturate), uint8 4.6e-3 / 98.7%, bnb4 5.2e-2 / 83.6%,
+# q4 4.4e-2 / 89.1%, q4f16 4.4e-2 / 88.8%. Tolerances are about twice the error, agreement a few points under;
+# the floor, a fifth of the error or less, is far above fp32's (<= 1e-4 above, a few 1e-7 measured): fp32 weights
+# loaded under a quantized variant's name fail it.
+LOOSE = [("fp16", "merged", 5e-4, 1.0, 2e-5), ("fp16", "split", 5e-4, 1.0, 2e-5),
+         ("q8", "merged", 1e-2, 0.95, 1e-3), ("q8", "split", 1e-2, 0.95, 1e-3), ("int8", "merged", 0.2, 0.9, 1e-3),
+         ("uint8", "merged", 1e-2, 0.95, 5e-4), ("bnb4", "merged", 1e-1, 0.78, 1e-2),
+         ("q4", "merged", 1e-1, 0.8, 5e-3), ("q4f16", "merged", 1e-1, 0.8, 5e-3)]
 
 
-@pytest.mark.parametrize("dtype,decoder,tolerance,agreement", LOOSE)
-def test_quantized_decoders_against_transformers_fp32(sequence, reference, dtype, decoder, tolerance, agreement):
+@pytest.mark.parametrize("dtype,decoder,tolerance,agreement,floor", LOOSE)
+def test_quantized_decoders_against_transformers_fp32(sequence, reference, dtype, decoder, tolerance, agreement,
+                                                      floor):
+    from mglab.onnx.modelfiles import SUFFIXES
+
     key = "decoder" if decoder == "split" else "decoder_model_merged"
     model = mglab.load(TINY, dtype={key: dtype}, decoder=decoder)
+    graphs = ["decoder_model", "decoder_with_past_model"] if decoder == "split" else ["decoder_model_merged"]
+    assert {model.paths[g].name for g in graphs} == {f"{g}{SUFFIXES[dtype]}.onnx" for g in graphs}
     ours, bound = mglab_logits(model, sequence)
     assert all(bound)
-    assert np.abs(ours - reference).max() <= tolerance
+    error = np.abs(ours - reference).max()
+    assert floor <= error <= tolerance
     assert (ours.argmax(-1) == reference.argmax(-1)).mean() >= agreement
 
 

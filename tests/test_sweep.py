@@ -76,6 +76,29 @@ def test_a_killed_worker_loses_no_row(tiny_path, client, tmp_path):
     client.wait_for_workers(2, timeout=60)
 
 
+def test_a_row_that_kills_its_worker_records_the_loss_and_the_sweep_goes_on(tiny_path, client, tmp_path):
+    """Defect: after Dask's allowed failures ``future.result()`` raised KilledWorker out of ``sweep()``: no error
+    row, no results.parquet, and every rerun died the same way. The row that kills its worker (every time: it
+    exits at step 30, which only the 40-token row reaches) records the loss; the other row is done; a rerun
+    returns both without running anything."""
+    model = mglab.load(tiny_path)
+
+    def exit_at_step_30(tokens, hook):
+        if hook.step == 30:
+            os._exit(1)
+
+    grid = {"prompt": ["rock"], "max_new_tokens": [12, 40]}
+    kw = dict(client=client, evaluate=False, progress=False, seed=0, hooks=[("sampler.hook_tokens", exit_at_step_30)])
+    df = mglab.sweep(model, grid, tmp_path, **kw)
+    assert dict(zip(df["max_new_tokens"], df["status"])) == {12: "ok", 40: "error"}
+    assert df.loc[df["max_new_tokens"] == 40, "error"].str.contains("KilledWorker").all()
+    assert (tmp_path / "results.parquet").is_file()
+    client.wait_for_workers(2, timeout=60)
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "rows").iterdir()}
+    again = mglab.sweep(model, grid, tmp_path, **kw)
+    assert again.equals(df) and {p: p.stat().st_mtime_ns for p in (tmp_path / "rows").iterdir()} == stamps
+
+
 def test_a_failing_row_is_recorded_and_the_sweep_goes_on(merged_model, tmp_path):
     def fails_with_one_token_left(logits, hook):          # top_k=1 rows only
         if (np.isfinite(logits).sum(-1) == 1).all():

@@ -60,7 +60,7 @@ def test_the_first_note_weighs_more_in_the_tempo_term(clips):
 
 def test_the_guided_stage_trains_the_logits_guidance_samples_from(clips):
     """``guided_loss`` runs each clip with its condition and with the null one (zero states, zero mask: what
-    ``mglab.guidance`` feeds) and adds the objective of ``u + GUIDANCE * (c - u)``; checked against the two
+    ``mglab.decoding.guidance`` feeds) and adds the objective of ``u + GUIDANCE * (c - u)``; checked against the two
     conditions run one at a time."""
     tok = train_nano.build_tokenizer()
     model = train_nano.build_torch_model(tok.get_vocab_size(), 0, train_nano.SIZES).eval()

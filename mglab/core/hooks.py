@@ -15,14 +15,14 @@ guidance else 1, n text tokens, ``pos`` = positions in the self-attention cache 
     text_encoder.hook_hidden          [B, n, d]                      once
     text_encoder.hook_mask            [B, n]                         once
     decoder.hook_input_ids            [B, K]    delayed tokens fed   each step
-    decoder.layers.{i}.hook_resid_pre  [H*B, 1, d]   layer i's input      each step (see mglab.residual)
+    decoder.layers.{i}.hook_resid_pre  [H*B, 1, d]   layer i's input      each step (see mglab.onnx.residual_graph)
     decoder.layers.{i}.hook_attn_out, hook_cross_attn_out, hook_mlp_out   each block's output, each step
     decoder.layers.{i}.hook_resid_post [H*B, 1, d]   layer i's output     each step
     decoder.hook_resid_final          [H*B, 1, d]   after the final layer norm          each step
     decoder.layers.{i}.hook_key       [H*B, heads, pos, head_dim]    each step
     decoder.layers.{i}.hook_value     [H*B, heads, pos, head_dim]    each step
-    decoder.layers.{i}.hook_cross_key   [H*B, heads, n, head_dim]    once (after step 0)
-    decoder.layers.{i}.hook_cross_value [H*B, heads, n, head_dim]    once (after step 0)
+    decoder.layers.{i}.hook_cross_key   [H*B, heads, n, head_dim]    once a window (after its first step)
+    decoder.layers.{i}.hook_cross_value [H*B, heads, n, head_dim]    once a window (after its first step)
     decoder.layers.{i}.hook_self_attn  [H*B, heads, 1, pos]          each step, read-only
     decoder.layers.{i}.hook_cross_attn [H*B, heads, 1, n]            each step, read-only
     guidance.hook_cond_logits         [B, K, V]                      each step
@@ -39,7 +39,7 @@ guidance else 1, n text tokens, ``pos`` = positions in the self-attention cache 
 An edit to a residual point changes everything downstream at that step (later layers, the logits, the
 keys and values cached for later steps). An edit to a key/value takes effect from the next step on (it is
 the cache the next step reads). Attention probabilities are extra outputs of the ONNX graph (see
-:mod:`mglab.graph`), so they can be read, not edited.
+:mod:`mglab.onnx.graphfile`), so they can be read, not edited.
 
 Every :class:`HookPoint` carries its ``kind`` (``"kv"``, ``"attention"``, ``"logits"``, ...), and every name
 is defined here only: the pipeline calls a point by name and an unknown name is an error. Hooks attached with
@@ -264,15 +264,18 @@ class Hooks:
         return value
 
 
-def run_layer_hooks(hooks: Hooks, step: int, cache, attn: dict | None, num_layers: int) -> None:
+def run_layer_hooks(hooks: Hooks, step: int, cache, attn: dict | None, num_layers: int, first: bool) -> None:
     """The decoder's per-layer points after one step; edits land in the cache the next step reads.
 
-    Cache points get live views of ``cache`` (a :class:`mglab.kvcache.KVCache`, filled positions only); a
+    ``first``: the step is a window's first, which computes the cross-attention cache afresh (every long-form
+    window does, as audiocraft's extend calls the LM per chunk): its hooks run then, in every window.
+
+    Cache points get live views of ``cache`` (a :class:`mglab.networks.kvcache.KVCache`, filled positions only); a
     returned value is written into it. Attention points (``attn``: per-layer probabilities) are read-only.
     """
     for i in range(num_layers):
         points = [("key", cache.keys, step), ("value", cache.values, step)]
-        if step == 0:       # the cross-attention cache is made once
+        if first:           # the cross-attention cache is made once a window
             points += [("cross_key", lambda j: cache.cross_key[j], None),
                        ("cross_value", lambda j: cache.cross_value[j], None)]
         for what, get, when in points:

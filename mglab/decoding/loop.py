@@ -3,7 +3,7 @@
     tokens[:, :, t] --decoder--> logits [H*B*K, V] --guidance--> [B, K, V] --warp/sample--> [B, K]
                     --delay pattern--> tokens[:, :, t + 1]
 
-A window decodes ``frames`` frames laid out by the delay :class:`~mglab.patterns.Pattern`; its first ``P``
+A window decodes ``frames`` frames laid out by the delay :class:`~mglab.decoding.patterns.Pattern`; its first ``P``
 frames may be given (prompt codes: a long-form window's overlap, or an audio prompt). Hook points fire where
 their names say; the loop itself knows nothing of what hooks do.
 """
@@ -44,7 +44,7 @@ def decode_window(decoder, hooks, cond: conditioning.Condition, prefix: np.ndarr
                                            capacity=pattern.num_steps, resid=resid)   # [H*B*K, V]
         logits = check_finite(logits, step, s.on_nonfinite, batch, k)          # [H*B*K, V]
         if hooks:
-            run_layer_hooks(hooks, step, cache, attn, c.num_layers)
+            run_layer_hooks(hooks, step, cache, attn, c.num_layers, first=t == 0)
         scores, uncond = conditioning.from_rows(logits, batch, k)             # [B, K, V] each
         scores = hooks("guidance.hook_cond_logits", scores, step)              # [B, K, V]
         if uncond is not None:

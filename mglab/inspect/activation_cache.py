@@ -6,10 +6,11 @@ the longest, ``[steps, H*B, heads, 1, max_pos]``. Once-per-run values are stored
 
 The self-attention KV cache is not stored step by step (that would cost O(steps^2)): each step's new
 position is kept once, ``cache[name]`` gives the whole cache ``[H*B, heads, pos, head_dim]`` after the last
-recorded step and ``cache.kv(name, step)`` the cache as it was after ``step``. When another hook may edit a
-key/value point (``run_with_cache`` knows: a hook is attached to it), the recorder also compares the earlier
-positions with what it has and records every change as an edit ``(step, positions, values)``, so the history
-it gives back is the one that happened.
+recorded step and ``cache.kv(name, step)`` the cache as the decoder had it after ``step``. A long-form run
+starts a new cache each window (its prompt frames fed again): ``kv`` gives that window's positions only.
+When another hook may edit a key/value point (``run_with_cache`` knows: a hook is attached to it), the
+recorder also compares the earlier positions with what it has and records every change as an edit
+``(step, positions, values)``, so the history it gives back is the one that happened.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.fileio import atomic_write
-from ..core.hooks import ATTENTION, KV
+from ..core.hooks import ATTENTION, KV, LATENT
 
 
 class ActivationCache:
@@ -34,6 +35,7 @@ class ActivationCache:
         self._edits: dict[str, list] = {}      # KV name -> [(step, positions, values [H*B, heads, n, hd])]
         self._watch = set(watch)               # KV names another hook may edit: compare earlier positions
         self._current: dict[str, np.ndarray] = {}   # KV name -> the whole cache as recorded, for watched names
+        self._positions: dict[str, list] = {}  # KV name -> [positions in the live cache after each step]
 
     # recording -------------------------------------------------------------------------------------------
     def record(self, value, hook) -> None:
@@ -43,7 +45,7 @@ class ActivationCache:
             self._kinds[hook.name] = hook.kind
         if hook.step is None:
             value = np.array(value, copy=True)
-            if hook.layer == 1 and hook.name in self._once:    # a stereo codec's right channel: [2, ...]
+            if hook.kind == LATENT and hook.layer == 1 and hook.name in self._once:   # stereo: right channel
                 value = np.stack([self._once[hook.name], value])
             self._once[hook.name] = value
             return
@@ -51,13 +53,15 @@ class ActivationCache:
         if kv and hook.name in self._watch:
             self._record_edits(hook.name, hook.step, value)
         v = value[:, :, -1:] if kv else value
+        if kv:
+            self._positions.setdefault(hook.name, []).append(int(value.shape[2]))
         self._steps.setdefault(hook.name, []).append(hook.step)
         self._values.setdefault(hook.name, []).append(np.array(v, copy=True))
 
     def _record_edits(self, name: str, step: int, value: np.ndarray) -> None:
         """Record the earlier positions of ``value`` (the live cache) that differ from the history so far."""
         old = self._current.get(name)
-        if old is not None:
+        if old is not None and value.shape[2] > old.shape[2]:                 # same window (a new one restarts)
             before = value[:, :, :old.shape[2]]                                # [H*B, heads, pos-1, hd]
             changed = np.flatnonzero((before != old).any(axis=(0, 1, 3)))       # positions edited
             if changed.size:
@@ -98,17 +102,24 @@ class ActivationCache:
         return np.stack(values)                                               # [steps, ...]
 
     def kv(self, name: str, step: int) -> np.ndarray:
-        """The self-attention key or value cache ``[H*B, heads, step + 1, head_dim]`` as it was after ``step``."""
+        """The self-attention key or value cache ``[H*B, heads, pos, head_dim]`` as the decoder had it after
+        ``step``: ``pos`` is ``step + 1`` in a run of one window, the steps since its window began otherwise."""
         if self._kinds.get(name) != KV:
             raise KeyError(f"{name!r} is not a key/value hook point")
         steps = self._steps[name]
         if steps != list(range(len(steps))) or step >= len(steps) or step < 0:
             raise KeyError(f"step={step} is not available for {name!r}: recorded steps 0..{len(steps) - 1}")
-        out = np.concatenate(self._values[name][: step + 1], axis=2)         # [H*B, heads, step + 1, hd]
+        start = self.window_start(name, step)
+        out = np.concatenate(self._values[name][start: step + 1], axis=2)    # [H*B, heads, pos, hd]
         for when, positions, values in self._edits.get(name, []):
-            if when <= step:
+            if start <= when <= step:
                 out[:, :, positions] = values
         return out
+
+    def window_start(self, name: str, step: int) -> int:
+        """The first step of the window ``step`` belongs to, for a key/value point (0 for one window)."""
+        positions = self._positions.get(name) or list(range(1, len(self._steps[name]) + 1))
+        return next(i for i in range(step, -1, -1) if positions[i] == 1)
 
     def edits(self, name: str) -> list[tuple[int, np.ndarray]]:
         """``[(step, positions), ...]``: where hooks rewrote earlier positions of a key/value point."""
@@ -133,6 +144,8 @@ class ActivationCache:
         arrays["kinds"] = np.array([self._kinds[n] for n in self._order])
         for name, values in self._values.items():
             arrays[f"steps::{name}"] = np.array(self._steps[name])
+            if name in self._positions:
+                arrays[f"positions::{name}"] = np.array(self._positions[name])
             for i, v in enumerate(values):
                 arrays[f"value::{name}::{i}"] = v
         for name, edits in self._edits.items():
@@ -154,6 +167,8 @@ class ActivationCache:
                     cache._once[rest[0]] = data[key]
                 elif kind == "steps":
                     cache._steps[rest[0]] = data[key].tolist()
+                elif kind == "positions":
+                    cache._positions[rest[0]] = data[key].tolist()
                 elif kind == "edit":
                     name, i, step = rest
                     cache._edits.setdefault(name, []).append(

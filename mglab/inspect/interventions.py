@@ -1,6 +1,6 @@
 """Interventions on the residual stream: steering vectors, activation patching, the logit lens.
 
-All of them are hooks on the points of :mod:`mglab.residual` (``decoder.layers.{i}.hook_resid_post`` and
+All of them are hooks on the points of :mod:`mglab.onnx.residual_graph` (``decoder.layers.{i}.hook_resid_post`` and
 friends), scoped by context managers so that nothing stays attached after the block::
 
     vec = steering_vector(model, ["a fast piano melody"], ["a slow piano melody"], layer=2, duration=2.0)
@@ -130,12 +130,14 @@ def _checked_patch(model, source, target, names, source_kwargs, generate_kwargs)
                          "hook holds the whole cache; patch the residual stream instead)")
     if len(source) != len(target):
         raise ValueError(f"source has {len(source)} prompts and target {len(target)}: a patch needs as many")
+    if generate_kwargs.get("seed") is None:         # one random stream for the clean and every patched run
+        generate_kwargs = {**generate_kwargs, "seed": int(np.random.default_rng().integers(2**31))}
     src_kwargs = {**generate_kwargs, **(source_kwargs or {})}
     a, b = _length(model, source, src_kwargs), _length(model, target, generate_kwargs)
     if a != b:
         raise ValueError(f"the source run decodes {a[0]} tokens in {a[1]} windows and the target {b[0]} in "
                          f"{b[1]}: a patch needs runs of the same length")
-    return source, target, names, src_kwargs
+    return source, target, names, src_kwargs, generate_kwargs
 
 
 def _record(model, source, names, steps, src_kwargs) -> dict:
@@ -154,10 +156,12 @@ def _replay(model, target, recorded: dict, names, steps, generate_kwargs):
 def patch(model, source, target, names, steps=None, source_kwargs: dict | None = None, **generate_kwargs):
     """Run ``source``, record the hook points ``names``, and replay them into a run of ``target``: the
     patched :class:`~mglab.Generation`. ``steps`` (a slice or indices) limits the patch to those steps;
-    ``source_kwargs`` override ``generate_kwargs`` for the source run (its length must be the same)."""
+    ``source_kwargs`` override ``generate_kwargs`` for the source run (its length must be the same). Without a
+    ``seed`` one is drawn and shared by both runs (as TransformerLens patches one forward pass): patching a run
+    with its own activations changes nothing."""
     check_steps(steps)
-    source, target, names, src_kwargs = _checked_patch(model, source, target, names, source_kwargs,
-                                                       generate_kwargs)
+    source, target, names, src_kwargs, generate_kwargs = _checked_patch(model, source, target, names, source_kwargs,
+                                                                        generate_kwargs)
     return _replay(model, target, _record(model, source, names, steps, src_kwargs), names, steps, generate_kwargs)
 
 
@@ -167,14 +171,15 @@ def patching_map(model, source, target, metric, layers=None, steps=None, point: 
     :class:`~mglab.Generation` giving a number) from the target run toward the source run:
     ``[len(layers), len(steps)]`` of ``metric(patched) - metric(target)``. The source runs once.
 
-    ``steps``: a list of slices (step windows; default one window, every step)."""
+    ``steps``: a list of slices (step windows; default one window, every step). Without a ``seed``, one is
+    drawn and shared by the clean run and every patched one."""
     layers = [check_layer(model, i, "layers") for i in (range(model.config.num_layers) if layers is None else layers)]
     windows = [slice(None)] if steps is None else list(steps)
     for w in windows:
         check_steps(w, "steps")
     names = {i: layer_point(i, point) for i in layers}
-    source, target, _, src_kwargs = _checked_patch(model, source, target, list(names.values()), None,
-                                                   generate_kwargs)
+    source, target, _, src_kwargs, generate_kwargs = _checked_patch(model, source, target, list(names.values()),
+                                                                    None, generate_kwargs)
     if model.hook_names()[names[layers[0]]].kind != RESID:
         raise ValueError(f"point={point!r} is not a residual point")
     recorded = _record(model, source, list(names.values()), None, src_kwargs)

@@ -10,7 +10,7 @@ What it writes, with ``--dtypes fp32,q8`` (the default)::
     OUT/onnx/encodec_encode.onnx           (ours, torch.onnx: input_values [B, C, samples]
                                             -> audio_codes [1, B, K, frames], what transformers' encode gives)
     OUT/onnx/*_quantized.onnx ...          (each graph but the encoder in each dtype, Xenova's recipe:
-                                            :mod:`mglab.quantize`)
+                                            :mod:`mglab.onnx.quantize`)
 
 ``SRC`` is a checkpoint folder (``config.json`` + weights) or a Hub id (only the config, weights and tokenizer
 files are downloaded). Everything is written under a temporary name beside ``OUT`` and renamed at the end; a
@@ -21,7 +21,7 @@ its duration, and the codec graph, like transformers, decodes and encodes each c
 
 Examples
 --------
->>> from mglab.export import export                                     # doctest: +SKIP
+>>> from mglab.onnx.export import export                                     # doctest: +SKIP
 >>> export("path/to/musicgen-checkpoint", "exports/my-musicgen", dtypes=("fp32", "q8"))
 """
 
@@ -80,6 +80,15 @@ def check_out(out, force: bool) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise FileExistsError(f"OUT={str(out)!r} exists and is not empty: pass --force to replace it")
     return out
+
+
+def check_apart(src: Path, out: Path) -> None:
+    """``--force`` replaces an old export, never the input: OUT may not be SRC, hold it, or lie inside it."""
+    a, b = Path(src).resolve(), Path(out).resolve()
+    if a == b or a.is_relative_to(b) or b.is_relative_to(a):
+        where = "is" if a == b else "contains" if a.is_relative_to(b) else "lies inside"
+        raise ValueError(f"OUT={str(out)!r} {where} SRC={str(src)!r}: the export would replace its own input; "
+                         "choose an OUT outside SRC")
 
 
 @contextmanager
@@ -179,6 +188,7 @@ def export(src, out, dtypes=("fp32", "q8"), force: bool = False) -> Path:
     dtypes = check_dtypes(dtypes)
     out = check_out(out, force)
     path = source(src)
+    check_apart(path, out)
     from transformers import MusicgenForConditionalGeneration
 
     from .quantize import make as make_variant
