@@ -79,3 +79,16 @@ def test_generated_tokens_follow_the_pattern(merged_model):
     assert (g.tokens[:, pattern != -1] == c.decoder_start_token_id).all()
     assert (g.tokens[:, pattern == -1] < c.vocab_size).all()
     np.testing.assert_array_equal(patterns.undelay(g.tokens, c.delays), g.codes)
+
+
+@pytest.mark.parametrize("k,max_length,t", [(4, 16, 16), (4, 16, 9), (8, 20, 13)])
+def test_apply_delay_pattern_equals_transformers(k, max_length, t):
+    """``apply_delay_pattern`` forces the pattern's pads onto the first ``t`` columns as transformers'
+    ``apply_delay_pattern_mask`` does (random ids, both channel layouts)."""
+    channels = 2 if k == 8 else 1
+    delays = patterns.default_delays(k, audio_channels=channels)
+    pattern = patterns.build_delay_pattern(k, max_length, pad_token_id=2048, delays=delays)      # [K, L]
+    ids = np.random.default_rng(k + t).integers(0, 2048, size=(2, k, t))                          # [B, K, t]
+    theirs = MusicgenForCausalLM.apply_delay_pattern_mask(torch.from_numpy(ids.reshape(2 * k, t)),
+                                                          torch.from_numpy(np.tile(pattern, (2, 1))))
+    np.testing.assert_array_equal(patterns.apply_delay_pattern(ids, pattern), theirs.numpy().reshape(2, k, t))

@@ -276,3 +276,30 @@ def test_a_second_load_reads_the_optimized_graphs(tiny_path, tmp_path, monkeypat
     mglab.load(tiny_path, decoder="merged")
     assert opened and all(p.startswith(str(tmp_path / "ort")) and p.endswith("model.onnx") for p, _ in opened)
     assert not any(saving for _, saving in opened)                     # nothing optimized again
+
+
+def test_an_fp16_graph_with_float16_inputs_and_outputs_loads(tmp_path):
+    """The README's claim, on such a graph (converted here without keep_io_types): the float32 pipeline feeds
+    it, the in-place KV cache holds float16, and greedy tokens equal fp32's (fp16 agrees on every argmax of
+    the tiny model)."""
+    import shutil
+
+    import onnx
+
+    from mglab.onnx import graphfile, quantize
+
+    copy = tmp_path / "tiny"
+    shutil.copytree(TINY, copy, ignore=shutil.ignore_patterns("pytorch"))
+    half = quantize.fp16(graphfile.load(TINY / "onnx" / "decoder_model_merged.onnx"), keep_io_types=False)
+    onnx.save(half, copy / "onnx" / "decoder_model_merged_fp16.onnx")
+    model = mglab.load(copy, dtype={"decoder_model_merged": "fp16"}, decoder="merged")
+    session = model.decoder._session("merged").session
+    assert {i.type for i in session.get_inputs() if i.name == "encoder_hidden_states"} == {"tensor(float16)"}
+    assert {o.type for o in session.get_outputs() if o.name == "logits"} == {"tensor(float16)"}
+    assert model.decoder.inplace is not None
+    ours = model.generate(["rock", "lofi piano"], max_new_tokens=16, do_sample=False)
+    fp32 = mglab.load(TINY, decoder="merged").generate(["rock", "lofi piano"], max_new_tokens=16, do_sample=False)
+    np.testing.assert_array_equal(ours.tokens, fp32.tokens)
+    _, cache = model.run_with_cache("rock", names_filter="decoder.layers.0.hook_key", max_new_tokens=8,
+                                    do_sample=False)
+    assert cache["decoder.layers.0.hook_key"].dtype == np.float16

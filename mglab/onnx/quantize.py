@@ -71,10 +71,11 @@ def eight_bit(model, weight_type, per_channel: bool, reduce_range: bool):
     return quantizer.model.model
 
 
-def fp16(model):
-    """float16 inside, float32 inputs and outputs. The export's explicit ``Cast(to=float)`` nodes (T5's layer
-    norm, the positional embedding, EnCodec's weight norm) become casts to float16 and stale shape annotations
-    are dropped first; then the two casts onnxconverter-common's ``keep_io_types`` misses are added."""
+def fp16(model, keep_io_types: bool = True):
+    """float16 inside, float32 inputs and outputs (``keep_io_types=False``: float16 ones too, as some exporters
+    write). The export's explicit ``Cast(to=float)`` nodes (T5's layer norm, the positional embedding, EnCodec's
+    weight norm) become casts to float16 and stale shape annotations are dropped first; then the two casts
+    onnxconverter-common's ``keep_io_types`` misses are added."""
     from onnx import TensorProto
     from onnxconverter_common import float16
 
@@ -84,10 +85,11 @@ def fp16(model):
             for attr in node.attribute:
                 if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
                     attr.i = TensorProto.FLOAT16
-    model = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True,
+    model = float16.convert_float_to_float16(model, keep_io_types=keep_io_types, disable_shape_infer=True,
                                              check_fp16_ready=False)
-    _cast_branch_inputs(model.graph)
-    _own_readers_keep_fp16(model.graph)
+    if keep_io_types:
+        _cast_branch_inputs(model.graph)
+        _own_readers_keep_fp16(model.graph)
     return model
 
 
