@@ -73,8 +73,12 @@ def by_combination(rows: list[dict], g: float) -> dict:
 
 
 def score(rows: list[dict]) -> dict:
-    """Share of hits per attribute over the rows that asked for it."""
-    out = {}
+    """Share of hits per attribute over the rows that asked for it and were measured (an abstention is neither a
+    hit nor a miss); ``abstained``: the share of asked attributes the evaluator abstained on, and their count."""
+    asked = [a for r in rows for a, hit in r["hits"].items() if a in ATTRS and (hit is not None
+                                                                                  or a in r.get("abstained", {}))]
+    gave_up = sum(len(r.get("abstained", {})) for r in rows)
+    out = {"abstained": (gave_up / len(asked) if asked else 0.0, gave_up)}
     for a in ATTRS:
         if a == "key+mode":                                   # both right (the issue's joint target)
             hits = [r["hits"]["key"] and r["hits"]["mode"] for r in rows
@@ -87,7 +91,8 @@ def score(rows: list[dict]) -> dict:
 
 def _ceiling(clip) -> dict:
     asked = {k: v for k, v in clip.attributes.items() if k != "figure"}
-    return {"hits": evaluate.adherence(asked, render(_MODEL["model"], clip.codes), synth.SAMPLE_RATE)}
+    hits = evaluate.adherence(asked, render(_MODEL["model"], clip.codes), synth.SAMPLE_RATE)
+    return {"hits": dict(hits), "abstained": hits.abstained}
 
 
 _MODEL = {}
@@ -102,8 +107,12 @@ def _run(task) -> list[dict]:
     g, i, prompt, said, combo, seeds, duration = task
     model = _MODEL["model"]
     gen = model.generate([prompt] * seeds, duration=duration, guidance_scale=g, seed=list(range(seeds)))
-    return [{"guidance": g, "held_out": combo is not None, "combination": combo, "prompt": prompt, "seed": s,
-             "hits": evaluate.adherence(said, gen.audio[s, 0], gen.sample_rate)} for s in range(seeds)]
+    rows = []
+    for s in range(seeds):
+        hits = evaluate.adherence(said, gen.audio[s, 0], gen.sample_rate)
+        rows.append({"guidance": g, "held_out": combo is not None, "combination": combo, "prompt": prompt,
+                     "seed": s, "hits": dict(hits), "abstained": hits.abstained})
+    return rows
 
 
 def main(argv=None) -> dict:
@@ -141,8 +150,9 @@ def main(argv=None) -> dict:
             table[f"guidance {g:g} ({part})"] = score([r for r in rows if r["guidance"] == g and sel(r)])
     table["ceiling (ground truth)"] = result["ceiling"]
     result["table"] = table
-    print(markdown_table(["run", *ATTRS],
-                         [[name, *(f"{100 * v[a][0]:.0f}% ({v[a][1]})" for a in ATTRS)] for name, v in table.items()]))
+    print(markdown_table(["run", *ATTRS, "abstained"],
+                         [[name, *(f"{100 * v[a][0]:.0f}% ({v[a][1]})" for a in (*ATTRS, "abstained"))]
+                          for name, v in table.items()]))
     print(f"\n{len(rows)} generations of {args.duration:g} s evaluated in {result['seconds'] / 60:.1f} min")
     write_json(args.json, result)
     if args.card:
@@ -200,6 +210,9 @@ training) x {seeds} seeds, {duration:g} s, default sampling (top-k 50), measured
 `mglab.audio.evaluate`. Share of the asked attributes the audio has:
 
 {table}
+
+"abstained": the share of asked attributes the evaluator did not measure (audio that does not support the
+measurement, `mglab.audio.evaluate`'s thresholds); those count as neither hits nor misses. {moved}
 
 The ceiling is the evaluator on the ground-truth renderings of the same prompts' clips. Instrument classifier:
 {fit} on held-out renderings. Each held-out combination at guidance 3 (its clips' prompts may leave some of
@@ -286,8 +299,9 @@ def write_card(folder: Path, result: dict) -> None:
     log = json.loads((folder / "training.json").read_text())
     cfg = json.loads((folder / "config.json").read_text())
     text, dec = cfg["text_encoder"], cfg["decoder"]
-    rows = [[name, *(f"{100 * v[a][0]:.0f}%" for a in ATTRS)] for name, v in result["table"].items()]
+    rows = [[name, *(f"{100 * v[a][0]:.0f}%" for a in (*ATTRS, "abstained"))] for name, v in result["table"].items()]
     combos = by_combination(result["rows"], 3.0)
+    old_card = (folder / "README.md").read_text() if (folder / "README.md").is_file() else ""
     card = CARD.format(
         text=f"d={text['d_model']}, {text['num_layers']} layers",
         words=text["vocab_size"] - 3,
@@ -302,15 +316,35 @@ def write_card(folder: Path, result: dict) -> None:
         command=log["command"], steps=log["steps"], batch=log["batch_size"],
         minutes=(log["seconds"] + log.get("guided_stage", {}).get("seconds", 0.0)) / 60,
         threads=log["threads"], torch=log["torch"], loss=log["final_loss"], prompts=result["prompts"],
-        seeds=result["seeds"], duration=result["duration"], table=markdown_table(["run", *ATTRS], rows),
+        seeds=result["seeds"], duration=result["duration"], table=markdown_table(["run", *ATTRS, "abstained"], rows),
         fit=f"{100 * result['instrument_fit_accuracy']:.0f}%" if "instrument_fit_accuracy" in result else "n/a",
         guidance_limit=guidance_limit(result["table"]), guided=guided_stage(log.get("guided_stage")),
         combos=markdown_table(["combination", *ATTRS], [[n, *(f"{100 * v[a][0]:.0f}%" if v[a][1] else "-"
                                                                for a in ATTRS)] for n, v in combos.items()]),
         held_out_limit=held_out_limit(result["table"], combos),
         weak=", ".join(f"{a} ({100 * v[0]:.0f}%)" for a, v in result["table"]["guidance 3 (all)"].items()
-                       if v[0] < 0.8) or "none")
+                       if a in ATTRS and v[0] < 0.8) or "none",
+        moved=moved(old_card, rows))
     (folder / "README.md").write_text(card)
+
+
+def moved(old_card: str, rows: list[list[str]]) -> str:
+    """The card's sentence on what changed against the card it replaces: each (run, attribute) whose rounded
+    share differs, from the two Scores tables."""
+    old = {}
+    for line in old_card.split("## Scores", 1)[-1].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| run "):
+            header = cells
+        elif line.startswith("| ") and cells[0] and not cells[0].startswith("-") and len(cells) > 1:
+            old.update({(cells[0], h): c for h, c in zip(header[1:], cells[1:])})
+    header = ["run", *ATTRS, "abstained"]
+    changes = [f"{r[0]} {h} {old[(r[0], h)]} -> {c}" for r in rows for h, c in zip(header[1:], r[1:])
+               if (r[0], h) in old and old[(r[0], h)] != c]
+    if not old:
+        return "No earlier table to compare with."
+    return ("Against the table this one replaced: " + "; ".join(changes) + "." if changes
+            else "Against the table this one replaced, no number moved.")
 
 
 if __name__ == "__main__":

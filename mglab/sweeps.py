@@ -301,6 +301,7 @@ def _measure(gen) -> dict:
     from .audio import evaluate
 
     m = evaluate.measure(gen.audio[0], gen.sample_rate)
+    m["abstained"] = "; ".join(f"{k}: {why}" for k, why in m["abstained"].items())
     return {k: (", ".join(v) if isinstance(v, list) else v) for k, v in m.items()}
 
 

@@ -47,7 +47,8 @@ def test_the_key_of_a_rendered_melody(codec, key, mode):
 
 
 def test_ground_truth_renderings_measure_as_their_attributes(codec):
-    """The ceiling on a small draw (the benchmark measures it on 96): nearly every attribute found."""
+    """The ceiling on a small draw, as the card states it (98-100% on 96 clips; abstentions are neither hits nor
+    misses): at most one miss in 18 per attribute, and only key and mode abstain (a clip of one repeated note)."""
     rng = np.random.default_rng(4321)
     hits = {a: [] for a in ("register", "tempo", "key", "mode", "dynamics", "instrument")}
     for _ in range(18):
@@ -57,7 +58,9 @@ def test_ground_truth_renderings_measure_as_their_attributes(codec):
             if name in hits:
                 hits[name].append(hit)
     for name, values in hits.items():
-        assert np.mean(values) >= 0.85, (name, values)
+        measured = [v for v in values if v is not None]
+        assert len(measured) == len(values) or name in ("key", "mode"), (name, values)
+        assert len(measured) >= 14 and sum(measured) >= len(measured) - 1, (name, values)
 
 
 def test_what_a_prompt_asks_and_the_words_not_understood():
@@ -67,11 +70,6 @@ def test_what_a_prompt_asks_and_the_words_not_understood():
     assert unknown == ["kazoo"]
     hits = evaluate.adherence({"figure": "scale"}, np.zeros(SR), SR)
     assert hits == {"figure": None}                          # figures are not measured
-
-
-def test_bad_audio_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"audio of shape \(2, 2, 10\)"):
-        evaluate.measure(np.zeros((2, 2, 10)), SR)
 
 
 @pytest.mark.parametrize("instrument,figure,tempo", [("violin", "repeated notes", "slow"),
@@ -87,3 +85,90 @@ def test_vibrato_is_not_heard_as_onsets_and_restrikes_are(codec, instrument, fig
     y = evaluate._mono(codec.decode(corpus.render_codes(a, notes, 200, rng)[None])[0, 0], SR)
     onsets = evaluate.onset_times(y)
     assert abs(len(onsets) - len(notes)) <= 1, (len(onsets), len(notes))
+
+
+# abstention: audio that does not support a measurement gets None and a reason, never a guess -----------------
+PITCHED = ("register", "tempo", "key", "mode", "instrument")
+
+
+def _signal(kind: str, seconds: float = 2.0, sr: int = 32000) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    rng = np.random.default_rng(0)
+    if kind == "silence":
+        return np.zeros_like(t, dtype=np.float32)
+    if kind == "noise":
+        return (0.3 * rng.normal(size=t.size)).astype(np.float32)
+    if kind == "clicks":
+        y = np.zeros(t.size, np.float32)
+        y[:: sr // 4] = 0.9
+        return y
+    if kind == "dc":
+        return np.full(t.size, 0.4, np.float32)
+    if kind == "sine":
+        return (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    if kind == "clipped":
+        return np.clip(3 * np.sin(2 * np.pi * 220 * t), -1, 1).astype(np.float32)
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["silence", "dc"])
+def test_silence_and_dc_measure_nothing(kind):
+    """1 s of silence used to be c major, slow, soft piano; DC is silence once its offset is removed."""
+    m = evaluate.measure(_signal(kind), 32000)
+    assert set(m["abstained"]) == set(evaluate.ALL) and all("silent" in why for why in m["abstained"].values())
+    assert all(m[a] is None for a in evaluate.ALL)
+    hits = evaluate.adherence("a slow low piano melody in c major", _signal(kind), 32000, measured=m)
+    assert set(hits.values()) == {None} and set(hits.abstained) == {"tempo", "register", "instrument", "key", "mode"}
+
+
+@pytest.mark.parametrize("kind", ["noise", "clicks"])
+def test_unpitched_audio_has_loudness_and_nothing_pitched(kind):
+    """White noise used to be b major, violin, fast; a click train has no pitch either. Dynamics is measured."""
+    m = evaluate.measure(_signal(kind), 32000)
+    assert set(m["abstained"]) == set(PITCHED), m["abstained"]
+    assert all("voiced" in why for why in m["abstained"].values())
+    assert all(m[a] is None for a in PITCHED) and m["dynamics"] in ("soft", "loud")
+
+
+def test_random_musicgen_output_is_not_scored_as_music(merged_model):
+    """The random tiny model through EnCodec: MusicGen-like noise. No tempo, key, mode or instrument (a clip that
+    hums may have a pitch, and so a register)."""
+    gen = merged_model.generate(["lofi piano", "rock", "jazz"], duration=2.0, seed=0)
+    for y in gen.audio:
+        m = evaluate.measure(y, gen.sample_rate)
+        assert {"tempo", "key", "mode", "instrument"} <= set(m["abstained"]), m["abstained"]
+
+
+@pytest.mark.parametrize("kind,midi,register", [("sine", 69.0, ["mid"]), ("clipped", 57.0, ["low", "mid"])])
+def test_one_held_note_has_a_pitch_and_nothing_else(kind, midi, register):
+    """A single sine (and a heavily clipped one): its pitch and register, but one note has no tempo, no key or
+    mode and is no fitted instrument."""
+    m = evaluate.measure(_signal(kind), 32000)
+    assert m["median_midi"] == midi and m["register"] == register
+    assert set(m["abstained"]) == {"tempo", "key", "mode", "instrument"}, m["abstained"]
+    hits = evaluate.adherence({"register": register[0], "tempo": "slow", "key": "a"}, _signal(kind), 32000,
+                              measured=m)
+    assert hits == {"register": True, "tempo": None, "key": None} and set(hits.abstained) == {"tempo", "key"}
+
+
+def test_very_short_audio_measures_nothing():
+    m = evaluate.measure(_signal("sine", seconds=0.1), 32000)
+    assert set(m["abstained"]) == set(evaluate.ALL) and "shorter than 0.25 s" in m["abstained"]["key"]
+
+
+@pytest.mark.parametrize("bad,error,message", [
+    (np.array([0.0, np.nan, 0.1], np.float32), ValueError, "audio holds 1 NaN"),
+    (np.array([0.0, np.inf] * 4000, np.float32), ValueError, "infinite values: audio must be finite"),
+    (np.zeros((2, 2, 100), np.float32), ValueError, "audio of shape"),
+    (np.zeros(0, np.float32), ValueError, "audio of shape"),
+    ("not audio", TypeError, "audio of type str"),
+])
+def test_bad_audio_is_a_clear_error(bad, error, message):
+    with pytest.raises(error, match=message):
+        evaluate.measure(bad, 32000)
+
+
+@pytest.mark.parametrize("sr,error", [(0, ValueError), (-5, ValueError), (32000.0, TypeError), (True, TypeError)])
+def test_bad_sample_rate_is_a_clear_error(sr, error):
+    with pytest.raises(error, match=f"sr={sr!r} is not allowed"):
+        evaluate.measure(np.zeros(8000, np.float32), sr)

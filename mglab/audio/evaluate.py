@@ -1,10 +1,28 @@
 """Measure musical attributes from audio, and how well a clip follows its prompt.
 
-Works on any audio (real MusicGen output included): register from the median ``pyin`` pitch, tempo from the
-onset rate (and the beat tempo), key and mode from the chroma against Krumhansl-Schmuckler profiles (with the
-first and last notes as tonic evidence), dynamics from the RMS level. The instrument is a nearest-centroid
-classifier over spectral features (harmonic amplitudes, inharmonic bar modes, attack, decay) fitted on the
-nano model's synthesizer (:func:`fit_instruments`; ``mglab/instruments.json``): it knows only those timbres.
+Register from the median ``pyin`` pitch, tempo from the onset rate (and the beat tempo), key and mode from the
+chroma against Krumhansl-Schmuckler profiles (with the first and last notes as tonic evidence), dynamics from
+the RMS level. The instrument is a nearest-neighbour classifier over spectral features (harmonic amplitudes,
+inharmonic bar modes, attack, decay) fitted on the nano model's synthesizer (:func:`fit_instruments`;
+``mglab/audio/instruments.json``): it knows only those timbres. Tested on tones, clicks, noise, the random
+tiny model's output and the synthesizer's renderings (no real MusicGen checkpoint runs here).
+
+A measurement the audio does not support is not made: its value is None and ``measured["abstained"]`` says
+why, and :func:`adherence` counts it as neither a hit nor a miss. The thresholds, measured on 40 corpus
+renderings (4 s), 2 s of silence, white noise, a click train, DC, a sine, a clipped sine and the random tiny
+model's output (EnCodec noise)::
+
+    everything     shorter than MIN_SECONDS (0.25 s), or silent: 95th-percentile RMS below SILENCE_DB
+                   (-60 dBFS; renderings -35 to -15; DC is removed first, so DC alone is silence)
+    register,      fewer than VOICED_MIN (30%) of the frames voiced (renderings >= 96%, noise 17%, clicks,
+    key, mode,     DC and the tiny model 0%)
+    instrument
+    tempo          fewer than MIN_ONSETS (3) onsets, or too few voiced frames (renderings >= 3; a sine 1)
+    key, mode      fewer than MIN_PITCH_CLASSES (2) pitch classes with >= 5% of the voiced frames (a sine,
+                   one repeated note: 4 of the 40 renderings)
+    instrument     fewer than MIN_ONSETS onsets (attack and decay are medians over notes; the tiny model's
+                   hums have 0 or 1), or a mean distance to the 7 nearest fitted examples above
+                   INSTRUMENT_MAX_DISTANCE (3.0; renderings <= 2.2, noise 3.9, a clipped sine 5.2, a sine 5.8)
 
 Examples
 --------
@@ -32,6 +50,14 @@ MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.
 ONSET_RISE_DB = 2.0                          # a re-strike: the level rises this much after a dip
 ONSET_PITCH_STEP = 0.7                       # semitones: a new note (vibrato stays below)
 SOFT_LOUD_DB = -24.0                         # 95th percentile frame RMS, dBFS: below is soft
+MIN_SECONDS = 0.25                           # abstention thresholds: see the module docstring
+SILENCE_DB = -60.0
+VOICED_MIN = 0.3
+MIN_ONSETS = 3
+MIN_PITCH_CLASSES = 2
+PITCH_CLASS_SHARE = 0.05
+INSTRUMENT_MAX_DISTANCE = 3.0
+ALL = ("register", "tempo", "key", "mode", "dynamics", "instrument")
 INSTRUMENT_MODEL = Path(__file__).with_name("instruments.json")
 
 
@@ -40,13 +66,32 @@ def attributes(prompt: str) -> tuple[dict, list[str]]:
     return vocabulary.attributes(prompt)
 
 
+def check_audio(audio, sr) -> np.ndarray:
+    """``audio`` as float32 ``[samples]`` or ``[channels, samples]``, checked with ``sr``: errors name the argument."""
+    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)):
+        raise TypeError(f"sr={sr!r} is not allowed: sr must be an integer sample rate in Hz (>= 1000)")
+    if sr < 1000:
+        raise ValueError(f"sr={sr!r} is not allowed: sr must be an integer sample rate in Hz (>= 1000)")
+    try:
+        y = np.asarray(audio, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise TypeError(f"audio of type {type(audio).__name__} is not allowed: give a float array "
+                        "[samples] or [channels, samples]") from None
+    if y.ndim not in (1, 2) or y.shape[-1] == 0:
+        raise ValueError(f"audio of shape {np.shape(audio)} is not allowed: give [samples] or [channels, samples], "
+                         "at least one sample")
+    if not np.isfinite(y).all():
+        raise ValueError(f"audio holds {int(np.isnan(y).sum())} NaN and {int(np.isinf(y).sum())} infinite values: "
+                         "audio must be finite")
+    return y
+
+
 def _mono(audio, sr):
     import librosa
 
-    y = np.asarray(audio, dtype=np.float32)
+    y = check_audio(audio, sr)
     y = y.mean(axis=0) if y.ndim == 2 else y                                   # [samples]
-    if y.ndim != 1:
-        raise ValueError(f"audio of shape {np.shape(audio)} is not allowed: give [samples] or [channels, samples]")
+    y = y - y.mean()                                                          # DC carries no music
     return librosa.resample(y, orig_sr=sr, target_sr=SR) if sr != SR else y
 
 
@@ -161,39 +206,88 @@ def vibrato_cents(midi: np.ndarray) -> float:
 
 
 def measure(audio, sr: int) -> dict:
-    """Every attribute measured from ``audio`` (``[samples]`` or ``[channels, samples]``)."""
+    """Every attribute measured from ``audio`` (``[samples]`` or ``[channels, samples]``, finite) at ``sr``.
+
+    Returns ``{"median_midi", "onset_rate", "onsets", "beat_bpm", "key", "mode", "rms_db", "dynamics",
+    "register", "tempo", "instrument", "abstained"}``; a value the audio does not support is None and
+    ``abstained[attribute]`` says why (thresholds in the module docstring).
+    """
     import librosa
 
     y = _mono(audio, sr)
     duration = y.size / SR
-    midi = pitch_track(y)
-    onsets = onset_times(y, midi)
-    voiced = midi[np.isfinite(midi)]
-    median = float(np.round(np.median(voiced))) if voiced.size else float("nan")   # the nearest semitone
-    ioi = np.diff(onsets)
-    rate = float(1 / np.median(ioi)) if ioi.size else len(onsets) / max(duration, 1e-9)
-    tonic, mode, _ = key_mode(y, midi)
+    out = {"median_midi": None, "onset_rate": None, "onsets": 0, "beat_bpm": None, "key": None, "mode": None,
+           "rms_db": None, "dynamics": None, "register": None, "tempo": None, "instrument": None, "abstained": {}}
+    if duration < MIN_SECONDS:
+        out["abstained"] = dict.fromkeys(ALL, f"the audio is {duration:.3f} s, shorter than {MIN_SECONDS} s")
+        return out
     rms = librosa.feature.rms(y=y, frame_length=1024, hop_length=HOP)[0]
     level = float(20 * np.log10(max(np.percentile(rms, 95), 1e-9)))
-    beat = float(np.atleast_1d(librosa.beat.beat_track(y=y, sr=SR, hop_length=HOP)[0])[0])
-    out = {"median_midi": median, "onset_rate": rate, "onsets": int(len(onsets)), "beat_bpm": beat,
-           "key": tonic, "mode": mode, "rms_db": level, "dynamics": "soft" if level < SOFT_LOUD_DB else "loud",
-           "register": [r for r, (lo, hi) in vocabulary.REGISTERS.items() if lo <= median <= hi] if voiced.size else [],
-           "tempo": next((t for t, (lo, hi) in vocabulary.TEMPO_LIMITS.items() if lo <= rate <= hi), None)}
+    out["rms_db"] = level
+    if level < SILENCE_DB:
+        out["abstained"] = dict.fromkeys(ALL, f"silent: {level:.0f} dBFS, below {SILENCE_DB:g}")
+        return out
+    out["dynamics"] = "soft" if level < SOFT_LOUD_DB else "loud"
+    midi = pitch_track(y)
+    onsets = onset_times(y, midi)
+    out["onsets"] = int(len(onsets))
+    out["beat_bpm"] = float(np.atleast_1d(librosa.beat.beat_track(y=y, sr=SR, hop_length=HOP)[0])[0])
+    voiced = midi[np.isfinite(midi)]
+    share = voiced.size / max(midi.size, 1)
+    abstain = out["abstained"]
+    if share < VOICED_MIN:
+        why = f"{share:.0%} of the frames voiced, fewer than {VOICED_MIN:.0%}"
+        abstain.update(dict.fromkeys(("register", "tempo", "key", "mode", "instrument"), why))
+        return out
+    median = float(np.round(np.median(voiced)))                              # the nearest semitone
+    out["median_midi"] = median
+    out["register"] = [r for r, (lo, hi) in vocabulary.REGISTERS.items() if lo <= median <= hi]
+    if len(onsets) < MIN_ONSETS:
+        abstain["tempo"] = f"{len(onsets)} onsets, fewer than {MIN_ONSETS}"
+    else:
+        rate = float(1 / np.median(np.diff(onsets)))
+        out["onset_rate"] = rate
+        out["tempo"] = next((t for t, (lo, hi) in vocabulary.TEMPO_LIMITS.items() if lo <= rate <= hi), None)
+    classes = np.bincount(np.round(voiced).astype(int) % 12, minlength=12) / voiced.size      # [12]
+    heard = int((classes >= PITCH_CLASS_SHARE).sum())
+    if heard < MIN_PITCH_CLASSES:
+        abstain["key"] = abstain["mode"] = f"{heard} pitch class heard, fewer than {MIN_PITCH_CLASSES}"
+    else:
+        out["key"], out["mode"], _ = key_mode(y, midi)
     full = np.asarray(audio, dtype=np.float32)
     full = full.mean(axis=0) if full.ndim == 2 else full
-    out["instrument"] = classify_instrument(instrument_features(y, midi, onsets, full, sr))
+    name, distance = classify_instrument(instrument_features(y, midi, onsets, full, sr), with_distance=True)
+    if len(onsets) < MIN_ONSETS:
+        abstain["instrument"] = f"{len(onsets)} onsets, fewer than {MIN_ONSETS}: too few notes to read attack and decay"
+    elif distance is not None and distance > INSTRUMENT_MAX_DISTANCE:
+        abstain["instrument"] = (f"unlike every fitted timbre: distance {distance:.1f} to the nearest examples, "
+                                 f"above {INSTRUMENT_MAX_DISTANCE}")
+    else:
+        out["instrument"] = name
     return out
 
 
-def adherence(prompt_or_attributes, audio, sr: int, measured: dict | None = None) -> dict:
+class Adherence(dict):
+    """``{attribute: True / False / None}``; ``.abstained`` holds the attributes the audio could not be
+    measured for, with the reason (None in the dict: neither a hit nor a miss)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.abstained: dict = {}
+
+
+def adherence(prompt_or_attributes, audio, sr: int, measured: dict | None = None) -> Adherence:
     """Per asked attribute, whether the audio has it: ``{attribute: True/False}`` (``figure`` is not measured:
-    None). ``prompt_or_attributes``: a prompt (read with :func:`attributes`) or a dict of attributes."""
+    None; an attribute the audio does not support is None too, listed with its reason in ``.abstained``).
+    ``prompt_or_attributes``: a prompt (read with :func:`attributes`) or a dict of attributes."""
     asked = attributes(prompt_or_attributes)[0] if isinstance(prompt_or_attributes, str) else prompt_or_attributes
     m = measured or measure(audio, sr)
-    hits = {}
+    hits = Adherence()
     for name, value in asked.items():
-        if name == "register":
+        if name in m.get("abstained", {}):
+            hits[name] = None
+            hits.abstained[name] = m["abstained"][name]
+        elif name == "register":
             hits[name] = value in m["register"]
         elif name == "tempo" and value == "bpm":
             hits[name] = abs(m["onset_rate"] * 60 - asked["bpm"]) <= 0.1 * asked["bpm"]
@@ -204,17 +298,19 @@ def adherence(prompt_or_attributes, audio, sr: int, measured: dict | None = None
     return hits
 
 
-def classify_instrument(features: np.ndarray, k: int = 7) -> str | None:
+def classify_instrument(features: np.ndarray, k: int = 7, with_distance: bool = False):
     """The majority of the ``k`` nearest standardized examples of :data:`INSTRUMENT_MODEL`; None if it has not
-    been fitted."""
+    been fitted. ``with_distance``: ``(name, mean distance to those k)``, what abstention is judged on."""
     if not INSTRUMENT_MODEL.is_file():
-        return None
+        return (None, None) if with_distance else None
     model = json.loads(INSTRUMENT_MODEL.read_text())
     mean, std = np.array(model["mean"]), np.array(model["std"])
     x, labels = np.array(model["examples"]), model["labels"]
     dist = np.linalg.norm(x - (features - mean) / std, axis=1)
-    nearest = [labels[i] for i in np.argsort(dist)[:k]]
-    return max(sorted(set(nearest)), key=nearest.count)
+    order = np.argsort(dist)[:k]
+    nearest = [labels[i] for i in order]
+    name = max(sorted(set(nearest)), key=nearest.count)
+    return (name, float(dist[order].mean())) if with_distance else name
 
 
 def fit_instruments(examples: list[tuple[np.ndarray, str]], path: Path = INSTRUMENT_MODEL) -> dict:
