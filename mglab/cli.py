@@ -96,13 +96,18 @@ def main(argv=None) -> int:
     import mglab
 
     out = Path(args.out)
+    if not out.name:
+        parser.error(f"--out {args.out!r}: give a WAV file name")
     if not out.parent.is_dir():
         parser.error(f"--out {args.out}: the folder {str(out.parent)!r} does not exist")
-    model = mglab.load(args.model, dtype=args.dtype, decoder=args.decoder, kv_cache=args.kv_cache,
-                       device=args.device)
+    try:
+        model = mglab.load(args.model, dtype=args.dtype, decoder=args.decoder, kv_cache=args.kv_cache,
+                           device=args.device)
+    except (TypeError, ValueError, FileNotFoundError, KeyError) as err:
+        parser.error(f"--model {args.model}: {err}")
     try:
         result = model.generate(args.prompt, audio=args.audio, progress=not args.no_progress, **_params(args))
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, FileNotFoundError, KeyError) as err:
         parser.error(str(err))
     for path in result.save(out):
         print(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,8 @@ class Generation:
         written as one set (:func:`mglab.core.fileio.atomic_write_set`): temporary names first, then renamed; a
         failure part-way, Ctrl-C included, leaves an earlier save exactly as it was.
         """
+        if not isinstance(path, (str, os.PathLike)) or not Path(path).name:
+            raise ValueError(f"path={path!r} is not allowed: path must name a WAV file (str or Path)")
         path = Path(path)
         if not path.parent.is_dir():
             raise FileNotFoundError(f"path={str(path)!r}: the folder {str(path.parent)!r} does not exist")
@@ -79,7 +82,11 @@ class Generation:
     @classmethod
     def load(cls, path) -> "Generation":
         """Read back what :meth:`save` wrote (``path`` as given to ``save``)."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path={path!r} is not allowed: path must be a str or Path (what save was given)")
         path = Path(path)
+        if not path.name or not path.with_suffix(".json").is_file():
+            raise FileNotFoundError(f"path={str(path)!r}: no .json beside it (was it written by Generation.save?)")
         meta = json.loads(path.with_suffix(".json").read_text())
         audio = np.stack([sf.read(path.with_name(name), dtype="float32", always_2d=True)[0].T
                           for name in meta["wav"]])                                  # [B, C, samples]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import math
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -104,6 +105,9 @@ def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: s
         if extra:
             raise TypeError(f"path is a LoadSpec, which says how to load: {', '.join(extra)} cannot be given too")
         return load(**{"path": path.path, **{k: getattr(path, k) for k in given}})
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path={path!r} is not allowed: path must be a model folder, a Hub id (str or Path) or a "
+                        "LoadSpec")
     spec = LoadSpec(str(path), dtype=dtype, decoder=decoder, providers=providers, device=device, size=size,
                     revision=revision, local_files_only=local_files_only, cache_dir=cache_dir,
                     kv_cache=kv_cache, matmul_accuracy=matmul_accuracy)
@@ -224,7 +228,7 @@ class MusicGen:
         starts with the given frames (``prompt_frames``). ``prompt=None`` continues unconditionally (see
         :mod:`mglab.decoding.continuation`)."""
         start = self._start(prompt, params, audio, sample_rate, continue_from)
-        return self._generate(*start, self._hooks.call(hooks, hook_steps), progress)
+        return self._generate(*start, self._hooks.call(hooks, hook_steps, "hook_steps"), progress)
 
     def _start(self, prompt, params: dict, audio, sample_rate, continue_from):
         """Prompts, settings and prefix codes ``[B, K, P]``: every argument checked before any model runs."""
@@ -272,7 +276,7 @@ class MusicGen:
         """
         check_number("chunk_duration", chunk_duration, "a number of seconds > 0", lambda v: 0 < v < math.inf)
         start = self._start(prompt, params, audio, sample_rate, continue_from)
-        call = self._hooks.call(hooks, hook_steps)
+        call = self._hooks.call(hooks, hook_steps, "hook_steps")
         chunk = max(1, round(chunk_duration * self.config.frame_rate))
         return self._stream(*start, call, chunk, progress)
 

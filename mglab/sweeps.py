@@ -173,7 +173,10 @@ def _as_model(model):
     if hasattr(model, "generate") and hasattr(model, "config"):
         return model
     if isinstance(model, (str, os.PathLike)) or type(model).__name__ == "LoadSpec":
-        return load(model)
+        try:
+            return load(model)
+        except (TypeError, ValueError, FileNotFoundError, KeyError) as err:
+            raise type(err)(f"model={model!r} cannot be loaded: {err}") from err
     raise TypeError(f"model={model!r} is not allowed: model must be a MusicGen (mglab.load) or what mglab.load "
                     "takes (a model folder, a Hub id or a LoadSpec)")
 

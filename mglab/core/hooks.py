@@ -133,23 +133,27 @@ def hook_points(num_layers: int) -> dict[str, HookPoint]:
     return points
 
 
-def match(names_filter, names) -> list[str]:
+def match(names_filter, names, arg: str = "names_filter") -> list[str]:
     """The hook names a filter selects: a name, a list of names, a predicate, or None (all).
 
-    Unknown names raise a ``KeyError`` that suggests the closest valid ones.
+    Unknown names raise a ``KeyError`` that suggests the closest valid ones; a filter of another type a
+    ``TypeError``. Both name ``arg``, the caller's argument.
     """
     names = list(names)
     if names_filter is None:
         return names
     if callable(names_filter):
         return [n for n in names if names_filter(n)]
+    if not isinstance(names_filter, (str, list, tuple)):
+        raise TypeError(f"{arg}={names_filter!r} is not allowed: give a hook name, a list of them, a predicate "
+                        "or None")
     wanted = [names_filter] if isinstance(names_filter, str) else list(names_filter)
     known = set(names)
     for name in wanted:
         if not isinstance(name, str) or name not in known:
             close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else "; see model.hook_names()"
-            raise KeyError(f"unknown hook name {name!r}{hint}")
+            raise KeyError(f"{arg}: unknown hook name {name!r}{hint}")
     return wanted
 
 
@@ -177,9 +181,10 @@ def selected(step: int | None, steps) -> bool:
     return step in steps
 
 
-def _entries(points, hooks, steps) -> list[tuple[str, object, object]]:
-    """``[(name_or_filter, fn), ...]`` -> ``[(name, fn, steps), ...]``, checked."""
-    check_steps(steps)
+def _entries(points, hooks, steps, steps_name: str = "steps") -> list[tuple[str, object, object]]:
+    """``[(name_or_filter, fn), ...]`` -> ``[(name, fn, steps), ...]``, checked (``steps_name``: what the caller
+    calls ``steps``, for its errors)."""
+    check_steps(steps, steps_name)
     if hooks is not None and not isinstance(hooks, (list, tuple)):
         raise TypeError(f"hooks={hooks!r} is not allowed: hooks must be a list of (name_or_filter, fn)")
     entries = []
@@ -187,7 +192,7 @@ def _entries(points, hooks, steps) -> list[tuple[str, object, object]]:
         if not (isinstance(item, tuple) and len(item) == 2 and callable(item[1])):
             raise TypeError(f"hooks: each entry must be (name_or_filter, fn), got {item!r}")
         names_filter, fn = item
-        entries += [(name, fn, steps) for name in match(names_filter, points)]
+        entries += [(name, fn, steps) for name in match(names_filter, points, "hooks")]
     return entries
 
 
@@ -217,10 +222,10 @@ class HookRegistry:
                 if not fns:
                     self.table.pop(name, None)
 
-    def call(self, hooks=None, steps=None) -> "Hooks":
+    def call(self, hooks=None, steps=None, steps_name: str = "steps") -> "Hooks":
         """The hooks of one call: those attached to the model now, plus ``hooks`` for this call only."""
         table = {name: list(fns) for name, fns in self.table.items()}
-        for name, fn, sel in _entries(self.points, hooks, steps):
+        for name, fn, sel in _entries(self.points, hooks, steps, steps_name):
             table.setdefault(name, []).append((fn, sel))
         return Hooks(self.points, table)
 

@@ -30,11 +30,16 @@ class Param:
     metavar: str | None = None
 
 
+MAX_SECONDS = 3600
+# why a run is capped: said in the errors of duration and max_new_tokens
+LIMIT_WHY = ("at most an hour of audio: 460 MB of float32 samples a prompt at 32 kHz, and hours of decoding at "
+             "the 20-40 steps a second measured on 2 cores")
+
 PARAMS = (
-    Param("duration", "float", "a number of seconds > 0",
+    Param("duration", "float", "a number of seconds > 0 and <= {max_seconds} (" + LIMIT_WHY + ")",
           "Seconds of audio: exactly ``round(duration * frame_rate)`` frames. Exclusive with "
           "``max_new_tokens``."),
-    Param("max_new_tokens", "int", "an integer >= {min_tokens}",
+    Param("max_new_tokens", "int", "an integer >= {min_tokens} and <= {max_tokens} (" + LIMIT_WHY + ")",
           "Decoding steps in all (every window of a long run together); one window of ``n`` steps gives "
           "``n - max(delays)`` frames. Default from ``generation_config.json``."),
     Param("guidance_scale", "float", "a finite number >= 0",
@@ -64,7 +69,8 @@ PARAMS = (
 NAMES = tuple(p.name for p in PARAMS)
 # how the model- and call-dependent parts of ``allowed`` read where no model is at hand (docs, --help)
 GENERIC = dict(vocab="vocab_size", min_tokens="max(delays) + 1", batch="one per prompt",
-               min_window="(2 * max(delays) + 1) frames", window="window")
+               min_window="(2 * max(delays) + 1) frames", window="window", max_seconds=MAX_SECONDS,
+               max_tokens="an hour of frames + max(delays)")
 BY_NAME = {p.name: p for p in PARAMS}
 
 
@@ -149,12 +155,14 @@ def resolve(config: MusicGenConfig, defaults: dict, batch: int, **kw) -> Setting
     # one frame at least. (Below 2 * max_delay new tokens transformers applies no delay pattern at all, so it
     # has no reference there; mglab keeps the pattern, as audiocraft does.)
     min_tokens = delay + 1
-    ctx = dict(vocab=config.vocab_size, min_tokens=min_tokens, batch=batch, min_window=(min_tokens + 1) / fr)
+    max_tokens = round(MAX_SECONDS * fr) + delay
+    ctx = dict(vocab=config.vocab_size, min_tokens=min_tokens, batch=batch, min_window=(min_tokens + 1) / fr,
+               max_seconds=MAX_SECONDS, max_tokens=max_tokens)
     duration, max_new_tokens = kw["duration"], kw["max_new_tokens"]
     if duration is not None and max_new_tokens is not None:
         raise ValueError(f"duration={duration!r} and max_new_tokens={max_new_tokens!r}: give one of them, not both")
     if duration is not None:
-        check_number("duration", duration, BY_NAME["duration"].allowed, lambda v: 0 < v < math.inf)
+        check_number("duration", duration, BY_NAME["duration"].allowed.format(**ctx), lambda v: 0 < v <= MAX_SECONDS)
         frames = round(duration * fr)
         max_new_tokens = frames + delay                       # frames = max_new_tokens - max(delays)
         if frames < 1:
@@ -163,7 +171,7 @@ def resolve(config: MusicGenConfig, defaults: dict, batch: int, **kw) -> Setting
     elif max_new_tokens is None:
         max_new_tokens = defaults["max_new_tokens"] or defaults["max_length"] - 1
     max_new_tokens = check_integer("max_new_tokens", max_new_tokens, BY_NAME["max_new_tokens"].allowed.format(**ctx),
-                                   lambda v: v >= min_tokens)
+                                   lambda v: min_tokens <= v <= max_tokens)
     guidance_scale = _default(kw, defaults, "guidance_scale")
     guidance_scale = 1.0 if guidance_scale is None else guidance_scale
     check_number("guidance_scale", guidance_scale, BY_NAME["guidance_scale"].allowed, lambda v: 0 <= v < math.inf)

@@ -63,8 +63,10 @@ def check(x: np.ndarray, rate, *, channels: int, batch: int, model_rate: int, ho
     """The audio prompt's rules, each a clear error: ``[B, C, samples]`` at ``rate`` -> at ``model_rate``."""
     if rate is None:
         rate = model_rate
-    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
-        raise ValueError(f"sample_rate={rate!r} is not allowed: sample_rate must be a positive integer (Hz)")
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)):
+        raise TypeError(f"sample_rate={rate!r} is not allowed: sample_rate must be an integer >= 1000 (Hz)")
+    if rate < 1000:
+        raise ValueError(f"sample_rate={rate!r} is not allowed: sample_rate must be an integer >= 1000 (Hz)")
     if x.shape[-1] == 0:
         raise ValueError("audio is empty: an audio prompt needs at least "
                          f"{MIN_FRAMES} frames ({MIN_FRAMES * hop_length / model_rate:.3f} s)")
@@ -75,6 +77,16 @@ def check(x: np.ndarray, rate, *, channels: int, batch: int, model_rate: int, ho
                          f"({'mono' if channels == 1 else 'stereo'})")
     if x.shape[0] not in (1, batch):
         raise ValueError(f"audio holds {x.shape[0]} clips for {batch} prompts: give one clip, or one per prompt")
+    seconds = x.shape[-1] / rate
+    at = "" if rate == model_rate else f" at sample_rate={rate}"
+    frames = -(-round(seconds * model_rate) // hop_length)                     # checked before resampling
+    if frames < MIN_FRAMES:
+        raise ValueError(f"audio is {seconds:.3f} s long{at}: an audio prompt needs at least "
+                         f"{MIN_FRAMES} frames ({MIN_FRAMES * hop_length / model_rate:.3f} s)")
+    if frames >= window_frames:
+        raise ValueError(f"audio is {seconds:.2f} s{at} ({frames} frames): an audio prompt must be "
+                         f"shorter than the model's window of {window_frames} frames "
+                         f"({window_frames * hop_length / model_rate:.2f} s)")
     if rate != model_rate:
         try:
             import librosa
@@ -82,14 +94,9 @@ def check(x: np.ndarray, rate, *, channels: int, batch: int, model_rate: int, ho
             raise ImportError("resampling the audio prompt needs librosa (pip install librosa), or give it at "
                               f"{model_rate} Hz") from None
         x = librosa.resample(x, orig_sr=int(rate), target_sr=model_rate, axis=-1).astype(np.float32)
-    frames = -(-x.shape[-1] // hop_length)
-    if frames < MIN_FRAMES:
-        raise ValueError(f"audio is {x.shape[-1] / model_rate:.3f} s long: an audio prompt needs at least "
-                         f"{MIN_FRAMES} frames ({MIN_FRAMES * hop_length / model_rate:.3f} s)")
-    if frames >= window_frames:
-        raise ValueError(f"audio is {x.shape[-1] / model_rate:.2f} s ({frames} frames): an audio prompt must be "
-                         f"shorter than the model's window of {window_frames} frames "
-                         f"({window_frames * hop_length / model_rate:.2f} s)")
+        if -(-x.shape[-1] // hop_length) < MIN_FRAMES:
+            raise ValueError(f"audio is {seconds:.3f} s long{at}: an audio prompt needs at least "
+                             f"{MIN_FRAMES} frames ({MIN_FRAMES * hop_length / model_rate:.3f} s)")
     return np.broadcast_to(x, (batch,) + x.shape[1:]).copy()                       # [B, C, samples]
 
 

@@ -20,13 +20,14 @@ the null condition (H = 2). "cond" edits and means use the conditional rows only
 from __future__ import annotations
 
 import functools
+import math
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from ..core.hooks import KV, LAYER_POINTS, RESID, check_steps, layer_point, match
-from ..core.settings import check_prompts, resolve
+from ..core.settings import check_number, check_prompts, resolve
 
 ROWS = ("cond", "both")
 POINTS = tuple(w for w, (_, _, kind, _) in LAYER_POINTS.items() if kind == RESID)
@@ -41,10 +42,16 @@ def check_layer(model, layer, name: str = "layer") -> int:
 
 
 def check_vector(model, vector) -> np.ndarray:
-    v = np.asarray(vector, dtype=np.float32)
     d = model.config.hidden_size
+    try:
+        v = np.asarray(vector, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise TypeError(f"vector of type {type(vector).__name__} is not allowed: vector must be an array "
+                        f"[hidden_size] = ({d},)") from None
     if v.shape != (d,):
         raise ValueError(f"vector has shape {v.shape}; it must be [hidden_size] = ({d},)")
+    if not np.isfinite(v).all():
+        raise ValueError("vector holds NaN or infinite values: vector must be finite")
     return v
 
 
@@ -101,8 +108,7 @@ def steer(model, vector, layer: int, scale: float = 1.0, rows: str = "cond", poi
     vector = check_vector(model, vector)
     if rows not in ROWS:
         raise ValueError(f"rows={rows!r} is not allowed: rows must be one of {ROWS}")
-    if not np.isfinite(scale):
-        raise ValueError(f"scale={scale!r} is not allowed: scale must be a finite number")
+    check_number("scale", scale, "a finite number", math.isfinite)
     batch = {}
 
     def count(ids, hook):                                                  # [B, K]: the batch size
@@ -123,7 +129,7 @@ def _checked_patch(model, source, target, names, source_kwargs, generate_kwargs)
     """Prompts and names checked, and the source run's settings: errors before any model runs."""
     source, target = check_prompts(source), check_prompts(target)
     points = model.hook_names()
-    names = match(names, points)
+    names = match(names, points, "names")
     bad = [n for n in names if not points[n].editable or points[n].when != "each step" or points[n].kind == KV]
     if bad:
         raise ValueError(f"names={bad} cannot be patched: patch replays editable per-step points (a key/value "
