@@ -212,7 +212,8 @@ training) x {seeds} seeds, {duration:g} s, default sampling (top-k 50), measured
 {table}
 
 "abstained": the share of asked attributes the evaluator did not measure (audio that does not support the
-measurement, `mglab.audio.evaluate`'s thresholds); those count as neither hits nor misses. {moved}
+measurement, `mglab.audio.evaluate`'s thresholds); those count as neither hits nor misses.
+{moved}
 
 The ceiling is the evaluator on the ground-truth renderings of the same prompts' clips. Instrument classifier:
 {fit} on held-out renderings. Each held-out combination at guidance 3 (its clips' prompts may leave some of
@@ -317,7 +318,8 @@ def write_card(folder: Path, result: dict) -> None:
         minutes=(log["seconds"] + log.get("guided_stage", {}).get("seconds", 0.0)) / 60,
         threads=log["threads"], torch=log["torch"], loss=log["final_loss"], prompts=result["prompts"],
         seeds=result["seeds"], duration=result["duration"], table=markdown_table(["run", *ATTRS, "abstained"], rows),
-        fit=f"{100 * result['instrument_fit_accuracy']:.0f}%" if "instrument_fit_accuracy" in result else "n/a",
+        fit=(f"{100 * result['instrument_fit_accuracy']:.0f}%" if "instrument_fit_accuracy" in result
+             else _last_fit(old_card)),
         guidance_limit=guidance_limit(result["table"]), guided=guided_stage(log.get("guided_stage")),
         combos=markdown_table(["combination", *ATTRS], [[n, *(f"{100 * v[a][0]:.0f}%" if v[a][1] else "-"
                                                                for a in ATTRS)] for n, v in combos.items()]),
@@ -326,6 +328,14 @@ def write_card(folder: Path, result: dict) -> None:
                        if a in ATTRS and v[0] < 0.8) or "none",
         moved=moved(old_card, rows))
     (folder / "README.md").write_text(card)
+
+
+def _last_fit(old_card: str) -> str:
+    """The classifier's accuracy the card already states (kept when the classifier was not refitted)."""
+    import re
+
+    found = re.search(r"Instrument classifier:\s*(\S+) on held-out", old_card)
+    return found.group(1) if found else "n/a"
 
 
 def moved(old_card: str, rows: list[list[str]]) -> str:
@@ -339,12 +349,18 @@ def moved(old_card: str, rows: list[list[str]]) -> str:
         elif line.startswith("| ") and cells[0] and not cells[0].startswith("-") and len(cells) > 1:
             old.update({(cells[0], h): c for h, c in zip(header[1:], cells[1:])})
     header = ["run", *ATTRS, "abstained"]
-    changes = [f"{r[0]} {h} {old[(r[0], h)]} -> {c}" for r in rows for h, c in zip(header[1:], r[1:])
-               if (r[0], h) in old and old[(r[0], h)] != c]
-    if not old:
+    pairs = [(r[0], h, old[(r[0], h)], c) for r in rows for h, c in zip(header[1:], r[1:]) if (r[0], h) in old]
+    changes = [(run, h, a, b) for run, h, a, b in pairs if a != b]
+    if not pairs:
         return "No earlier table to compare with."
-    return ("Against the table this one replaced: " + "; ".join(changes) + "." if changes
-            else "Against the table this one replaced, no number moved.")
+    if not changes:
+        return "Against the table this one replaced, no number moved."
+    most = max(abs(int(a.rstrip("%")) - int(b.rstrip("%"))) for _, _, a, b in changes)
+    import textwrap
+
+    return textwrap.fill(f"Against the table this one replaced, {len(changes)} of {len(pairs)} numbers moved, by at "
+                         f"most {most} points: " + "; ".join(f"{run} {h} {a} -> {b}" for run, h, a, b in changes)
+                         + ".", 114)
 
 
 if __name__ == "__main__":
