@@ -26,6 +26,7 @@ import numpy as np
 
 from .core.config import MusicGenConfig, generation_defaults, read_json
 from .core.hooks import KV, HookRegistry, check_steps, hook_points, match, selected
+from .core.progress import progress_bar
 from .core.settings import check_number, check_prompts, resolve
 from .core.settings import docstring as params_docstring
 from .core.settings import signature as params_signature
@@ -243,7 +244,7 @@ class MusicGen:
         return prompts, s, prefix, unconditional
 
     def _generate(self, prompts, s, prefix, unconditional, hooks, progress: bool) -> Generation:
-        bar = _progress(_total_steps(s, self.config, prefix.shape[-1]), progress)
+        bar = progress_bar(_total_steps(s, self.config, prefix.shape[-1]), progress)
         frames, tokens = [prefix], None
         try:
             for frame, window_tokens in self._frames(prompts, s, hooks, bar.update, prefix, unconditional):
@@ -281,7 +282,7 @@ class MusicGen:
         return self._stream(*start, call, chunk, progress)
 
     def _stream(self, prompts, s, prefix, unconditional, hooks, chunk: int, progress: bool):
-        bar = _progress(_total_steps(s, self.config, prefix.shape[-1]), progress)
+        bar = progress_bar(_total_steps(s, self.config, prefix.shape[-1]), progress)
         given = ((prefix[..., f:f + 1], None) for f in range(prefix.shape[-1]))   # the prompt's frames first
         try:
             frames = self._frames(prompts, s, hooks, bar.update, prefix, unconditional)
@@ -318,7 +319,7 @@ class MusicGen:
             "codebooks": c.num_codebooks, "vocab_size": c.vocab_size, "audio_channels": c.audio_channels,
             "sample_rate": c.sample_rate, "frame_rate": c.frame_rate,
             "components": {name: {"dtype": self.dtypes.get(name), "file": str(path),
-                                  "mb": round(_file_bytes(path) / 1e6, 2)}
+                                  "mb": round(files.file_bytes(path) / 1e6, 2)}
                            for name, path in self.paths.items()},
             "providers": self.providers,
         }
@@ -388,23 +389,3 @@ MusicGen.generate.__signature__ = params_signature(
 def _total_steps(s, config: MusicGenConfig, prompt_frames: int = 0) -> int:
     plan = longform.plan(s.frames, s.window_frames, s.stride_frames, prompt_frames)
     return sum(n + max(config.delays) for _, n in plan)
-
-
-def _file_bytes(path: Path) -> int:
-    """A graph's bytes, external data files included."""
-    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
-
-
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def close(self):
-        pass
-
-
-def _progress(total: int, progress: bool):
-    if not progress:
-        return _NoBar()
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc="decoding", unit="step")

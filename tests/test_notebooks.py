@@ -119,7 +119,6 @@ def test_guidance_on_the_nano_model(tmp_path):
     assert m["adherence_mean"]["1.0"] > 0.7 and m["adherence_mean"]["0.0"] < 0.5, m["adherence_mean"]
     assert m["adherence_3_exceeds_1"], m["adherence_mean"]          # the claim: guidance 3 beats 1
     assert m["negative_removes_fast"] and m["fast_share_null"] >= 0.1, (m["fast_share_negative"], m["fast_share_null"])
-    assert abs(m["onset_rate_negative"] - m["onset_rate_null"]) < 0.5, m          # while the mean barely moves
     written(tmp_path, ["adherence.png", "note_ends.png"])
 
 

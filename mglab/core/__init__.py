@@ -7,4 +7,5 @@
     hooks.py      hook names and points, Hook, HookRegistry: what every stage calls its hooks through
     numeric.py    the one softmax and log-softmax
     fileio.py     atomic writes: a temporary name, then a rename
+    progress.py   a progress bar over decoding steps, or nothing
 """

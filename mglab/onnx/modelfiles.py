@@ -139,3 +139,8 @@ def _hash(path: Path, size: int, mtime_ns: int) -> str:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def file_bytes(path: Path) -> int:
+    """A graph's bytes, external data files included."""
+    return sum(p.stat().st_size for p in Path(path).parent.glob(Path(path).name + "*") if p.is_file())
