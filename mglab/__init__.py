@@ -13,8 +13,15 @@ The public API is flat (``mglab.load``, ``mglab.MusicGen``, ``mglab.Generation``
       onnx/             files and graphs: finding files, the Hub, sessions, rewrites, quantize, export
       core/             the ground floor: config, generation parameters, hook registry, atomic writes
 
-A room may import the rooms below it in this list (``inspect`` -> ``decoding`` -> ``networks`` -> ``onnx``
--> ``core``; ``nano`` -> ``networks``, ``audio``), never one above or beside it.
+What each room may import (``tests/test_layout.py``'s table), never a room above it or beside it::
+
+    inspect   -> decoding, networks, onnx, audio, core
+    nano      -> networks, audio, core
+    decoding  -> networks, onnx, core
+    networks  -> onnx, core
+    audio     -> core
+    onnx      -> core
+    core      -> (nothing)
 """
 
 from .core.hooks import Hook, HookRegistry

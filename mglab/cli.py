@@ -1,5 +1,5 @@
 """Command line: ``python -m mglab generate "lofi piano" --duration 2 --model DIR --out out.wav``, and
-``python -m mglab sweep GRID.toml --out DIR [--scheduler ADDRESS]`` (:func:`mglab.sweep`)::
+``python -m mglab sweep GRID.toml --out DIR [--scheduler ADDRESS | --in-process]`` (:func:`mglab.sweep`)::
 
     # GRID.toml
     model = "data/models/nano-musicgen"
@@ -74,6 +74,7 @@ def main(argv=None) -> int:
     w.add_argument("--out", required=True, help="output folder (rows/, results.parquet); a rerun resumes")
     w.add_argument("--scheduler", default=None, help="a Dask scheduler address (default: a local cluster)")
     w.add_argument("--no-evaluate", action="store_true", help="skip the mglab.audio.evaluate measurements")
+    w.add_argument("--in-process", action="store_true", help="run the rows in this process (no Dask cluster)")
     x = sub.add_parser("export", help="export a transformers MusicGen checkpoint to ONNX (Xenova layout + "
                                       "encodec_encode.onnx)")
     x.add_argument("src", help="checkpoint folder (config.json + weights) or Hub id")
@@ -124,19 +125,27 @@ def _sweep(parser, args) -> int:
     path = Path(args.grid)
     if not path.is_file():
         parser.error(f"{args.grid}: no such file")
-    spec = tomllib.loads(path.read_text())
-    if "model" not in spec or "grid" not in spec:
+    try:
+        spec = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        parser.error(f"{args.grid}: not TOML: {err}")
+    if "model" not in spec or "grid" not in spec or not isinstance(spec["model"], str):
         parser.error(f"{args.grid}: needs model = \"...\" and a [grid] table")
-    client = None
-    if args.scheduler:
+    if not isinstance(spec.get("generate", {}), dict):
+        parser.error(f"{args.grid}: [generate] must be a table of fixed settings")
+    try:
+        model = mglab.load(spec["model"])
+    except (TypeError, ValueError, FileNotFoundError, KeyError) as err:
+        parser.error(f"{args.grid}: model = {spec['model']!r}: {err}")
+    client = False if args.in_process else None
+    if args.scheduler and not args.in_process:
         from distributed import Client
 
         client = Client(args.scheduler)
-    model = mglab.load(spec["model"])
     try:
         table = mglab.sweep(model, spec["grid"], args.out, client=client, evaluate=not args.no_evaluate,
                             **spec.get("generate", {}))
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, FileNotFoundError, KeyError) as err:
         parser.error(str(err))
     print(f"{len(table)} rows ({int((table['status'] == 'ok').sum())} ok) -> {Path(args.out) / 'results.parquet'}")
     return 0

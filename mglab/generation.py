@@ -62,7 +62,9 @@ class Generation:
         written as one set (:func:`mglab.core.fileio.atomic_write_set`): temporary names first, then renamed; a
         failure part-way, Ctrl-C included, leaves an earlier save exactly as it was.
         """
-        if not isinstance(path, (str, os.PathLike)) or not Path(path).name:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path={path!r} is not allowed: path must name a WAV file (str or Path)")
+        if not Path(path).name:
             raise ValueError(f"path={path!r} is not allowed: path must name a WAV file (str or Path)")
         path = Path(path)
         if not path.parent.is_dir():

@@ -109,6 +109,8 @@ def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: s
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path={path!r} is not allowed: path must be a model folder, a Hub id (str or Path) or a "
                         "LoadSpec")
+    if not str(path).strip():
+        raise ValueError(f"path={path!r} is empty: give a model folder or a Hub id")
     spec = LoadSpec(str(path), dtype=dtype, decoder=decoder, providers=providers, device=device, size=size,
                     revision=revision, local_files_only=local_files_only, cache_dir=cache_dir,
                     kv_cache=kv_cache, matmul_accuracy=matmul_accuracy)

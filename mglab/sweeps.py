@@ -31,19 +31,17 @@ gets alone); a batch that fails is run row by row, and a row that still fails re
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import inspect
 import itertools
 import json
 import os
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .core.fileio import atomic_write
+from .core.fingerprint import fingerprint
 from .core.settings import PARAMS, check_prompts, resolve
 from .model import load
 
@@ -79,7 +77,8 @@ def check(model, grid: dict, out_dir, generate_kwargs: dict) -> list[dict]:
         if len(check_prompts(prompt)) != 1:
             raise ValueError(f"prompt={prompt!r}: a row has one prompt (list several in grid['prompt'])")
         try:
-            resolve(model.config, model.defaults, 1, **{k: v for k, v in settings.items() if k != "hooks"})
+            resolve(model.config, model.defaults, 1, **{k: v for k, v in settings.items()
+                                                         if k not in ("hooks", "hook_steps")})
         except (TypeError, ValueError) as err:
             raise type(err)(f"grid row {row}: {err}") from None
     return rows
@@ -89,40 +88,11 @@ def row_key(model, settings: dict, provenance: dict, record) -> str:
     """The key of one row: its prompt, the resolved generation settings, the rest of its keyword arguments
     (``hooks``, ``hook_steps``), ``record`` and the model's provenance."""
     params = {k: v for k, v in settings.items() if k in PARAM_NAMES}
-    resolved = resolve(model.config, model.defaults, 1, **params).to_dict()
+    resolved = resolve(model.config, model.defaults, 1, **params).to_dict()     # generation_config's defaults in
     other = {k: fingerprint(v) for k, v in settings.items() if k not in PARAM_NAMES and k != "prompt"}
     text = json.dumps({"prompt": settings["prompt"], "settings": resolved, "other": other, "model": provenance,
                        "record": fingerprint(record)}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def fingerprint(obj):
-    """What identifies ``obj`` across processes: plain values as they are, arrays by their bytes, functions by
-    qualified name, source, defaults and the values they close over (``repr`` holds memory addresses)."""
-    if obj is None or isinstance(obj, (str, bool, int, float)):
-        return obj
-    if isinstance(obj, (list, tuple)):
-        return [fingerprint(x) for x in obj]
-    if isinstance(obj, dict):
-        return {str(k): fingerprint(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
-    if isinstance(obj, np.ndarray):
-        return {"array": hashlib.sha256(np.ascontiguousarray(obj).tobytes()).hexdigest(), "shape": obj.shape,
-                "dtype": str(obj.dtype)}
-    if isinstance(obj, slice):
-        return {"slice": [obj.start, obj.stop, obj.step]}
-    if isinstance(obj, functools.partial):
-        return {"partial": fingerprint(obj.func), "args": fingerprint(obj.args), "kwargs": fingerprint(obj.keywords)}
-    if callable(obj):
-        code = getattr(obj, "__code__", None)
-        try:
-            source = inspect.getsource(obj)
-        except (OSError, TypeError):
-            source = None
-        cells = [c.cell_contents for c in (getattr(obj, "__closure__", None) or ())]
-        return {"callable": f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', type(obj).__name__)}",
-                "source": source, "code": code.co_code.hex() if code is not None and source is None else None,
-                "defaults": fingerprint(getattr(obj, "__defaults__", None)), "closure": fingerprint(cells)}
-    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(obj))
 
 
 def batches(rows: list[dict], size: int) -> list[list[dict]]:
@@ -161,7 +131,8 @@ def sweep(model, grid: dict, out_dir, *, client=None, evaluate: bool = True, rec
     done = {r["key"]: _stored(out, r, evaluate, retry_errors) for r in records}
     todo = [r for r in records if done[r["key"]] is None]
     if todo:
-        for rec in _run(model, batches(todo, 1 if record else batch_size), out, evaluate, record, client, progress):
+        groups = batches(todo, 1 if record else batch_size)
+        for rec in _run(model, groups, out, evaluate, record, client, progress, provenance):
             done[rec["row"]] = rec
     table = pd.DataFrame([done[r["key"]] for r in records])
     atomic_write(out / "results.parquet", lambda tmp: table.to_parquet(tmp, index=False))
@@ -176,7 +147,8 @@ def _as_model(model):
         try:
             return load(model)
         except (TypeError, ValueError, FileNotFoundError, KeyError) as err:
-            raise type(err)(f"model={model!r} cannot be loaded: {err}") from err
+            kind = next(k for k in (FileNotFoundError, KeyError, TypeError, ValueError) if isinstance(err, k))
+            raise kind(f"model={model!r} cannot be loaded: {type(err).__name__}: {err}") from err
     raise TypeError(f"model={model!r} is not allowed: model must be a MusicGen (mglab.load) or what mglab.load "
                     "takes (a model folder, a Hub id or a LoadSpec)")
 
@@ -198,15 +170,16 @@ def _stored(out: Path, r: dict, evaluate: bool, retry_errors: bool) -> dict | No
     return rec
 
 
-def _run(model, groups, out, evaluate, record, client, progress):
-    """Yield each finished row: in this process (``client=False``) or on Dask."""
+def _run(model, groups, out, evaluate, record, client, progress, provenance):
+    """Yield each finished row: in this process (``client=False``) or on Dask. A batch whose worker was lost
+    runs again row by row; a row that loses its worker alone records the loss as its error."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=sum(len(g) for g in groups), desc="sweep", disable=not progress)
     try:
         if client is False:
             for g in groups:
-                for rec in run_batch(model, g, str(out), evaluate, record):
+                for rec in run_batch(model, g, str(out), evaluate, record, provenance):
                     bar.update()
                     yield rec
             return
@@ -223,14 +196,22 @@ def _run(model, groups, out, evaluate, record, client, progress):
         try:
             from distributed import as_completed
 
-            futures = {client.submit(run_batch, spec, g, str(out), evaluate, record, pure=False): g for g in groups}
-            for future in as_completed(futures):
+            submit = lambda g: client.submit(run_batch, spec, g, str(out), evaluate, record, provenance,  # noqa: E731
+                                             pure=False)
+            futures = {submit(g): g for g in groups}
+            running = as_completed(list(futures))
+            for future in running:
                 group = futures.pop(future)
                 try:
                     recs = future.result()
-                except Exception as err:                          # noqa: BLE001 - a lost worker: the rows' error
-                    recs = [_write_row(out, r, status="error", error=f"{type(err).__name__}: {err}", seconds=0.0,
-                                       evaluated=False) for r in group]
+                except Exception as err:                          # noqa: BLE001 - a lost worker
+                    recs = [] if len(group) > 1 else [_write_row(out, group[0], status="error", seconds=0.0,
+                                                                 error=f"{type(err).__name__}: {err}",
+                                                                 evaluated=False)]
+                    for r in group if len(group) > 1 else []:     # which row was it? each alone
+                        again = submit([r])
+                        futures[again] = [r]
+                        running.add(again)
                 future.release()             # done: a worker lost later must not run it (and rewrite it) again
                 for rec in recs:
                     bar.update()
@@ -243,14 +224,22 @@ def _run(model, groups, out, evaluate, record, client, progress):
         bar.close()
 
 
-def _model(spec_or_model):
-    """The model of a load spec, loaded once per process (a Dask worker keeps it), or the model itself."""
+def _model(spec_or_model, provenance: dict | None = None):
+    """The model of a load spec, loaded once per process (a Dask worker keeps it), or the model itself. With
+    ``provenance`` (the caller's model's, which the row keys hash), a worker's model must be that one: a kept
+    model that is not is loaded again, and files changed on disk since the caller loaded them are an error."""
     if hasattr(spec_or_model, "generate"):
         return spec_or_model
     key = repr(spec_or_model)
-    if key not in _MODELS:
+    if key not in _MODELS or (provenance is not None and _MODELS[key].provenance() != provenance):
         _MODELS[key] = load(spec_or_model)
-    return _MODELS[key]
+    model = _MODELS[key]
+    if provenance is not None and model.provenance() != provenance:
+        changed = sorted(n for n, p in {**model.provenance()["components"], **model.provenance()["files"]}.items()
+                         if p != {**provenance["components"], **provenance["files"]}.get(n))
+        raise ValueError(f"the model's files changed on disk since the sweep's model was loaded ({', '.join(changed)}):"
+                         " load the model again and rerun")
+    return model
 
 
 def _worker() -> str:
@@ -262,10 +251,15 @@ def _worker() -> str:
         return f"local:{os.getpid()}"
 
 
-def run_batch(spec_or_model, group: list[dict], out_dir: str, evaluate: bool, record) -> list[dict]:
+def run_batch(spec_or_model, group: list[dict], out_dir: str, evaluate: bool, record,
+              provenance: dict | None = None) -> list[dict]:
     """Generate one batch (rows that differ only in their prompt) and store each row; a batch that fails is
     run row by row, and a row that still fails is stored with its error."""
-    model = _model(spec_or_model)
+    try:
+        model = _model(spec_or_model, provenance)
+    except Exception as err:                                       # noqa: BLE001 - recorded, not fatal
+        return [_write_row(Path(out_dir), r, status="error", error=f"{type(err).__name__}: {err}", seconds=0.0,
+                           evaluated=False) for r in group]
     try:
         return _generate(model, group, Path(out_dir), evaluate, record)
     except Exception as err:                                       # noqa: BLE001 - recorded, not fatal
@@ -320,6 +314,8 @@ def _write_row(out: Path, r: dict, **fields) -> dict:
 def _plain(v):
     if isinstance(v, np.generic):
         return v.item()
+    if isinstance(v, slice):
+        return repr(v)
     if isinstance(v, (list, tuple)):
         return json.dumps([_plain(x) for x in v])
     return v

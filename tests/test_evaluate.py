@@ -172,3 +172,36 @@ def test_bad_audio_is_a_clear_error(bad, error, message):
 def test_bad_sample_rate_is_a_clear_error(sr, error):
     with pytest.raises(error, match=f"sr={sr!r} is not allowed"):
         evaluate.measure(np.zeros(8000, np.float32), sr)
+
+
+def test_the_onset_and_timbre_thresholds_are_where_they_are_stated(codec):
+    """Pins MIN_ONSETS and INSTRUMENT_MAX_DISTANCE from both sides: two heard onsets are too few for a tempo; a
+    melody of sines (5 onsets) is unlike every fitted timbre (distance 5.4 > 3.0); a corpus organ at distance 2.8
+    is still an organ."""
+    t = np.arange(32000) / 32000
+    gap = np.zeros(6400, np.float32)
+    three = np.concatenate([part for f in (440, 523.25, 659.25)
+                            for part in (0.4 * np.sin(2 * np.pi * f * t).astype(np.float32), gap)])
+    m = evaluate.measure(three, 32000)
+    assert m["onsets"] == 2 and m["abstained"]["tempo"] == "2 onsets, fewer than 3", m["abstained"]
+    half = t[:16000]
+    melody = np.concatenate([0.4 * np.sin(2 * np.pi * 440 * 2 ** ((n - 69) / 12) * half) * np.hanning(16000) ** 0.1
+                             for n in (60, 64, 67, 72, 67, 64)]).astype(np.float32)
+    m = evaluate.measure(melody, 32000)
+    assert m["tempo"] is not None and m["instrument"] is None
+    assert m["abstained"]["instrument"].startswith("unlike every fitted timbre: distance 5."), m["abstained"]
+    organ = corpus.example(np.random.default_rng(10), 4.0)
+    assert organ.attributes["instrument"] == "organ"
+    assert evaluate.measure(codec.decode(organ.codes[None])[0, 0], SR)["instrument"] == "organ"
+
+
+def test_a_rate_between_the_tempo_words_is_measured_not_abstained():
+    """The tempo words leave gaps (2-2.5 and 4-5 onsets a second): a rate there is a measurement that is no
+    word's (a miss), never None without a reason."""
+    assert [evaluate.tempo_word(r) for r in (1.0, 2.2, 3.0, 4.5, 6.0)] == [
+        "slow", "between slow and moderate", "moderate", "between moderate and fast", "fast"]
+
+
+def test_samples_by_channels_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"pass audio.T"):
+        evaluate.measure(np.zeros((32000, 2), np.float32), 32000)

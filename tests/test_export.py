@@ -97,7 +97,8 @@ def _digest(folder):
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("where", ["out contains src", "out is src", "out inside src"])
+@pytest.mark.parametrize("where", ["out contains src", "out is src", "out inside src", "out links to the layout",
+                                   "out is src, no --force"])
 def test_force_never_replaces_the_source(tmp_path, where):
     """Defect: ``export SRC OUT --force`` removed OUT before reading SRC, so an OUT holding SRC (the bundled layout,
     where ``pytorch/`` sits in the export folder) or equal to it lost the weights. Refused up front now, with
@@ -108,11 +109,15 @@ def test_force_never_replaces_the_source(tmp_path, where):
     shutil.copytree(TINY / "pytorch", layout / "pytorch")
     (layout / "config.json").write_text("{}")                       # an old export's file beside it
     src = layout / "pytorch"
-    out = {"out contains src": layout, "out is src": src, "out inside src": src / "onnx-export"}[where]
+    (tmp_path / "link").symlink_to(layout)                          # the same folder under another name
+    out = {"out contains src": layout, "out is src": src, "out inside src": src / "onnx-export",
+           "out links to the layout": tmp_path / "link", "out is src, no --force": src}[where]
+    force = [] if "no --force" in where else ["--force"]
     before = _digest(layout)
-    run = subprocess.run([sys.executable, "-m", "mglab", "export", str(src), str(out), "--force"],
+    run = subprocess.run([sys.executable, "-m", "mglab", "export", str(src), str(out), *force],
                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert run.returncode != 0
     assert "OUT=" in run.stderr and "SRC=" in run.stderr and "its own input" in run.stderr
+    assert "pass --force" not in run.stderr
     assert _digest(layout) == before
     assert [p.name for p in layout.iterdir() if p.name.startswith(".")] == []

@@ -66,7 +66,8 @@ def _steer(model, vector=None, layer=0, scale=1.0, rows="cond", point="resid_pos
         return model.generate("a", max_new_tokens=8)
 
 
-def test_the_public_api_works_or_names_the_argument(merged_model, tmp_path):
+def test_the_public_api_works_or_names_the_argument(merged_model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                       # a fuzzed relative path writes here, not into the repository
     rng = np.random.default_rng(2026)
     calls = _calls(merged_model, tmp_path)
     tried, start = 0, time.monotonic()
@@ -85,17 +86,41 @@ def test_the_public_api_works_or_names_the_argument(merged_model, tmp_path):
     assert tried == 260 and time.monotonic() - start < 120
 
 
-def test_a_huge_duration_is_refused_at_once(merged_model):
-    """``duration=1e9`` used to plan billions of windows in Python before anything started."""
-    for kw in (dict(duration=1e9), dict(max_new_tokens=10**12), dict(duration=3600.5)):
-        t0 = time.monotonic()
-        with pytest.raises(ValueError, match=r"(duration|max_new_tokens)=.*at most an hour of audio"):
-            merged_model.generate("x", **kw)
+HUGE = """
+import resource, sys, time
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))      # a plan of billions of windows dies here
+import mglab
+m = mglab.load(sys.argv[1])
+for name, value in (("duration", 1e9), ("duration", 3600.5), ("max_new_tokens", 10**12)):
+    t0 = time.monotonic()
+    try:
+        m.generate("x", **{name: value})
+    except ValueError as err:
+        assert str(err).startswith(f"{name}=") and "at most an hour of audio" in str(err), err
         assert time.monotonic() - t0 < 1.0
+    else:
+        raise SystemExit(f"{name}={value} was not refused")
+print("refused")
+"""
 
 
-def test_the_command_line_fuzzed(tmp_path):
-    """Random flags and values: exit 0 or 2 (argparse and mglab's own usage errors), nothing else."""
+def test_a_huge_duration_is_refused_at_once(tmp_path):
+    """``duration=1e9`` used to plan billions of windows in Python before anything started: refused now, naming
+    the argument given, in under a second (run in a process with 4 GB of address space and a time limit, so a
+    regression fails instead of filling the machine)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "huge.py"
+    script.write_text(HUGE)
+    run = subprocess.run([sys.executable, str(script), str(TINY)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "refused", run.stderr[-1500:]
+
+
+def test_the_command_line_fuzzed(tmp_path, monkeypatch):
+    """Random flags and values: exit 0 or 2 (argparse and mglab's own usage errors), nothing else; the sweep
+    command with random model paths and grid files too."""
+    monkeypatch.chdir(tmp_path)                       # --out x writes here, not into the repository
     rng = np.random.default_rng(7)
     flags = ["--duration", "--seed", "--guidance-scale", "--top-k", "--model", "--out", "--temperature", "--dtype"]
     for _ in range(25):
@@ -110,3 +135,16 @@ def test_the_command_line_fuzzed(tmp_path):
             except SystemExit as exit_:
                 code = exit_.code
         assert code in (0, 2, None), (argv, code, err.getvalue()[-500:])
+    grids = ['model = "{m}"\n[grid]\nprompt = ["a"]\n', 'model = "{m}"\n[grid]\nseed = 3\n', "not toml [",
+             'model = 3\n', '[grid]\nprompt = ["a"]\n', 'model = "{m}"\n[grid]\nprompt = ["a"]\nwindow = ["x"]\n']
+    for i, text in enumerate(grids):
+        for model in (str(TINY), "no/such/model", ""):
+            grid = tmp_path / f"g{i}.toml"
+            grid.write_text(text.replace("{m}", model))
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                try:
+                    code = cli.main(["sweep", str(grid), "--out", str(tmp_path / f"s{i}"), "--no-evaluate",
+                                     "--in-process"])
+                except SystemExit as exit_:
+                    code = exit_.code
+            assert code in (0, 2, None), (text, model, code)

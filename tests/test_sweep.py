@@ -99,6 +99,48 @@ def test_a_row_that_kills_its_worker_records_the_loss_and_the_sweep_goes_on(tiny
     assert again.equals(df) and {p: p.stat().st_mtime_ns for p in (tmp_path / "rows").iterdir()} == stamps
 
 
+def test_a_lost_worker_in_a_batch_runs_its_rows_alone(tiny_path, client, tmp_path):
+    """A worker lost by a batch (here a hook that exits only when two prompts share a step) is no row's error:
+    each row of the batch runs again alone, and both are done, equal to generating them one at a time."""
+    model = mglab.load(tiny_path)
+
+    def exit_when_batched(tokens, hook):
+        if tokens.shape[0] > 1:
+            os._exit(1)
+
+    kw = dict(evaluate=False, progress=False, seed=0, max_new_tokens=12,
+              hooks=[("sampler.hook_tokens", exit_when_batched)])
+    df = mglab.sweep(model, {"prompt": ["rock", "jazz"]}, tmp_path, client=client, **kw)
+    assert (df["status"] == "ok").all(), df["error"].tolist()
+    for _, row in df.iterrows():
+        alone = model.generate(row["prompt"], seed=0, max_new_tokens=12)
+        np.testing.assert_array_equal(Generation.load(row["wav"]).codes, alone.codes)
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_workers_refuse_a_model_that_changed_on_disk(tiny_path, client, tmp_path):
+    """Dask workers load the model from its spec: when the files changed after the caller loaded it, the rows
+    would be made by another model under this one's key. They are errors saying so; a model loaded again runs."""
+    import json
+    import shutil
+
+    copy = tmp_path / "tiny"
+    shutil.copytree(tiny_path, copy, ignore=shutil.ignore_patterns("pytorch"))
+    model = mglab.load(copy)
+    config = json.loads((copy / "generation_config.json").read_text())
+    (copy / "generation_config.json").write_text(json.dumps({**config, "do_sample": False, "guidance_scale": 1.0}))
+    grid = {"prompt": ["rock"], "seed": [0]}
+    stale = mglab.sweep(model, grid, tmp_path / "out", client=client, evaluate=False, progress=False,
+                        max_new_tokens=12)
+    assert (stale["status"] == "error").all() and stale["error"][0].count("changed on disk"), stale["error"][0]
+    again = mglab.load(copy)
+    fresh = mglab.sweep(again, grid, tmp_path / "out", client=client, evaluate=False, progress=False,
+                        max_new_tokens=12)
+    assert (fresh["status"] == "ok").all()
+    np.testing.assert_array_equal(Generation.load(fresh["wav"][0]).codes,
+                                  again.generate("rock", seed=0, max_new_tokens=12).codes)
+
+
 def test_a_failing_row_is_recorded_and_the_sweep_goes_on(merged_model, tmp_path):
     def fails_with_one_token_left(logits, hook):          # top_k=1 rows only
         if (np.isfinite(logits).sum(-1) == 1).all():

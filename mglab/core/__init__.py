@@ -8,4 +8,5 @@
     numeric.py    the one softmax and log-softmax
     fileio.py     atomic writes: a temporary name, then a rename
     progress.py   a progress bar over decoding steps, or nothing
+    fingerprint.py  what identifies an object across processes (sweep row keys)
 """

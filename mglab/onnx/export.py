@@ -28,6 +28,7 @@ Examples
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -82,11 +83,18 @@ def check_out(out, force: bool) -> Path:
     return out
 
 
+def _same(x: Path, y: Path) -> bool:
+    return x == y or (x.exists() and y.exists() and os.path.samefile(x, y))
+
+
 def check_apart(src: Path, out: Path) -> None:
-    """``--force`` replaces an old export, never the input: OUT may not be SRC, hold it, or lie inside it."""
+    """``--force`` replaces an old export, never the input: OUT may not be SRC, hold it, or lie inside it (paths
+    compared resolved, and as the same file on disk: symlinks, case-insensitive file systems)."""
     a, b = Path(src).resolve(), Path(out).resolve()
-    if a == b or a.is_relative_to(b) or b.is_relative_to(a):
-        where = "is" if a == b else "contains" if a.is_relative_to(b) else "lies inside"
+    same, holds = _same(a, b), any(_same(p, b) for p in a.parents)
+    inside = any(_same(p, a) for p in b.parents)
+    if same or holds or inside:
+        where = "is" if same else "contains" if holds else "lies inside"
         raise ValueError(f"OUT={str(out)!r} {where} SRC={str(src)!r}: the export would replace its own input; "
                          "choose an OUT outside SRC")
 
@@ -186,6 +194,8 @@ def export(src, out, dtypes=("fp32", "q8"), force: bool = False) -> Path:
     """Export ``src`` (checkpoint folder or Hub id) to ``out`` in the Xenova layout with ``encodec_encode``.
     Every argument is checked before any work starts."""
     dtypes = check_dtypes(dtypes)
+    if Path(src).is_dir():
+        check_apart(Path(src), Path(out))             # before check_out: its --force hint would not help here
     out = check_out(out, force)
     path = source(src)
     check_apart(path, out)
