@@ -16,8 +16,15 @@ $(VENV)/.notebooks: pyproject.toml | $(PY)
 	$(PY) -m ipykernel install --prefix $(VENV) --name python3 >/dev/null
 	touch $@
 
-$(VENV)/.test: pyproject.toml | $(PY)
+# audiocraft 1.3.0 (MAGNeT, the masked decoder's reference) pins torch 2.1 and xformers: installed without its
+# dependencies, with those its LM needs (tests/audiocraft_ref.py stands in for the rest). Test-only.
+AUDIOCRAFT := audiocraft==1.3.0 einops==0.8.2 flashy==0.0.2 colorlog==6.12.0 hydra-core==1.3.8 omegaconf==2.4.0 \
+	antlr4-python3-runtime==4.9.3 julius==0.2.8 num2words==0.5.14 docopt==0.6.2 torchmetrics==1.9.0 \
+	lightning-utilities==0.15.3 encodec==0.1.1 av==18.1.0 sentencepiece==0.2.3
+
+$(VENV)/.test: pyproject.toml Makefile | $(PY)
 	$(PIP) install -q -e ".[notebooks,reference,dev]"
+	$(PIP) install -q --no-deps $(AUDIOCRAFT)
 	$(PY) -m ipykernel install --prefix $(VENV) --name python3 >/dev/null
 	touch $@ $(VENV)/.notebooks
 

@@ -14,4 +14,5 @@ Imports ``core`` only. ::
     accuracy.py        rewrite: the accuracy level of 4-bit matmuls
     quantize.py        quantized variants made the way the published files were
     export.py          python -m mglab export: a transformers checkpoint -> this layout
+    export_magnet.py   MAGNeT's masked LM (audiocraft) -> masked_lm.onnx, every stage's mask in the graph
 """

@@ -1,0 +1,69 @@
+"""MAGNeT's masked language model as ONNX: audiocraft's ``MagnetLMModel`` -> ``masked_lm.onnx``.
+
+MAGNeT (audiocraft, ``models/lm_magnet.py``) decodes the codes of a clip codebook by codebook (a *stage* per
+codebook), each in a few parallel iterations: every position of the stage's codebook that is still masked
+(token ``card``) is predicted at once, the least confident are masked again. One non-causal transformer serves
+every stage; only its self-attention mask changes with the stage::
+
+    stage 0: full attention                stage > 0: local, |i - j| <= subcodes_context (here 2)
+        j 0 1 2 3 4 5 6 7                      j 0 1 2 3 4 5 6 7
+    i 0   . . . . . . . .                  i 0   . . . x x x x x
+      1   . . . . . . . .                    1   . . . . x x x x
+      2   . . . . . . . .                    2   . . . . . x x x
+      3   . . . . . . . .                    3   x . . . . . x x
+     ...                                    ...                        (x: -inf before the softmax)
+
+The graph: ``input_ids [R, K, T]`` int64 (the mask token is ``card``; R rows: with guidance the conditional
+rows, then the null ones), ``encoder_hidden_states [R, n, d]`` (the condition as the LM's cross-attention
+reads it, after audiocraft's fuser), ``stage`` int64 ``[]`` -> ``logits [R, K, T, card]``. T is dynamic: the
+local mask is built from T in the graph (audiocraft precomputes it, padded to a multiple of 8, for the training
+segment's length only; its non-memory-efficient path then needs T equal to that length).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+OPSET = 17
+
+
+def masked_lm_module(lm):
+    """A ``torch.nn.Module`` over audiocraft's ``MagnetLMModel`` ``lm`` with the graph's inputs and output."""
+    import torch
+
+    class MaskedLM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lm = lm
+
+        def forward(self, input_ids, encoder_hidden_states, stage):
+            x = sum(lm.emb[k](input_ids[:, k]) for k in range(lm.num_codebooks))             # [R, T, dim]
+            pos = torch.arange(input_ids.shape[-1], device=input_ids.device)                 # [T]
+            context = lm.subcodes_context if lm.subcodes_context >= 0 else 1 << 30
+            near = (pos[:, None] - pos[None, :]).abs() <= context                            # [T, T]
+            allowed = torch.logical_or(near, stage <= 0)                                     # stage 0: full
+            mask = torch.where(allowed, 0.0, float("-inf"))[None, None]                      # [1, 1, T, T]
+            out = lm.transformer(x, cross_attention_src=encoder_hidden_states, src_mask=mask)   # [R, T, dim]
+            if lm.out_norm:
+                out = lm.out_norm(out)
+            return torch.stack([lm.linears[k](out) for k in range(lm.num_codebooks)], dim=1)  # [R, K, T, card]
+
+    return MaskedLM().eval()
+
+
+def export_masked_lm(lm, path: Path, frames: int = 24, text_len: int = 3) -> Path:
+    """Write ``masked_lm.onnx`` for audiocraft's ``MagnetLMModel`` ``lm`` (traced once at ``frames`` and
+    ``text_len``; rows, frames and text length stay dynamic)."""
+    import torch
+
+    module = masked_lm_module(lm)
+    dim = lm.emb[0].embedding_dim
+    codes = torch.randint(0, lm.card + 1, (2, lm.num_codebooks, frames))                     # [R, K, T]
+    hidden = torch.randn(2, text_len, dim)                                                    # [R, n, d]
+    with torch.no_grad():
+        torch.onnx.export(module, (codes, hidden, torch.tensor(1)), str(path), opset_version=OPSET, dynamo=False,
+                          input_names=["input_ids", "encoder_hidden_states", "stage"], output_names=["logits"],
+                          dynamic_axes={"input_ids": {0: "rows", 2: "frames"},
+                                        "encoder_hidden_states": {0: "rows", 1: "text_len"},
+                                        "logits": {0: "rows", 2: "frames"}})
+    return Path(path)

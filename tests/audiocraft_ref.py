@@ -1,0 +1,108 @@
+"""audiocraft 1.3.0 (MAGNeT) as a test reference, on torch 2.13's CPU build.
+
+audiocraft pins torch 2.1 and imports, at package import, modules its LM never calls (xformers, torchaudio,
+spacy, demucs, dora, ...); it is installed ``--no-deps`` (Makefile) and those modules are stood in for here,
+test-only: ``xformers.ops.unbind`` is ``torch.unbind`` (the one function the custom attention path reaches), the
+others are empty modules whose attributes are inert placeholders. A tiny random ``MagnetLMModel`` is built from a
+config as audiocraft's own checkpoints carry it (``xp.cfg``), with a ``LUTConditioner`` (no T5 download).
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import sys
+import types
+
+STOOD_IN = ("torchaudio", "torchaudio.functional", "torchaudio.transforms", "torchaudio.compliance",
+            "torchaudio.compliance.kaldi", "spacy", "demucs", "demucs.apply", "demucs.audio", "demucs.pretrained",
+            "gradio", "pesq", "pystoi", "treetable", "torchtext", "torchvision", "torchvision.transforms",
+            "torchvision.models", "laion_clap")
+
+
+class _Placeholder:
+    """Stands for any name imported from a stood-in module; never called by the LM."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, *args, **kwargs):
+        return _Placeholder()
+
+    def __getattr__(self, name):
+        return _Placeholder()
+
+
+def _module(name: str, **attrs) -> types.ModuleType:
+    m = types.ModuleType(name)
+    m.__dict__.update(attrs)
+    m.__path__ = []
+    m.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
+
+    def missing(attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _Placeholder
+
+    m.__getattr__ = missing
+    sys.modules[name] = m
+    parent, _, leaf = name.rpartition(".")
+    if parent in sys.modules:
+        setattr(sys.modules[parent], leaf, m)
+    return m
+
+
+def install() -> None:
+    """Stand in for what audiocraft imports but the LM never uses; real modules already imported stay."""
+    import torch
+
+    wanted = {"xformers": {}, "xformers.ops": dict(unbind=torch.unbind, LowerTriangularMask=_Placeholder),
+              "dora": dict(hydra_main=lambda *a, **k: (lambda f: f)),
+              "dora.distrib": dict(rank=lambda: 0, world_size=lambda: 1, init=lambda *a, **k: None),
+              "dora.log": {}, **{name: {} for name in STOOD_IN}}
+    for name, attrs in wanted.items():
+        if name not in sys.modules:
+            _module(name, **attrs)
+
+
+TINY = {
+    "lm_model": "transformer_lm_magnet", "device": "cpu", "dtype": "float32",
+    "dataset": {"segment_duration": 1}, "masking": {"span_len": 3},
+    "transformer_lm": {"n_q": 4, "card": 64, "dim": 32, "num_heads": 4, "num_layers": 2, "hidden_scale": 4,
+                       "causal": False, "cross_attention": True, "custom": True, "memory_efficient": False,
+                       "norm_first": True, "norm": "layer_norm", "positional_embedding": "sin", "bias_proj": False,
+                       "bias_ff": False, "bias_attn": False, "subcodes_context": 5,
+                       "compression_model_framerate": 48, "segment_duration": 1, "span_len": 3},
+    "codebooks_pattern": {"modeling": "parallel", "parallel": {"empty_initial": 0}},
+    "attribute_dropout": {}, "classifier_free_guidance": {"training_dropout": 0.0, "inference_coef": 3.0},
+    "fuser": {"cross_attention_pos_emb": False, "cross_attention_pos_emb_scale": 1, "sum": [], "prepend": [],
+              "cross": ["description"], "input_interpolate": []},
+    "conditioners": {"description": {"model": "lut", "lut": {"n_bins": 32, "dim": 16, "tokenizer": "noop"}}},
+}
+
+
+def tiny_magnet(seed: int = 0, frames: int = 48, config: dict | None = None):
+    """A random ``MagnetLMModel`` built by audiocraft's builders from ``config`` (default :data:`TINY`); its
+    stage masks are made for ``frames`` frames (audiocraft's custom attention path runs that length only)."""
+    install()
+    import omegaconf
+    import torch
+    from audiocraft.models import builders
+
+    cfg = omegaconf.OmegaConf.create(config or TINY)
+    cfg.transformer_lm.compression_model_framerate = frames
+    torch.manual_seed(seed)
+    return builders.get_lm_model(cfg).eval()
+
+
+def conditions(lm, prompts: list[str]):
+    """audiocraft's condition tensors for ``prompts`` and their null conditions (what its CFG batches), and the
+    cross-attention input the LM's transformer reads ``[2B, n, d]``."""
+    import torch
+    from audiocraft.modules.conditioners import ClassifierFreeGuidanceDropout, ConditioningAttributes
+
+    attrs = [ConditioningAttributes(text={"description": p}) for p in prompts]
+    null = ClassifierFreeGuidanceDropout(p=1.0)(attrs)
+    with torch.no_grad():
+        tensors = lm.condition_provider(lm.condition_provider.tokenize(attrs + null))
+        _, cross = lm.fuser(torch.zeros(2 * len(prompts), 1, lm.emb[0].embedding_dim), tensors)
+    return tensors, cross
