@@ -74,3 +74,47 @@ def test_every_weight_of_the_lm_is_in_the_graph(graph):
         # cross-attention's packed in_proj: the query rows read the codes, the key/value rows the condition
         assert held(value) or any(all(held(b) for b in np.split(value, k)) for k in (2, 3)
                                   if value.ndim == 2 and value.shape[0] % k == 0), (name, value.shape)
+
+
+def _shared_draws(monkeypatch, rngs):
+    """audiocraft's torch.multinomial replaced by the draws mglab makes: per position one uniform from the row's
+    generator (``mglab.decoding.masked.draw``), so both sample the same tokens from the same probabilities."""
+    import torch
+    from audiocraft.utils import utils
+
+    from mglab.decoding import masked
+
+    def multinomial(probs, num_samples, replacement=False, *, generator=None):
+        p = probs.reshape(len(rngs), -1, probs.shape[-1]).double().numpy()                    # [B, T, V]
+        tokens = masked.draw(p, rngs)                                                         # [B, T]
+        return torch.from_numpy(tokens).reshape(*probs.shape[:-1], 1)
+
+    monkeypatch.setattr(utils, "multinomial", multinomial)
+
+
+@pytest.mark.parametrize("rule", [dict(top_p=0.9, top_k=0), dict(top_p=0.0, top_k=0)], ids=["top-p", "plain"])
+@pytest.mark.parametrize("steps", [[4, 3, 2, 2], [6, 1, 3, 2]])
+def test_masked_decoding_equals_audiocraft_token_for_token(graph, steps, rule, monkeypatch):
+    """mglab's schedule (mglab.decoding.masked) over the ONNX graph against audiocraft's ``generate`` on the same
+    weights, both sampling from the same uniforms (audiocraft's multinomial fed mglab's draws): the spans masked
+    again by score, the guidance and temperature annealing and the sampling rule decide the tokens."""
+    import torch
+    from audiocraft.modules.conditioners import ConditioningAttributes
+
+    from mglab.decoding import masked
+    from mglab.decoding.sampling import make_rngs
+
+    lm, session, _ = graph
+    attrs = [ConditioningAttributes(text={"description": p}) for p in PROMPTS]
+    _shared_draws(monkeypatch, make_rngs(7, 2))
+    with torch.no_grad():
+        ref = lm.generate(conditions=attrs, num_samples=2, max_gen_len=48, use_sampling=True, temp=3.0,
+                          max_cfg_coef=10.0, min_cfg_coef=1.0, decoding_steps=steps, **rule).numpy()
+    _, cross = conditions(lm, PROMPTS)
+    run = lambda codes, stage: session.run(None, {"input_ids": codes, "encoder_hidden_states": cross.numpy(),  # noqa: E731
+                                                  "stage": np.array(stage, dtype=np.int64)})[0]
+    ours = masked.generate(run, 2, 48, make_rngs(7, 2), num_codebooks=4, card=64, span_len=3, decoding_steps=steps,
+                           temperature=3.0, max_cfg_coef=10.0, min_cfg_coef=1.0, **rule)
+    assert ours.shape == ref.shape == (2, 4, 48)
+    np.testing.assert_array_equal(ours, ref)
+    assert len(np.unique(ours)) > 8                       # not a degenerate run: many tokens

@@ -12,4 +12,5 @@ Imports ``networks``, ``onnx`` and ``core``. ::
     longform.py       runs longer than the window, window after window
     streaming.py      audio chunks handed out while decoding goes on
     continuation.py   an audio prompt becomes the first frames
+    masked.py         masked iterative decoding (MAGNeT): stage by stage, spans masked again by confidence
 """

@@ -1,0 +1,128 @@
+"""Masked iterative decoding (MAGNeT): every frame of a codebook at once, refined over a few iterations.
+
+The second decoding system of the MusicGen family (audiocraft's ``MagnetLMModel._generate_magnet``). The codes
+``[B, K, T]`` start all masked (token ``card``). Codebook by codebook (a *stage*), lower ones fixed, higher
+ones still masked, ``n`` iterations each; at iteration i the masked share is ``cos(pi/2 * i / (n - 1))`` of the
+stage's spans (``span_len`` frames each, T cut to a multiple of it), the spans whose sampled tokens were least
+sure (score ``1 - max prob`` over the span) masked again::
+
+    stage 0, n = 4, 8 spans           iteration 0   1     2     3
+    masked share cos(pi/2 * i/3)      1.00          0.87  0.50  0.00 -> at least 1 span
+    spans masked                      8             6     4     1
+    codebook 0   [M M M M M M M M] -> [a M b M M c M M] -> ... -> [a e b f g c h d]
+    codebooks 1-3 stay masked; stage 1 then decodes codebook 1 with codebook 0 given.
+
+Each iteration is one call of the masked LM (:mod:`mglab.onnx.export_magnet`) on the conditional and null rows
+together; guidance is annealed from ``max_cfg_coef`` to ``min_cfg_coef`` with the masked share, the temperature
+from ``temperature`` to 0 (floor 0.01) with the iterations left; top-p, else top-k, else plain sampling, each
+drawn as audiocraft draws it (top-p over the tokens sorted by probability) from one uniform per position.
+
+audiocraft defect, and what mglab does instead: its ``sample_top_k`` renormalizes ``probs`` in place, so with
+top-k sampling the span scores come from the filtered distribution (with ``top_k=1`` every score is 0 and the
+spans masked again are torch.topk's choice among ties). mglab scores spans with the model's probabilities
+under every sampling rule, as audiocraft does under top-p and plain sampling.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..core.numeric import softmax
+
+KEEP = -1e4                                        # a span's score that is never masked again (audiocraft's)
+
+
+def mask_shares(n: int) -> list[float]:
+    """The masked share of each of ``n`` iterations: ``cos(pi/2 * t)`` over ``t = linspace(0, 1, n)``, in
+    float32 with torch's ``linspace`` rounding (the number of masked spans truncates it, so the last bit counts)."""
+    t = np.zeros(n, dtype=np.float32)
+    if n > 1:
+        step = np.float32(1.0) / np.float32(n - 1)
+        half = n // 2
+        for i in range(n):                                    # torch: start + i * step, then end - (n-1-i) * step
+            t[i] = np.float32(i) * step if i < half else np.float32(1.0) - np.float32(n - 1 - i) * step
+    return [float(np.cos(x * np.float32(math.pi) * np.float32(0.5), dtype=np.float32)) for x in t]
+
+
+def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int, span_len: int,
+                 temperature: float, top_k: int, top_p: float, max_cfg_coef: float, min_cfg_coef: float,
+                 guided: bool = True) -> np.ndarray:
+    """Decode codebook ``stage`` of ``codes [B, K, T]`` (T a multiple of ``span_len``) in ``n`` iterations.
+
+    ``run(codes [R, K, T], stage) -> logits [R, K, T, card]``; with ``guided`` the rows are the conditional
+    batch, then the null one (R = 2B).
+    """
+    codes = codes.copy()                                                       # [B, K, T]
+    b, _, t = codes.shape
+    spans = t // span_len
+    current = np.full((b, t), card, dtype=np.int64)                            # [B, T]: the stage's codebook
+    scores = np.zeros((b, spans), dtype=np.float32)                            # [B, spans]
+    for i, share in enumerate(mask_shares(n)):
+        left = n - 1 - i
+        masked_spans = max(int(np.float32(share) * np.float32(spans)), 1)
+        chosen = _top(scores, masked_spans)                                    # [B, masked]
+        span_mask = np.zeros((b, spans), dtype=bool)                           # [B, spans]
+        np.put_along_axis(span_mask, chosen, True, axis=1)
+        mask = np.repeat(span_mask, span_len, axis=1)                          # [B, T]
+        current[mask] = card
+        codes[:, stage] = current
+        rows = np.concatenate([codes, codes]) if guided else codes             # [R, K, T]
+        logits = run(rows, stage)[:, stage]                                    # [R, T, card]
+        if guided:
+            cond, uncond = logits[:b], logits[b:]                              # [B, T, card] each
+            coef = share * max_cfg_coef + (1 - share) * min_cfg_coef
+            logits = uncond + (cond - uncond) * np.float32(coef)               # [B, T, card]
+        temp = max(temperature * left / n, 1e-2)                               # annealed to 0 (floor 0.01)
+        probs = softmax(logits / np.float32(temp))                    # [B, T, card]
+        tokens = _sample(probs, top_k, top_p, rngs)                            # [B, T]
+        current = np.where(mask, tokens, current)                              # [B, T]
+        codes[:, stage] = current
+        picked = np.take_along_axis(probs, current[..., None], axis=-1)[..., 0]   # [B, T]
+        scores = 1 - picked.reshape(b, spans, span_len).max(axis=-1)          # [B, spans]
+        scores = np.where(span_mask, scores, np.float32(KEEP)).astype(np.float32)
+    return codes
+
+
+def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: int, span_len: int,
+             decoding_steps, temperature: float = 3.0, top_k: int = 0, top_p: float = 0.9,
+             max_cfg_coef: float = 10.0, min_cfg_coef: float = 1.0, guided: bool = True) -> np.ndarray:
+    """Codes ``[B, K, T]`` (T = ``frames`` cut to a multiple of ``span_len``), stage after stage."""
+    t = frames // span_len * span_len
+    codes = np.full((batch, num_codebooks, t), card, dtype=np.int64)          # [B, K, T]: all masked
+    for stage, n in enumerate(decoding_steps):
+        codes = decode_stage(run, codes, stage, n, rngs, card=card, span_len=span_len, temperature=temperature,
+                             top_k=top_k, top_p=top_p, max_cfg_coef=max_cfg_coef, min_cfg_coef=min_cfg_coef,
+                             guided=guided)
+    return codes
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest scores per row ``[B, k]`` (ties: the first, as a stable sort gives)."""
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+def _sample(probs: np.ndarray, top_k: int, top_p: float, rngs) -> np.ndarray:
+    """audiocraft's rule on ``probs [B, T, V]``: top-p when ``top_p > 0`` (over the tokens sorted by
+    probability), else top-k when ``top_k > 0``, else plain sampling; one uniform per position from ``rngs[b]``."""
+    p = probs.astype(np.float64)                                              # [B, T, V]
+    order = None
+    if top_p > 0:
+        order = np.argsort(-p, axis=-1, kind="stable")                        # [B, T, V]: descending
+        p = np.take_along_axis(p, order, axis=-1)
+        p = p * ((np.cumsum(p, axis=-1) - p) <= top_p)                        # keep until the mass passes top_p
+    elif top_k > 0:
+        kth = -np.sort(-p, axis=-1)[..., top_k - 1: top_k]                     # [B, T, 1]
+        p = p * (p >= kth)
+    tokens = draw(p, rngs)                                                    # [B, T]
+    if order is not None:
+        tokens = np.take_along_axis(order, tokens[..., None], axis=-1)[..., 0]
+    return tokens
+
+
+def draw(weights: np.ndarray, rngs) -> np.ndarray:
+    """Inverse-CDF draws from unnormalized ``weights [B, T, V]``: row b takes ``T`` uniforms from ``rngs[b]``."""
+    cdf = np.cumsum(weights, axis=-1)                                         # [B, T, V]
+    u = np.stack([rng.random(weights.shape[1]) for rng in rngs]) * cdf[..., -1]   # [B, T]
+    return np.minimum((cdf <= u[..., None]).sum(axis=-1), weights.shape[-1] - 1).astype(np.int64)
