@@ -148,3 +148,18 @@ def test_the_command_line_fuzzed(tmp_path, monkeypatch):
                 except SystemExit as exit_:
                     code = exit_.code
             assert code in (0, 2, None), (text, model, code)
+
+
+def test_ctrl_c_stops_generate_and_sweep_and_leaves_no_half_row(merged_model, tmp_path):
+    """Ctrl-C (KeyboardInterrupt) at a decoding step is not caught as a hook's error nor as a sweep row's: it
+    stops the call, and the sweep leaves no row file for the row it interrupted."""
+    def interrupt(tokens, hook):
+        if hook.step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        merged_model.generate("a", max_new_tokens=12, hooks=[("sampler.hook_tokens", interrupt)])
+    with pytest.raises(KeyboardInterrupt):
+        mglab.sweep(merged_model, {"prompt": ["a"]}, tmp_path, client=False, progress=False, evaluate=False,
+                    max_new_tokens=12, hooks=[("sampler.hook_tokens", interrupt)])
+    assert list((tmp_path / "rows").iterdir()) == [] and not (tmp_path / "results.parquet").exists()
