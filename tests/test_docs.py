@@ -7,7 +7,8 @@ import pytest
 
 MODULES = ["mglab.nano.corpus", "mglab.core.fileio", "mglab.core.numeric", "mglab.decoding.longform",
            "mglab.decoding.patterns", "mglab.inspect.distributions", "mglab.decoding.sampling",
-           "mglab.decoding.continuation", "mglab.onnx.accuracy", "mglab.inspect.reports", "mglab.audio.vocabulary"]
+           "mglab.decoding.continuation", "mglab.onnx.accuracy", "mglab.inspect.reports", "mglab.audio.vocabulary",
+           "mglab.decoding.masks"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -118,3 +118,66 @@ def test_masked_decoding_equals_audiocraft_token_for_token(graph, steps, rule, m
     assert ours.shape == ref.shape == (2, 4, 48)
     np.testing.assert_array_equal(ours, ref)
     assert len(np.unique(ours)) > 8                       # not a degenerate run: many tokens
+
+
+@pytest.mark.parametrize("prompt_frames", [12, 13])
+def test_a_prompt_continues_as_audiocraft_continues_it(graph, prompt_frames, monkeypatch):
+    """audiocraft's ``generate(prompt=codes[..., :P])`` is a vamp that keeps the first P frames of every codebook:
+    the same tokens, P a multiple of ``span_len`` or not (a span across the prompt's end is drawn, its prompt
+    frames put back every iteration)."""
+    import torch
+    from audiocraft.modules.conditioners import ConditioningAttributes
+
+    from mglab.decoding import masked
+    from mglab.decoding.sampling import make_rngs
+
+    lm, session, _ = graph
+    source = np.random.default_rng(3).integers(0, 64, (2, 4, 48))
+    attrs = [ConditioningAttributes(text={"description": p}) for p in PROMPTS]
+    _shared_draws(monkeypatch, make_rngs(5, 2))
+    with torch.no_grad():
+        ref = lm.generate(prompt=torch.from_numpy(source[..., :prompt_frames]), conditions=attrs, max_gen_len=48,
+                          use_sampling=True, temp=3.0, top_p=0.9, top_k=0, max_cfg_coef=10.0, min_cfg_coef=1.0,
+                          decoding_steps=[4, 3, 2, 2]).numpy()
+    _, cross = conditions(lm, PROMPTS)
+    run = lambda codes, stage: session.run(None, {"input_ids": codes, "encoder_hidden_states": cross.numpy(),  # noqa: E731
+                                                  "stage": np.array(stage, dtype=np.int64)})[0]
+    regenerate = np.broadcast_to(np.arange(48) >= prompt_frames, (2, 4, 48))
+    ours = masked.generate(run, 2, 48, make_rngs(5, 2), num_codebooks=4, card=64, span_len=3,
+                           decoding_steps=[4, 3, 2, 2], temperature=3.0, top_p=0.9, source=source,
+                           regenerate=regenerate)
+    np.testing.assert_array_equal(ours[..., :prompt_frames], source[..., :prompt_frames])
+    np.testing.assert_array_equal(ours, ref)
+
+
+def test_a_vamp_keeps_every_code_it_does_not_regenerate(graph):
+    """VampNet's masks on a source: every code outside the mask comes back exactly, the masked ones are drawn
+    (not all equal to the source's), and an all-False mask returns the source untouched without a model call."""
+    from mglab.decoding import masked, masks
+    from mglab.decoding.sampling import make_rngs
+
+    lm, session, _ = graph
+    _, cross = conditions(lm, PROMPTS)
+    calls = []
+
+    def run(codes, stage):
+        calls.append(stage)
+        return session.run(None, {"input_ids": codes, "encoder_hidden_states": cross.numpy(),
+                                  "stage": np.array(stage, dtype=np.int64)})[0]
+
+    source = np.random.default_rng(4).integers(0, 64, (2, 4, 48))
+    kw = dict(num_codebooks=4, card=64, span_len=3, decoding_steps=[3, 2, 2, 2], temperature=3.0, top_p=0.9)
+    for mask in (masks.inpaint(0.25, 0.25), masks.periodic(6, 2), masks.codebooks(2),
+                 masks.inpaint(0.25, 0.25) & masks.periodic(6, 2), masks.random(0.5, seed=1)):
+        regenerate = np.broadcast_to(mask.resolve(4, 48, 48), (2, 4, 48))
+        out = masked.generate(run, 2, 48, make_rngs(0, 2), source=source, regenerate=regenerate, **kw)
+        np.testing.assert_array_equal(out[~regenerate], source[~regenerate], err_msg=repr(mask))
+        assert (out[regenerate] != source[regenerate]).any() and (out < 64).all(), mask
+    calls.clear()
+    none = np.zeros((2, 4, 48), dtype=bool)
+    np.testing.assert_array_equal(masked.generate(run, 2, 48, make_rngs(0, 2), source=source, regenerate=none,
+                                                  **kw), source)
+    assert calls == []
+    only_three = masked.generate(run, 2, 48, make_rngs(0, 2), source=source,
+                                 regenerate=np.broadcast_to(masks.codebooks(3).resolve(4, 48, 48), (2, 4, 48)), **kw)
+    assert set(calls) == {3} and (only_three[:, :3] == source[:, :3]).all()   # stages with nothing to do: skipped

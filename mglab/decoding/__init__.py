@@ -13,4 +13,5 @@ Imports ``networks``, ``onnx`` and ``core``. ::
     streaming.py      audio chunks handed out while decoding goes on
     continuation.py   an audio prompt becomes the first frames
     masked.py         masked iterative decoding (MAGNeT): stage by stage, spans masked again by confidence
+    masks.py          which codes a vamp regenerates: inpaint, periodic, codebooks, random, & | ~
 """

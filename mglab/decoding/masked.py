@@ -48,25 +48,34 @@ def mask_shares(n: int) -> list[float]:
 
 def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int, span_len: int,
                  temperature: float, top_k: int, top_p: float, max_cfg_coef: float, min_cfg_coef: float,
-                 guided: bool = True) -> np.ndarray:
+                 guided: bool = True, keep: np.ndarray | None = None) -> np.ndarray:
     """Decode codebook ``stage`` of ``codes [B, K, T]`` (T a multiple of ``span_len``) in ``n`` iterations.
 
     ``run(codes [R, K, T], stage) -> logits [R, K, T, card]``; with ``guided`` the rows are the conditional
-    batch, then the null one (R = 2B).
+    batch, then the null one (R = 2B). ``keep [B, T]``: positions whose given code stays (an audio prompt, or
+    what a vamp keeps); a span wholly kept is never masked, the others share the schedule (audiocraft's prompt).
     """
     codes = codes.copy()                                                       # [B, K, T]
     b, _, t = codes.shape
     spans = t // span_len
-    current = np.full((b, t), card, dtype=np.int64)                            # [B, T]: the stage's codebook
-    scores = np.zeros((b, spans), dtype=np.float32)                            # [B, spans]
+    keep = np.zeros((b, t), dtype=bool) if keep is None else keep             # [B, T]
+    given = codes[:, stage].copy()                                             # [B, T]
+    kept_spans = keep.reshape(b, spans, span_len).all(axis=-1)                 # [B, spans]
+    to_make = spans - kept_spans.sum(axis=1)                                   # [B]
+    if not to_make.any():
+        return codes
+    current = np.where(keep, given, card)                                      # [B, T]: the stage's codebook
+    scores = np.where(kept_spans, np.float32(KEEP), np.float32(0)).astype(np.float32)   # [B, spans]
     for i, share in enumerate(mask_shares(n)):
         left = n - 1 - i
-        masked_spans = max(int(np.float32(share) * np.float32(spans)), 1)
-        chosen = _top(scores, masked_spans)                                    # [B, masked]
         span_mask = np.zeros((b, spans), dtype=bool)                           # [B, spans]
-        np.put_along_axis(span_mask, chosen, True, axis=1)
-        mask = np.repeat(span_mask, span_len, axis=1)                          # [B, T]
-        current[mask] = card
+        for row in range(b):                                                   # the least sure spans, again
+            if to_make[row]:
+                count = max(int(np.float32(share) * np.float32(to_make[row])), 1)
+                span_mask[row, _top(scores[row], count)] = True
+        current[np.repeat(span_mask, span_len, axis=1)] = card
+        current = np.where(keep, given, current)                               # what is kept stays
+        mask = current == card                                                 # [B, T]: to draw now
         codes[:, stage] = current
         rows = np.concatenate([codes, codes]) if guided else codes             # [R, K, T]
         logits = run(rows, stage)[:, stage]                                    # [R, T, card]
@@ -75,11 +84,11 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
             coef = share * max_cfg_coef + (1 - share) * min_cfg_coef
             logits = uncond + (cond - uncond) * np.float32(coef)               # [B, T, card]
         temp = max(temperature * left / n, 1e-2)                               # annealed to 0 (floor 0.01)
-        probs = softmax(logits / np.float32(temp))                    # [B, T, card]
+        probs = softmax(logits / np.float32(temp))                             # [B, T, card]
         tokens = _sample(probs, top_k, top_p, rngs)                            # [B, T]
         current = np.where(mask, tokens, current)                              # [B, T]
         codes[:, stage] = current
-        picked = np.take_along_axis(probs, current[..., None], axis=-1)[..., 0]   # [B, T]
+        picked = np.take_along_axis(probs, tokens[..., None], axis=-1)[..., 0]   # [B, T]: the draws' probs
         scores = 1 - picked.reshape(b, spans, span_len).max(axis=-1)          # [B, spans]
         scores = np.where(span_mask, scores, np.float32(KEEP)).astype(np.float32)
     return codes
@@ -87,20 +96,30 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
 
 def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: int, span_len: int,
              decoding_steps, temperature: float = 3.0, top_k: int = 0, top_p: float = 0.9,
-             max_cfg_coef: float = 10.0, min_cfg_coef: float = 1.0, guided: bool = True) -> np.ndarray:
-    """Codes ``[B, K, T]`` (T = ``frames`` cut to a multiple of ``span_len``), stage after stage."""
+             max_cfg_coef: float = 10.0, min_cfg_coef: float = 1.0, guided: bool = True,
+             source: np.ndarray | None = None, regenerate: np.ndarray | None = None) -> np.ndarray:
+    """Codes ``[B, K, T]`` (T = ``frames`` cut to a multiple of ``span_len``), stage after stage.
+
+    With ``source [B, K, frames]`` and ``regenerate`` (bool, the same shape): the positions marked are decoded
+    anew, every other code of ``source`` is kept exactly (VampNet's vamping; a prefix is audiocraft's prompt).
+    """
     t = frames // span_len * span_len
-    codes = np.full((batch, num_codebooks, t), card, dtype=np.int64)          # [B, K, T]: all masked
+    if source is None:
+        codes = np.full((batch, num_codebooks, t), card, dtype=np.int64)      # [B, K, T]: all masked
+        regenerate = np.ones_like(codes, dtype=bool)
+    else:
+        regenerate = np.asarray(regenerate, dtype=bool)[..., :t]               # [B, K, T]
+        codes = np.where(regenerate, card, np.asarray(source, dtype=np.int64)[..., :t])   # [B, K, T]
     for stage, n in enumerate(decoding_steps):
         codes = decode_stage(run, codes, stage, n, rngs, card=card, span_len=span_len, temperature=temperature,
                              top_k=top_k, top_p=top_p, max_cfg_coef=max_cfg_coef, min_cfg_coef=min_cfg_coef,
-                             guided=guided)
+                             guided=guided, keep=~regenerate[:, stage])
     return codes
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` highest scores per row ``[B, k]`` (ties: the first, as a stable sort gives)."""
-    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    """Indices of the ``k`` highest ``scores [spans]`` (ties: the first, as a stable sort gives)."""
+    return np.argsort(-scores, kind="stable")[:k]
 
 
 def _sample(probs: np.ndarray, top_k: int, top_p: float, rngs) -> np.ndarray:
