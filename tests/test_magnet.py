@@ -1,6 +1,8 @@
 """MAGNeT's masked LM on ONNX (mglab.onnx.export_magnet) against audiocraft 1.3.0's ``MagnetLMModel``: logits
 within 1e-4 at every stage, for any number of frames, and every weight of the LM in the graph."""
 
+import math
+
 import numpy as np
 import pytest
 from audiocraft_ref import conditions, tiny_magnet
@@ -181,3 +183,104 @@ def test_a_vamp_keeps_every_code_it_does_not_regenerate(graph):
     only_three = masked.generate(run, 2, 48, make_rngs(0, 2), source=source,
                                  regenerate=np.broadcast_to(masks.codebooks(3).resolve(4, 48, 48), (2, 4, 48)), **kw)
     assert set(calls) == {3} and (only_three[:, :3] == source[:, :3]).all()   # stages with nothing to do: skipped
+
+
+def test_audiocraft_default_schedule_with_its_own_shares(graph, monkeypatch):
+    """audiocraft's default schedule (20, 10, 10, 10) over 50 frames (cut to 48: a multiple of span_len), top-p.
+    The masked shares are taken from torch's linspace here: its CPU kernel rounds some of them differently from
+    the halfway formula mglab uses (module docstring), which changes a span count where share x spans is an
+    integer. With the same shares, every other part of the loop gives audiocraft's tokens."""
+    import torch
+    from audiocraft.modules.conditioners import ConditioningAttributes
+
+    from mglab.decoding import masked
+    from mglab.decoding.sampling import make_rngs
+
+    torch_shares = lambda n: [float(x) for x in torch.cos(torch.linspace(0, 1, n) * math.pi * 0.5)]  # noqa: E731
+    differ = [n for n in range(2, 25) if torch_shares(n) != masked.mask_shares(n)]
+    monkeypatch.setattr(masked, "mask_shares", torch_shares)
+    lm, session, _ = graph
+    attrs = [ConditioningAttributes(text={"description": p}) for p in PROMPTS]
+    _shared_draws(monkeypatch, make_rngs(11, 2))
+    with torch.no_grad():
+        ref = lm.generate(conditions=attrs, num_samples=2, max_gen_len=50, use_sampling=True, temp=3.0, top_p=0.9,
+                          top_k=0, max_cfg_coef=10.0, min_cfg_coef=1.0, decoding_steps=[20, 10, 10, 10]).numpy()
+    _, cross = conditions(lm, PROMPTS)
+    run = lambda codes, stage: session.run(None, {"input_ids": codes, "encoder_hidden_states": cross.numpy(),  # noqa: E731
+                                                  "stage": np.array(stage, dtype=np.int64)})[0]
+    ours = masked.generate(run, 2, 50, make_rngs(11, 2), num_codebooks=4, card=64, span_len=3,
+                           decoding_steps=[20, 10, 10, 10], temperature=3.0, top_p=0.9)
+    assert ours.shape == ref.shape == (2, 4, 48)
+    np.testing.assert_array_equal(ours, ref)
+    assert 10 in differ                                # the documented difference is real on this machine's torch
+
+
+def test_memory_efficient_checkpoints_export_with_their_stage_mask(graph, tmp_path):
+    """MAGNeT's checkpoints ask for memory-efficient attention, whose torch fallback in audiocraft drops the stage
+    mask (is_causal=True). The export traces the plain path: the same logits as the model built without it."""
+    import onnxruntime as ort
+    from audiocraft_ref import TINY
+
+    lm, session, _ = graph
+    cfg = {**TINY, "transformer_lm": {**TINY["transformer_lm"], "memory_efficient": True}}
+    efficient = tiny_magnet(config=cfg)
+    efficient.load_state_dict(lm.state_dict())
+    path = export_masked_lm(efficient, tmp_path / "m.onnx")
+    assert all(m.memory_efficient for m in efficient.modules() if hasattr(m, "memory_efficient"))   # restored
+    for stage in (0, 2):
+        ours, ref = _both(lm, ort.InferenceSession(str(path)), stage, 48)
+        assert np.abs(ours - ref).max() <= 1e-4
+
+
+def test_draw_is_the_inverse_cdf():
+    """``draw`` (the uniforms both sides share in the parity tests) against a hand-made inverse CDF: weights
+    1, 2, 1 split [0, 1) at 1/4 and 3/4."""
+    from mglab.decoding import masked
+
+    class Fixed:
+        def __init__(self, u):
+            self.u = np.array(u)
+
+        def random(self, n):
+            return self.u[:n]
+
+    w = np.tile(np.array([1.0, 2.0, 1.0]), (1, 4, 1))                                 # [1, 4, 3]
+    np.testing.assert_array_equal(masked.draw(w, [Fixed([0.1, 0.3, 0.74, 0.9])]), [[0, 1, 1, 2]])
+    np.testing.assert_array_equal(masked.draw(w * np.array([1, 0, 1]), [Fixed([0.1, 0.49, 0.51, 0.99])]),
+                                  [[0, 0, 2, 2]])
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(decoding_steps=[4, 3, 2]), "decoding_steps=.*one per codebook"),
+    (dict(decoding_steps=[4, 0, 2, 2]), "decoding_steps=0 is not allowed"),
+    (dict(top_k=65), "top_k=65 is not allowed"),
+    (dict(frames=2), "frames=2 is not allowed"),
+    (dict(min_cfg_coef=11.0), "min_cfg_coef=11.0 > max_cfg_coef=10.0"),
+    (dict(rngs=1), "rngs holds 1 generators for a batch of 2"),
+    (dict(source=np.zeros((2, 4, 30), np.int64), regenerate=np.ones((4, 30), bool)), "source of shape"),
+    (dict(source=np.zeros((2, 4, 48), np.int64), regenerate=np.ones((4, 40), bool)), "regenerate of shape"),
+    (dict(source=np.full((2, 4, 48), 64), regenerate=np.ones((4, 48), bool)), "source holds codes outside"),
+    (dict(source=np.zeros((2, 4, 48), np.int64)), "without regenerate"),
+])
+def test_bad_masked_arguments_are_refused_before_any_model_call(kwargs, message):
+    from mglab.decoding import masked
+    from mglab.decoding.sampling import make_rngs
+
+    def run(codes, stage):
+        raise AssertionError("the model ran")
+
+    kw = dict(num_codebooks=4, card=64, span_len=3, decoding_steps=[4, 3, 2, 2], top_p=0.9)
+    kw.update({k: v for k, v in kwargs.items() if k not in ("frames", "rngs")})
+    with pytest.raises(ValueError, match=message):
+        masked.generate(run, 2, kwargs.get("frames", 48), make_rngs(0, kwargs.get("rngs", 2)), **kw)
+
+
+def test_mask_builders_check_and_round_as_said():
+    from mglab.decoding import masks
+
+    with pytest.raises(ValueError, match=r"period=2.5 is not allowed: period must be an integer >= 1"):
+        masks.periodic(2.5)
+    with pytest.raises(ValueError, match=r"p=1.5 is not allowed"):
+        masks.random(1.5)
+    assert masks.inpaint(0.25, 0.25).picture(1, 10, 10) == "0001111000"        # 2.5 frames kept: 3, not 2
+    assert (masks.random(0.5, seed=1) & masks.random(0.5, seed=2)).resolve(4, 48, 48).mean() < 0.4

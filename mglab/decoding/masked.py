@@ -14,13 +14,20 @@ sure (score ``1 - max prob`` over the span) masked again::
 
 Each iteration is one call of the masked LM (:mod:`mglab.onnx.export_magnet`) on the conditional and null rows
 together; guidance is annealed from ``max_cfg_coef`` to ``min_cfg_coef`` with the masked share, the temperature
-from ``temperature`` to 0 (floor 0.01) with the iterations left; top-p, else top-k, else plain sampling, each
+as ``temperature * (n - 1 - i) / n`` (floor 0.01) with the iterations left; top-p, else top-k, else plain sampling, each
 drawn as audiocraft draws it (top-p over the tokens sorted by probability) from one uniform per position.
 
 audiocraft defect, and what mglab does instead: its ``sample_top_k`` renormalizes ``probs`` in place, so with
 top-k sampling the span scores come from the filtered distribution (with ``top_k=1`` every score is 0 and the
 spans masked again are torch.topk's choice among ties). mglab scores spans with the model's probabilities
 under every sampling rule, as audiocraft does under top-p and plain sampling.
+
+Where mglab cannot follow audiocraft exactly (both named in the tests): the masked share is
+``cos(pi/2 * t)`` with ``t`` torch's float32 ``linspace``, whose CPU kernel rounds some ``t`` differently with
+the number of steps and the CPU's vector width (n = 10 here: ``t[6]`` = 0.66666669 where the halfway formula gives
+0.66666663), so at a share of exactly 1/2 with an even number of spans audiocraft masks one span fewer or more
+depending on the machine; mglab uses torch's halfway formula throughout. Ties between span scores (a saturated
+softmax gives several exact 0s) go to the first span here, to ``torch.topk``'s choice there.
 """
 
 from __future__ import annotations
@@ -100,21 +107,70 @@ def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: in
              source: np.ndarray | None = None, regenerate: np.ndarray | None = None) -> np.ndarray:
     """Codes ``[B, K, T]`` (T = ``frames`` cut to a multiple of ``span_len``), stage after stage.
 
-    With ``source [B, K, frames]`` and ``regenerate`` (bool, the same shape): the positions marked are decoded
-    anew, every other code of ``source`` is kept exactly (VampNet's vamping; a prefix is audiocraft's prompt).
+    With ``source [B, K, frames]`` and ``regenerate`` (bool ``[K, frames]`` or ``[B, K, frames]``): the positions
+    marked are decoded anew, every other code of ``source`` is kept exactly (VampNet's vamping; a prefix is
+    audiocraft's prompt). Every argument is checked before the model runs.
     """
+    check(batch, frames, rngs, num_codebooks=num_codebooks, card=card, span_len=span_len,
+          decoding_steps=decoding_steps, temperature=temperature, top_k=top_k, top_p=top_p,
+          max_cfg_coef=max_cfg_coef, min_cfg_coef=min_cfg_coef)
     t = frames // span_len * span_len
     if source is None:
+        if regenerate is not None:
+            raise ValueError("regenerate is given without source: a mask needs the codes it keeps")
         codes = np.full((batch, num_codebooks, t), card, dtype=np.int64)      # [B, K, T]: all masked
         regenerate = np.ones_like(codes, dtype=bool)
     else:
-        regenerate = np.asarray(regenerate, dtype=bool)[..., :t]               # [B, K, T]
-        codes = np.where(regenerate, card, np.asarray(source, dtype=np.int64)[..., :t])   # [B, K, T]
+        source = np.asarray(source)
+        if source.shape != (batch, num_codebooks, frames) or not np.issubdtype(source.dtype, np.integer):
+            raise ValueError(f"source of shape {source.shape} is not allowed: source must be integer codes "
+                             f"[batch, num_codebooks, frames] = {(batch, num_codebooks, frames)}")
+        if ((source < 0) | (source >= card)).any():
+            raise ValueError(f"source holds codes outside [0, {card}): source must be codes of the codec")
+        if regenerate is None:
+            raise ValueError("source is given without regenerate: say which codes to decode anew")
+        regenerate = np.asarray(regenerate, dtype=bool)
+        if regenerate.shape not in ((num_codebooks, frames), (batch, num_codebooks, frames)):
+            raise ValueError(f"regenerate of shape {regenerate.shape} does not fit source {source.shape}: give "
+                             f"[{num_codebooks}, {frames}] or [{batch}, {num_codebooks}, {frames}]")
+        regenerate = np.broadcast_to(regenerate, source.shape)[..., :t]        # [B, K, T]
+        codes = np.where(regenerate, card, source.astype(np.int64)[..., :t])  # [B, K, T]
     for stage, n in enumerate(decoding_steps):
         codes = decode_stage(run, codes, stage, n, rngs, card=card, span_len=span_len, temperature=temperature,
                              top_k=top_k, top_p=top_p, max_cfg_coef=max_cfg_coef, min_cfg_coef=min_cfg_coef,
                              guided=guided, keep=~regenerate[:, stage])
     return codes
+
+
+def check(batch: int, frames: int, rngs, *, num_codebooks: int, card: int, span_len: int, decoding_steps,
+          temperature: float, top_k: int, top_p: float, max_cfg_coef: float, min_cfg_coef: float) -> None:
+    """Every argument of :func:`generate`, each error naming it and what is allowed."""
+    def integer(name, v, low, high=None):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low or (high is not None and v > high):
+            bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise ValueError(f"{name}={v!r} is not allowed: {name} must be an integer {bound}")
+
+    integer("span_len", span_len, 1)
+    integer("frames", frames, span_len)                                        # at least one span
+    integer("batch", batch, 1)
+    integer("top_k", top_k, 0, card)
+    steps = list(decoding_steps) if isinstance(decoding_steps, (list, tuple)) else None
+    if steps is None or len(steps) != num_codebooks:
+        raise ValueError(f"decoding_steps={decoding_steps!r} is not allowed: decoding_steps must be a list of "
+                         f"{num_codebooks} iteration counts, one per codebook")
+    for n in steps:
+        integer("decoding_steps", n, 1)
+    for name, v, ok in (("temperature", temperature, lambda x: 0 <= x < math.inf),
+                        ("top_p", top_p, lambda x: 0 <= x <= 1),
+                        ("max_cfg_coef", max_cfg_coef, lambda x: 0 <= x < math.inf),
+                        ("min_cfg_coef", min_cfg_coef, lambda x: 0 <= x < math.inf)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not ok(v):
+            raise ValueError(f"{name}={v!r} is not allowed: {name} must be a finite number in its range")
+    if min_cfg_coef > max_cfg_coef:
+        raise ValueError(f"min_cfg_coef={min_cfg_coef!r} > max_cfg_coef={max_cfg_coef!r}: guidance is annealed "
+                         "from max_cfg_coef down to min_cfg_coef")
+    if len(rngs) != batch:
+        raise ValueError(f"rngs holds {len(rngs)} generators for a batch of {batch}: one per row")
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:

@@ -55,10 +55,16 @@ class Mask:
         return "\n".join("".join("1" if v else "0" for v in row) for row in m)
 
 
-def _check(name: str, value, low: float, allowed: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value >= low:
+def _check(name: str, value, low: float, allowed: str, integer: bool = False) -> float:
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not value >= low:
         raise ValueError(f"{name}={value!r} is not allowed: {name} must be {allowed}")
     return value
+
+
+def _frames(seconds: float, rate: float) -> int:
+    """Seconds to frames, halves rounded up (Python's round() would round 2.5 to 2)."""
+    return int(np.floor(seconds * rate + 0.5))
 
 
 def inpaint(prefix: float, suffix: float) -> Mask:
@@ -68,25 +74,26 @@ def inpaint(prefix: float, suffix: float) -> Mask:
 
     def make(k, t, rate):
         frame = np.arange(t)                                                  # [T]
-        return (frame >= round(prefix * rate)) & (frame < t - round(suffix * rate))
+        return (frame >= _frames(prefix, rate)) & (frame < t - _frames(suffix, rate))
     return Mask(make, f"inpaint({prefix:g}, {suffix:g})")
 
 
 def periodic(period: int, width: int = 1) -> Mask:
     """Keep ``width`` frames every ``period`` frames (from frame 0), regenerate the rest."""
-    _check("period", period, 1, "an integer >= 1")
-    _check("width", width, 0, "an integer >= 0")
+    _check("period", period, 1, "an integer >= 1", integer=True)
+    _check("width", width, 0, "an integer >= 0", integer=True)
     return Mask(lambda k, t, rate: np.arange(t) % int(period) >= int(width), f"periodic({period}, {width})")
 
 
 def codebooks(first: int) -> Mask:
     """Regenerate codebooks ``first`` and above; keep the coarser ones."""
-    _check("first", first, 0, "an integer >= 0")
+    _check("first", first, 0, "an integer >= 0", integer=True)
     return Mask(lambda k, t, rate: (np.arange(k) >= int(first))[:, None], f"codebooks({first})")
 
 
 def random(p: float, seed: int = 0) -> Mask:
-    """Each code regenerated with probability ``p`` (seeded)."""
+    """Each code regenerated with probability ``p``, drawn from ``seed`` (two random masks combined need two
+    seeds: ``random(.5) & random(.5)`` is ``random(.5)``)."""
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
         raise ValueError(f"p={p!r} is not allowed: p must be a probability in [0, 1]")
     return Mask(lambda k, t, rate: np.random.default_rng(seed).random((k, t)) < p, f"random({p:g}, {seed})")

@@ -53,7 +53,27 @@ def masked_lm_module(lm):
 
 def export_masked_lm(lm, path: Path, frames: int = 24, text_len: int = 3) -> Path:
     """Write ``masked_lm.onnx`` for audiocraft's ``MagnetLMModel`` ``lm`` (traced once at ``frames`` and
-    ``text_len``; rows, frames and text length stay dynamic)."""
+    ``text_len``; rows, frames and text length stay dynamic).
+
+    MAGNeT's checkpoints ask for memory-efficient attention (xformers). audiocraft's torch fallback for it calls
+    ``scaled_dot_product_attention(is_causal=True)`` and drops the stage mask, so the export traces the plain
+    attention path (the same attention, with the mask) whatever the checkpoint asks for.
+    """
+
+    attentions = [m for m in lm.modules() if hasattr(m, "memory_efficient") and hasattr(m, "custom")]
+    if any(not m.custom for m in attentions):
+        raise ValueError("the LM's attention is not audiocraft's custom one (custom=False): export needs custom=True")
+    saved = [m.memory_efficient for m in attentions]
+    for m in attentions:
+        m.memory_efficient = False
+    try:
+        return _export(lm, path, frames, text_len)
+    finally:
+        for m, flag in zip(attentions, saved):
+            m.memory_efficient = flag
+
+
+def _export(lm, path: Path, frames: int, text_len: int) -> Path:
     import torch
 
     module = masked_lm_module(lm)
