@@ -44,6 +44,7 @@ from .core.fileio import atomic_write
 from .core.fingerprint import fingerprint
 from .core.settings import PARAMS, check_prompts, resolve
 from .model import load
+from .onnx.spec import LoadSpec
 
 GRID_KEYS = ("prompt",) + tuple(p.name for p in PARAMS)
 PARAM_NAMES = frozenset(p.name for p in PARAMS)
@@ -143,7 +144,7 @@ def _as_model(model):
     """A model, or a folder / Hub id / LoadSpec loaded as :func:`mglab.load` does; anything else a TypeError."""
     if hasattr(model, "generate") and hasattr(model, "config"):
         return model
-    if isinstance(model, (str, os.PathLike)) or type(model).__name__ == "LoadSpec":
+    if isinstance(model, (str, os.PathLike, LoadSpec)):
         try:
             return load(model)
         except (TypeError, ValueError, FileNotFoundError, KeyError) as err:

@@ -37,6 +37,7 @@ import math
 import numpy as np
 
 from ..core.numeric import softmax
+from . import sampling
 
 KEEP = -1e4                                        # a span's score that is never masked again (audiocraft's)
 
@@ -190,14 +191,7 @@ def _sample(probs: np.ndarray, top_k: int, top_p: float, rngs) -> np.ndarray:
     elif top_k > 0:
         kth = -np.sort(-p, axis=-1)[..., top_k - 1: top_k]                     # [B, T, 1]
         p = p * (p >= kth)
-    tokens = draw(p, rngs)                                                    # [B, T]
+    tokens = sampling.draw(p, rngs)                                           # [B, T]
     if order is not None:
         tokens = np.take_along_axis(order, tokens[..., None], axis=-1)[..., 0]
     return tokens
-
-
-def draw(weights: np.ndarray, rngs) -> np.ndarray:
-    """Inverse-CDF draws from unnormalized ``weights [B, T, V]``: row b takes ``T`` uniforms from ``rngs[b]``."""
-    cdf = np.cumsum(weights, axis=-1)                                         # [B, T, V]
-    u = np.stack([rng.random(weights.shape[1]) for rng in rngs]) * cdf[..., -1]   # [B, T]
-    return np.minimum((cdf <= u[..., None]).sum(axis=-1), weights.shape[-1] - 1).astype(np.int64)

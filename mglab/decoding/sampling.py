@@ -57,12 +57,14 @@ def greedy(logits: np.ndarray) -> np.ndarray:
 
 def sample(logits: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
     """Draw one token per codebook: ``[B, K, V] -> [B, K]``, prompt b drawing from ``rngs[b]``."""
-    probs = softmax(logits.astype(np.float64))                                # [B, K, V]
-    cdf = np.cumsum(probs, axis=-1)                                           # [B, K, V]
-    u = np.stack([rng.random(logits.shape[1]) for rng in rngs])               # [B, K]
-    u = u * cdf[..., -1]                                                      # [B, K]
-    tokens = (cdf <= u[..., None]).sum(axis=-1)                               # [B, K]
-    return np.minimum(tokens, logits.shape[-1] - 1).astype(np.int64)
+    return draw(softmax(logits.astype(np.float64)), rngs)                     # [B, K]
+
+
+def draw(weights: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
+    """Inverse-CDF draws from unnormalized ``weights [B, N, V]``: row b takes ``N`` uniforms from ``rngs[b]``."""
+    cdf = np.cumsum(weights, axis=-1)                                         # [B, N, V]
+    u = np.stack([rng.random(weights.shape[1]) for rng in rngs]) * cdf[..., -1]   # [B, N]
+    return np.minimum((cdf <= u[..., None]).sum(axis=-1), weights.shape[-1] - 1).astype(np.int64)
 
 
 def make_rngs(seed, batch: int) -> list[np.random.Generator]:

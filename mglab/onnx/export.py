@@ -198,7 +198,8 @@ def export(src, out, dtypes=("fp32", "q8"), force: bool = False) -> Path:
         check_apart(Path(src), Path(out))             # before check_out: its --force hint would not help here
     out = check_out(out, force)
     path = source(src)
-    check_apart(path, out)
+    if not Path(src).is_dir():
+        check_apart(path, out)                         # a Hub id: its download, checked once it is known
     from transformers import MusicgenForConditionalGeneration
 
     from .quantize import make as make_variant
