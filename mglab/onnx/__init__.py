@@ -15,4 +15,5 @@ Imports ``core`` only. ::
     quantize.py        quantized variants made the way the published files were
     export.py          python -m mglab export: a transformers checkpoint -> this layout
     export_magnet.py   MAGNeT's masked LM (audiocraft) -> masked_lm.onnx, every stage's mask in the graph
+    audiocraft_env.py  audiocraft importable here: stand-ins for the modules its LM never uses
 """

@@ -1,0 +1,63 @@
+"""audiocraft 1.3.0 (MAGNeT) importable on torch 2.13's CPU build, for the MAGNeT export and the tests.
+
+audiocraft pins torch 2.1 and imports, at package import, modules its LM never calls (xformers, torchaudio,
+spacy, demucs, dora, ...); it is installed ``--no-deps`` (Makefile) and those modules are stood in for here:
+``xformers.ops.unbind`` is ``torch.unbind`` (the one function the custom attention path reaches), the
+others are empty modules whose attributes are inert placeholders. Real modules already imported stay.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import sys
+import types
+
+STOOD_IN = ("torchaudio", "torchaudio.functional", "torchaudio.transforms", "torchaudio.compliance",
+            "torchaudio.compliance.kaldi", "spacy", "demucs", "demucs.apply", "demucs.audio", "demucs.pretrained",
+            "gradio", "pesq", "pystoi", "treetable", "torchtext", "torchvision", "torchvision.transforms",
+            "torchvision.models", "laion_clap")
+
+
+class _Placeholder:
+    """Stands for any name imported from a stood-in module; never called by the LM."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, *args, **kwargs):
+        return _Placeholder()
+
+    def __getattr__(self, name):
+        return _Placeholder()
+
+
+def _module(name: str, **attrs) -> types.ModuleType:
+    m = types.ModuleType(name)
+    m.__dict__.update(attrs)
+    m.__path__ = []
+    m.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
+
+    def missing(attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _Placeholder
+
+    m.__getattr__ = missing
+    sys.modules[name] = m
+    parent, _, leaf = name.rpartition(".")
+    if parent in sys.modules:
+        setattr(sys.modules[parent], leaf, m)
+    return m
+
+
+def install() -> None:
+    """Stand in for what audiocraft imports but the LM never uses; real modules already imported stay."""
+    import torch
+
+    wanted = {"xformers": {}, "xformers.ops": dict(unbind=torch.unbind, LowerTriangularMask=_Placeholder),
+              "dora": dict(hydra_main=lambda *a, **k: (lambda f: f)),
+              "dora.distrib": dict(rank=lambda: 0, world_size=lambda: 1, init=lambda *a, **k: None),
+              "dora.log": {}, **{name: {} for name in STOOD_IN}}
+    for name, attrs in wanted.items():
+        if name not in sys.modules:
+            _module(name, **attrs)
