@@ -33,6 +33,7 @@ from .core.settings import signature as params_signature
 from .decoding import conditioning, continuation, guidance, longform, patterns, sampling, streaming
 from .generation import Generation
 from .inspect.activation_cache import ActivationCache
+from .masked_model import is_masked, load_masked
 from .nano.synth import SynthCodec
 from .networks.codec import Codec, EncodecCodec, decode
 from .networks.decoder import Decoder
@@ -114,6 +115,8 @@ def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: s
     spec = LoadSpec(str(path), dtype=dtype, decoder=decoder, providers=providers, device=device, size=size,
                     revision=revision, local_files_only=local_files_only, cache_dir=cache_dir,
                     kv_cache=kv_cache, matmul_accuracy=matmul_accuracy)
+    if is_masked(Path(path).expanduser()):                    # config.json says "decoding": "masked"
+        return load_masked(spec)
     found, layout, dtypes, providers = locate(spec)
     root = found.config_dir
     generation_config = read_json(root / "generation_config.json")
@@ -168,7 +171,7 @@ class MusicGen:
         """A model pickles as its load spec: unpickling (a Dask worker, say) loads its own copy."""
         if self.spec is None:
             raise TypeError("this MusicGen was assembled from components, not loaded: it cannot be pickled")
-        return (_from_spec, (self.spec,))
+        return (load, (self.spec,))
 
     # hooks ----------------------------------------------------------------------------------------------
     def hook_names(self) -> dict:
@@ -232,6 +235,11 @@ class MusicGen:
         :mod:`mglab.decoding.continuation`)."""
         start = self._start(prompt, params, audio, sample_rate, continue_from)
         return self._generate(*start, self._hooks.call(hooks, hook_steps, "hook_steps"), progress)
+
+    def vamp(self, source, mask, prompt=None, **params):
+        """Vamping regenerates masked codes in place: a masked (MAGNeT) model's :meth:`MaskedMusicGen.vamp`."""
+        raise TypeError("vamp needs a masked (MAGNeT) model; this MusicGen decodes autoregressively: continue audio "
+                        "with generate(prompt, audio=...) or continue_from=...")
 
     def _start(self, prompt, params: dict, audio, sample_rate, continue_from):
         """Prompts, settings and prefix codes ``[B, K, P]``: every argument checked before any model runs."""
@@ -356,10 +364,6 @@ class MusicGen:
                 f"{i['layers']} layers x {i['hidden_size']}, {i['heads']} heads, {i['codebooks']} codebooks of "
                 f"{i['vocab_size']}, {i['sample_rate']} Hz, {i['frame_rate']:g} frames/s, "
                 f"providers {', '.join(i['providers'])}<table>{rows}</table>")
-
-
-def _from_spec(spec: LoadSpec) -> MusicGen:
-    return load(spec)
 
 
 _GENERATE_DOC = """Text to music.

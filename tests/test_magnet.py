@@ -21,6 +21,18 @@ def graph(tmp_path_factory):
     return lm, ort.InferenceSession(str(path)), path
 
 
+def _unpadded(cross):
+    """Every text position attended (audiocraft's cross-attention has no mask)."""
+    return {"encoder_attention_mask": np.ones(cross.shape[:2], dtype=np.int64)}
+
+
+def _runner(session, cross):
+    """``run(codes, stage) -> logits`` over the graph, for the masked loop."""
+    feed = {"encoder_hidden_states": cross.numpy(), **_unpadded(cross)}
+    return lambda codes, stage: session.run(None, {"input_ids": codes, "stage": np.array(stage, dtype=np.int64),
+                                                   **feed})[0]
+
+
 def _both(lm, session, stage, frames, seed=0):
     import torch
 
@@ -28,7 +40,7 @@ def _both(lm, session, stage, frames, seed=0):
     codes = torch.from_numpy(np.random.default_rng(seed).integers(0, lm.card + 1, (4, lm.num_codebooks, frames)))
     with torch.no_grad():
         ref = lm(codes, [], tensors, stage=stage).numpy()                                      # [2B, K, T, card]
-    ours = session.run(None, {"input_ids": codes.numpy(), "encoder_hidden_states": cross.numpy(),
+    ours = session.run(None, {"input_ids": codes.numpy(), "encoder_hidden_states": cross.numpy(), **_unpadded(cross),
                               "stage": np.array(stage, dtype=np.int64)})[0]
     return ours, ref
 
@@ -113,8 +125,7 @@ def test_masked_decoding_equals_audiocraft_token_for_token(graph, steps, rule, m
         ref = lm.generate(conditions=attrs, num_samples=2, max_gen_len=48, use_sampling=True, temp=3.0,
                           max_cfg_coef=10.0, min_cfg_coef=1.0, decoding_steps=steps, **rule).numpy()
     _, cross = conditions(lm, PROMPTS)
-    run = lambda codes, stage: session.run(None, {"input_ids": codes, "encoder_hidden_states": cross.numpy(),  # noqa: E731
-                                                  "stage": np.array(stage, dtype=np.int64)})[0]
+    run = _runner(session, cross)
     ours = masked.generate(run, 2, 48, make_rngs(7, 2), num_codebooks=4, card=64, span_len=3, decoding_steps=steps,
                            temperature=3.0, max_cfg_coef=10.0, min_cfg_coef=1.0, **rule)
     assert ours.shape == ref.shape == (2, 4, 48)
@@ -142,8 +153,7 @@ def test_a_prompt_continues_as_audiocraft_continues_it(graph, prompt_frames, mon
                           use_sampling=True, temp=3.0, top_p=0.9, top_k=0, max_cfg_coef=10.0, min_cfg_coef=1.0,
                           decoding_steps=[4, 3, 2, 2]).numpy()
     _, cross = conditions(lm, PROMPTS)
-    run = lambda codes, stage: session.run(None, {"input_ids": codes, "encoder_hidden_states": cross.numpy(),  # noqa: E731
-                                                  "stage": np.array(stage, dtype=np.int64)})[0]
+    run = _runner(session, cross)
     regenerate = np.broadcast_to(np.arange(48) >= prompt_frames, (2, 4, 48))
     ours = masked.generate(run, 2, 48, make_rngs(5, 2), num_codebooks=4, card=64, span_len=3,
                            decoding_steps=[4, 3, 2, 2], temperature=3.0, top_p=0.9, source=source,
@@ -164,7 +174,7 @@ def test_a_vamp_keeps_every_code_it_does_not_regenerate(graph):
 
     def run(codes, stage):
         calls.append(stage)
-        return session.run(None, {"input_ids": codes, "encoder_hidden_states": cross.numpy(),
+        return session.run(None, {"input_ids": codes, "encoder_hidden_states": cross.numpy(), **_unpadded(cross),
                                   "stage": np.array(stage, dtype=np.int64)})[0]
 
     source = np.random.default_rng(4).integers(0, 64, (2, 4, 48))
@@ -205,8 +215,7 @@ def test_audiocraft_default_schedule_with_its_own_shares(graph, monkeypatch):
         ref = lm.generate(conditions=attrs, num_samples=2, max_gen_len=50, use_sampling=True, temp=3.0, top_p=0.9,
                           top_k=0, max_cfg_coef=10.0, min_cfg_coef=1.0, decoding_steps=[20, 10, 10, 10]).numpy()
     _, cross = conditions(lm, PROMPTS)
-    run = lambda codes, stage: session.run(None, {"input_ids": codes, "encoder_hidden_states": cross.numpy(),  # noqa: E731
-                                                  "stage": np.array(stage, dtype=np.int64)})[0]
+    run = _runner(session, cross)
     ours = masked.generate(run, 2, 50, make_rngs(11, 2), num_codebooks=4, card=64, span_len=3,
                            decoding_steps=[20, 10, 10, 10], temperature=3.0, top_p=0.9)
     assert ours.shape == ref.shape == (2, 4, 48)

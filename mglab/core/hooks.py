@@ -133,6 +133,25 @@ def hook_points(num_layers: int) -> dict[str, HookPoint]:
     return points
 
 
+def masked_hook_points() -> dict[str, HookPoint]:
+    """The hook points of a masked (MAGNeT) model, in pipeline order (:mod:`mglab.decoding.masked`): each
+    iteration of each stage fires the ``masked.*`` points, ``hook.step`` counting iterations over all stages
+    and ``hook.layer`` the stage (the codebook being decoded)."""
+    it = "each iteration"
+    return {
+        "text_encoder.hook_hidden": HookPoint("[batch, text_len, d]", "once", TEXT),
+        "text_encoder.hook_mask": HookPoint("[batch, text_len]", "once", TEXT),
+        "masked.hook_mask": HookPoint("[batch, K, frames] bool, True = masked as the model sees it", it, TOKENS,
+                                      editable=False),
+        "masked.hook_logits": HookPoint("[batch, K, frames, vocab] guided, before temperature", it, LOGITS),
+        "masked.hook_scores": HookPoint("[batch, spans] the highest are masked again (-1e4: kept)", it, LOGITS),
+        "masked.hook_tokens": HookPoint("[batch, K, frames] the codes after the iteration", it, TOKENS),
+        "codec.hook_codes": HookPoint("[batch, K, frames]", "once", CODES),
+        "codec.hook_latent": HookPoint("[batch, D, frames]", "once", LATENT),
+        "codec.hook_audio": HookPoint("[batch, channels, samples]", "once", AUDIO),
+    }
+
+
 def match(names_filter, names, arg: str = "names_filter") -> list[str]:
     """The hook names a filter selects: a name, a list of names, a predicate, or None (all).
 

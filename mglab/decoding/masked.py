@@ -54,14 +54,22 @@ def mask_shares(n: int) -> list[float]:
     return [float(np.cos(x * np.float32(math.pi) * np.float32(0.5), dtype=np.float32)) for x in t]
 
 
+def no_hooks(name, value, step=None, layer=None):
+    """Where no hooks are given: every value as it is."""
+    return value
+
+
 def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int, span_len: int,
                  temperature: float, top_k: int, top_p: float, max_cfg_coef: float, min_cfg_coef: float,
-                 guided: bool = True, keep: np.ndarray | None = None) -> np.ndarray:
+                 guided: bool = True, keep: np.ndarray | None = None, hooks=no_hooks, step0: int = 0) -> np.ndarray:
     """Decode codebook ``stage`` of ``codes [B, K, T]`` (T a multiple of ``span_len``) in ``n`` iterations.
 
     ``run(codes [R, K, T], stage) -> logits [R, K, T, card]``; with ``guided`` the rows are the conditional
     batch, then the null one (R = 2B). ``keep [B, T]``: positions whose given code stays (an audio prompt, or
     what a vamp keeps); a span wholly kept is never masked, the others share the schedule (audiocraft's prompt).
+    ``hooks(name, value, step, layer)`` fires the ``masked.*`` points at each iteration (``step0 + i``, layer =
+    ``stage``): the mask the model sees, the guided logits ``[B, K, T, V]`` (editable), the span scores and the
+    codes after the iteration.
     """
     codes = codes.copy()                                                       # [B, K, T]
     b, _, t = codes.shape
@@ -85,12 +93,15 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
         current = np.where(keep, given, current)                               # what is kept stays
         mask = current == card                                                 # [B, T]: to draw now
         codes[:, stage] = current
+        step = step0 + i
+        hooks("masked.hook_mask", codes == card, step, stage)                  # [B, K, T]
         rows = np.concatenate([codes, codes]) if guided else codes             # [R, K, T]
-        logits = run(rows, stage)[:, stage]                                    # [R, T, card]
+        logits = run(rows, stage)                                              # [R, K, T, card]
         if guided:
-            cond, uncond = logits[:b], logits[b:]                              # [B, T, card] each
+            cond, uncond = logits[:b], logits[b:]                              # [B, K, T, card] each
             coef = share * max_cfg_coef + (1 - share) * min_cfg_coef
-            logits = uncond + (cond - uncond) * np.float32(coef)               # [B, T, card]
+            logits = uncond + (cond - uncond) * np.float32(coef)               # [B, K, T, card]
+        logits = hooks("masked.hook_logits", logits, step, stage)[:, stage]    # [B, T, card]
         temp = max(temperature * left / n, 1e-2)                               # annealed to 0 (floor 0.01)
         probs = softmax(logits / np.float32(temp))                             # [B, T, card]
         tokens = _sample(probs, top_k, top_p, rngs)                            # [B, T]
@@ -99,18 +110,23 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
         picked = np.take_along_axis(probs, tokens[..., None], axis=-1)[..., 0]   # [B, T]: the draws' probs
         scores = 1 - picked.reshape(b, spans, span_len).max(axis=-1)          # [B, spans]
         scores = np.where(span_mask, scores, np.float32(KEEP)).astype(np.float32)
+        scores = hooks("masked.hook_scores", scores, step, stage)              # [B, spans]
+        codes = hooks("masked.hook_tokens", codes, step, stage)                # [B, K, T]
+        current = codes[:, stage].copy()                                       # an edit counts from here on
     return codes
 
 
 def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: int, span_len: int,
              decoding_steps, temperature: float = 3.0, top_k: int = 0, top_p: float = 0.9,
              max_cfg_coef: float = 10.0, min_cfg_coef: float = 1.0, guided: bool = True,
-             source: np.ndarray | None = None, regenerate: np.ndarray | None = None) -> np.ndarray:
+             source: np.ndarray | None = None, regenerate: np.ndarray | None = None, hooks=no_hooks,
+             on_step=None) -> np.ndarray:
     """Codes ``[B, K, T]`` (T = ``frames`` cut to a multiple of ``span_len``), stage after stage.
 
     With ``source [B, K, frames]`` and ``regenerate`` (bool ``[K, frames]`` or ``[B, K, frames]``): the positions
     marked are decoded anew, every other code of ``source`` is kept exactly (VampNet's vamping; a prefix is
-    audiocraft's prompt). Every argument is checked before the model runs.
+    audiocraft's prompt). Every argument is checked before the model runs. ``hooks`` as in
+    :func:`decode_stage`; ``on_step(n)`` is told the iterations of each stage as it ends (a progress bar).
     """
     check(batch, frames, rngs, num_codebooks=num_codebooks, card=card, span_len=span_len,
           decoding_steps=decoding_steps, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -136,10 +152,14 @@ def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: in
                              f"[{num_codebooks}, {frames}] or [{batch}, {num_codebooks}, {frames}]")
         regenerate = np.broadcast_to(regenerate, source.shape)[..., :t]        # [B, K, T]
         codes = np.where(regenerate, card, source.astype(np.int64)[..., :t])  # [B, K, T]
+    step0 = 0
     for stage, n in enumerate(decoding_steps):
         codes = decode_stage(run, codes, stage, n, rngs, card=card, span_len=span_len, temperature=temperature,
                              top_k=top_k, top_p=top_p, max_cfg_coef=max_cfg_coef, min_cfg_coef=min_cfg_coef,
-                             guided=guided, keep=~regenerate[:, stage])
+                             guided=guided, keep=~regenerate[:, stage], hooks=hooks, step0=step0)
+        step0 += n
+        if on_step is not None:
+            on_step(n)
     return codes
 
 

@@ -20,7 +20,8 @@ class TextEncoder:
     >>> hidden = enc.encode(ids, mask)                        # [2, n, d]  # doctest: +SKIP
     """
 
-    def __init__(self, tokenizer_path: Path, onnx_path: Path, providers=None):
+    def __init__(self, tokenizer_path: Path, onnx_path: Path, providers=None, output: str = "last_hidden_state"):
+        self.output = output            # a masked model's graph gives encoder_hidden_states (projected, masked)
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         pad_id = self.tokenizer.token_to_id("<pad>")
         self.tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="<pad>")
@@ -34,6 +35,7 @@ class TextEncoder:
         return ids, mask
 
     def encode(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """T5 last hidden state ``[batch, text_len, d]`` (raw: the decoder projects and masks it)."""
-        out = self.session.run({"input_ids": ids, "attention_mask": mask})["last_hidden_state"]
+        """T5 last hidden state ``[batch, text_len, d]`` (raw: the decoder projects and masks it; a masked model's
+        text graph gives the projected, masked states its LM reads)."""
+        out = self.session.run({"input_ids": ids, "attention_mask": mask})[self.output]
         return out.astype(np.float32, copy=False)                               # [batch, text_len, d]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib.machinery
 import sys
 import types
+from contextlib import contextmanager
+from pathlib import Path
 
 STOOD_IN = ("torchaudio", "torchaudio.functional", "torchaudio.transforms", "torchaudio.compliance",
             "torchaudio.compliance.kaldi", "spacy", "demucs", "demucs.apply", "demucs.audio", "demucs.pretrained",
@@ -61,3 +63,42 @@ def install() -> None:
     for name, attrs in wanted.items():
         if name not in sys.modules:
             _module(name, **attrs)
+
+
+@contextmanager
+def local_t5(root):
+    """For the block, audiocraft's ``T5Conditioner`` also takes a T5 saved in a folder ``root/<name>`` (a
+    transformers ``T5EncoderModel`` and its ``tokenizer.json``): it knows only Hub names (t5-base, ...) and a
+    sentencepiece tokenizer. A name with no such folder goes to the Hub as before."""
+    import json
+
+    import transformers
+    from audiocraft.modules import conditioners as c
+
+    root = Path(root)
+    cls = c.T5Conditioner
+    saved = (cls.MODELS, cls.MODELS_DIMS, c.T5Tokenizer, c.T5EncoderModel)
+    local = {p.name: p for p in root.iterdir() if (p / "config.json").is_file() and (p / "tokenizer.json").is_file()} \
+        if root.is_dir() else {}
+
+    class Tokenizer:
+        @staticmethod
+        def from_pretrained(name, *args, **kwargs):
+            if name not in local:
+                return saved[2].from_pretrained(name, *args, **kwargs)
+            return transformers.PreTrainedTokenizerFast(tokenizer_file=str(local[name] / "tokenizer.json"),
+                                                        pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+    class Encoder:
+        @staticmethod
+        def from_pretrained(name, *args, **kwargs):
+            return saved[3].from_pretrained(str(local.get(name, name)), *args, **kwargs)
+
+    cls.MODELS = list(cls.MODELS) + list(local)
+    cls.MODELS_DIMS = {**cls.MODELS_DIMS, **{n: json.loads((p / "config.json").read_text())["d_model"]
+                                              for n, p in local.items()}}
+    c.T5Tokenizer, c.T5EncoderModel = Tokenizer, Encoder
+    try:
+        yield
+    finally:
+        cls.MODELS, cls.MODELS_DIMS, c.T5Tokenizer, c.T5EncoderModel = saved

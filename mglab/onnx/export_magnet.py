@@ -15,13 +15,21 @@ every stage; only its self-attention mask changes with the stage::
 
 The graph: ``input_ids [R, K, T]`` int64 (the mask token is ``card``; R rows: with guidance the conditional
 rows, then the null ones), ``encoder_hidden_states [R, n, d]`` (the condition as the LM's cross-attention
-reads it, after audiocraft's fuser), ``stage`` int64 ``[]`` -> ``logits [R, K, T, card]``. T is dynamic: the
+reads it, after audiocraft's fuser), ``encoder_attention_mask [R, n]`` int64 (0: a padded text position, kept
+out of cross-attention), ``stage`` int64 ``[]`` -> ``logits [R, K, T, card]``.
+
+audiocraft defect, and what mglab does instead: audiocraft's cross-attention has no mask, so a prompt's padded
+(zeroed) text positions take part in the softmax and its result depends on the longest prompt of its batch.
+The graph masks them (an additive -inf on those keys); for a prompt alone, or prompts of one length, that is
+audiocraft's attention exactly. The null condition is one zero vector with mask 1 (what audiocraft's empty
+text attends to, at any length). T is dynamic: the
 local mask is built from T in the graph (audiocraft precomputes it, padded to a multiple of 8, for the training
 segment's length only; its non-memory-efficient path then needs T equal to that length).
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 OPSET = 17
@@ -36,19 +44,44 @@ def masked_lm_module(lm):
             super().__init__()
             self.lm = lm
 
-        def forward(self, input_ids, encoder_hidden_states, stage):
+        def forward(self, input_ids, encoder_hidden_states, encoder_attention_mask, stage):
             x = sum(lm.emb[k](input_ids[:, k]) for k in range(lm.num_codebooks))             # [R, T, dim]
             pos = torch.arange(input_ids.shape[-1], device=input_ids.device)                 # [T]
             context = lm.subcodes_context if lm.subcodes_context >= 0 else 1 << 30
             near = (pos[:, None] - pos[None, :]).abs() <= context                            # [T, T]
             allowed = torch.logical_or(near, stage <= 0)                                     # stage 0: full
             mask = torch.where(allowed, 0.0, float("-inf"))[None, None]                      # [1, 1, T, T]
-            out = lm.transformer(x, cross_attention_src=encoder_hidden_states, src_mask=mask)   # [R, T, dim]
+            padded = torch.where(encoder_attention_mask > 0, 0.0, float("-inf"))[:, None, None]   # [R, 1, 1, n]
+            with cross_attention_mask(lm, padded):
+                out = lm.transformer(x, cross_attention_src=encoder_hidden_states, src_mask=mask)   # [R, T, dim]
             if lm.out_norm:
                 out = lm.out_norm(out)
             return torch.stack([lm.linears[k](out) for k in range(lm.num_codebooks)], dim=1)  # [R, K, T, card]
 
     return MaskedLM().eval()
+
+
+@contextmanager
+def cross_attention_mask(lm, mask):
+    """For the block, every layer's cross-attention of audiocraft's ``lm`` adds ``mask`` (``[R, 1, 1, n]``, 0 or
+    -inf) to its pre-softmax weights (audiocraft's custom attention path takes ``attn_mask``; its layers pass
+    none). The nano-magnet training uses it too, so training and the graph attend alike."""
+    layers = list(lm.transformer.layers)
+
+    def block(layer):
+        def masked(src, cross_attention_src):
+            x = layer.cross_attention(src, cross_attention_src, cross_attention_src, need_weights=False,
+                                      attn_mask=mask)[0]
+            return layer.dropout_cross(x)
+        return masked
+
+    for layer in layers:
+        layer._cross_attention_block = block(layer)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer._cross_attention_block
 
 
 def export_masked_lm(lm, path: Path, frames: int = 24, text_len: int = 3) -> Path:
@@ -80,10 +113,14 @@ def _export(lm, path: Path, frames: int, text_len: int) -> Path:
     dim = lm.emb[0].embedding_dim
     codes = torch.randint(0, lm.card + 1, (2, lm.num_codebooks, frames))                     # [R, K, T]
     hidden = torch.randn(2, text_len, dim)                                                    # [R, n, d]
+    text_mask = torch.ones(2, text_len, dtype=torch.int64)                                    # [R, n]
+    text_mask[1, -1] = 0
     with torch.no_grad():
-        torch.onnx.export(module, (codes, hidden, torch.tensor(1)), str(path), opset_version=OPSET, dynamo=False,
-                          input_names=["input_ids", "encoder_hidden_states", "stage"], output_names=["logits"],
+        torch.onnx.export(module, (codes, hidden, text_mask, torch.tensor(1)), str(path), opset_version=OPSET,
+                          dynamo=False, output_names=["logits"],
+                          input_names=["input_ids", "encoder_hidden_states", "encoder_attention_mask", "stage"],
                           dynamic_axes={"input_ids": {0: "rows", 2: "frames"},
                                         "encoder_hidden_states": {0: "rows", 1: "text_len"},
+                                        "encoder_attention_mask": {0: "rows", 1: "text_len"},
                                         "logits": {0: "rows", 2: "frames"}})
     return Path(path)

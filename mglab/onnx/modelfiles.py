@@ -28,7 +28,7 @@ SUFFIXES = {"fp32": "", "fp16": "_fp16", "q8": "_quantized", "int8": "_int8", "u
             "q4": "_q4", "q4f16": "_q4f16"}
 GABOTECHS = {"fp32": "fp32", "fp16": "fp16", "q8": "i8", "int8": "i8"}
 COMPONENTS = ("text_encoder", "decoder_model_merged", "decoder_model", "decoder_with_past_model",
-              "encodec_decode")
+              "encodec_decode", "masked_lm")                    # masked_lm: a masked (MAGNeT) model's LM
 
 
 def component_dtypes(dtype) -> dict[str, str]:

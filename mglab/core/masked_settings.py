@@ -1,0 +1,120 @@
+"""The generation parameters of a masked (MAGNeT) model, declared once, as :data:`mglab.core.settings.PARAMS`
+does for MusicGen: ``MaskedMusicGen.generate``'s and ``vamp``'s signature and docstring and the checks in
+:func:`resolve` are made from :data:`MASKED_PARAMS`. Defaults come from the model's ``config.json``
+(``"generation"``: MAGNeT's ``set_generation_params`` defaults). An argument of autoregressive decoding only
+(``guidance_scale``, ``max_new_tokens``, ``window``, ...) is a ``TypeError`` that says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from .settings import NAMES as AUTOREGRESSIVE
+from .settings import Param, _seeds, check_integer, check_number
+
+MASKED_PARAMS = (
+    Param("duration", "float", "a number of seconds > 0 and <= the model's segment ({segment} s)",
+          "Seconds of audio: ``round(duration * frame_rate)`` frames cut to a multiple of ``span_len`` (as "
+          "audiocraft's MAGNeT cuts them). Default: the model's segment."),
+    Param("decoding_steps", "steps", "a list of {codebooks} integers >= 1, one per codebook",
+          "Iterations of each stage (codebook); MAGNeT's default [20, 10, 10, 10]."),
+    Param("temperature", "float", "a finite number >= 0",
+          "The first iteration's temperature, annealed as ``temperature * steps_left / n`` (floor 0.01)."),
+    Param("top_k", "int", "an integer in [0, {vocab}] (0 turns top-k off)",
+          "Keep the k most likely tokens; used when ``top_p`` is 0."),
+    Param("top_p", "float", "a number in [0, 1] (0 turns top-p off)",
+          "Nucleus sampling over the tokens sorted by probability (audiocraft's rule); first when > 0."),
+    Param("max_cfg_coef", "float", "a finite number >= 0",
+          "Guidance at a stage's first iteration (everything masked), annealed with the masked share."),
+    Param("min_cfg_coef", "float", "a finite number >= 0 and <= max_cfg_coef", "Guidance once nothing is masked."),
+    Param("span_len", "int", "an integer in [1, frames]",
+          "Frames per masked span (default: the model's, 3 for MAGNeT); spans do not overlap."),
+    Param("seed", "seeds", "a non-negative integer, a list of them, one per prompt ({batch}), or None",
+          "Seeds the sampler; a prompt gives the same tokens alone or inside any batch."),
+)
+MASKED_NAMES = tuple(p.name for p in MASKED_PARAMS)
+BY_NAME = {p.name: p for p in MASKED_PARAMS}
+GENERIC = dict(segment="segment", codebooks="K", vocab="card", batch="one per prompt")
+
+
+@dataclass(frozen=True)
+class MaskedSettings:
+    """Everything that decides a masked generation's tokens (besides the model, the prompts and a vamp's mask)."""
+
+    frames: int                     # frames asked for (the codes are cut to a multiple of span_len)
+    decoding_steps: list
+    temperature: float
+    top_k: int
+    top_p: float
+    max_cfg_coef: float
+    min_cfg_coef: float
+    span_len: int
+    seed: int | list | None
+
+    def to_dict(self) -> dict:
+        return {"decoding": "masked", **asdict(self)}
+
+
+def check_names(kwargs: dict) -> None:
+    """Only :data:`MASKED_PARAMS`; an autoregressive-only argument says what a masked model takes instead."""
+    for name in kwargs:
+        if name in MASKED_NAMES:
+            continue
+        if name in AUTOREGRESSIVE:
+            raise TypeError(f"{name} is an argument of autoregressive decoding (MusicGen); a masked model (MAGNeT) "
+                            f"takes {list(MASKED_NAMES)}" + (": guidance is max_cfg_coef -> min_cfg_coef"
+                                                              if name == "guidance_scale" else ""))
+        raise TypeError(f"unknown argument {name!r}; a masked model takes {list(MASKED_NAMES)}")
+
+
+def resolve(config: dict, batch: int, frames: int | None = None, **kw) -> MaskedSettings:
+    """Fill unset arguments from ``config["generation"]`` and check them all, before any model runs.
+    ``frames``: a vamp's source length (then ``duration`` may not be given)."""
+    check_names(kw)
+    defaults = config["generation"]
+    k, card, fr = config["num_codebooks"], config["card"], config["frame_rate"]
+    segment = config["segment_duration"]
+    ctx = dict(segment=f"{segment:g}", codebooks=k, vocab=card, batch=batch)
+    allowed = lambda name: BY_NAME[name].allowed.format(**ctx)                       # noqa: E731
+    duration = kw.get("duration")
+    if frames is None:
+        duration = segment if duration is None else duration
+        check_number("duration", duration, allowed("duration"), lambda v: 0 < v <= segment)
+        frames = round(duration * fr)
+    elif duration is not None:
+        raise TypeError("duration is given by the source of a vamp: leave it out")
+    steps = kw.get("decoding_steps")
+    steps = list(defaults["decoding_steps"]) if steps is None else steps
+    if not isinstance(steps, (list, tuple)) or len(steps) != k:
+        raise ValueError(f"decoding_steps={steps!r} is not allowed: decoding_steps must be {allowed('decoding_steps')}")
+    steps = [check_integer("decoding_steps", n, allowed("decoding_steps"), lambda v: v >= 1) for n in steps]
+    get = lambda name: defaults.get(name) if kw.get(name) is None else kw[name]       # noqa: E731
+    temperature = check_number("temperature", get("temperature"), allowed("temperature"), lambda v: 0 <= v < math.inf)
+    top_k = check_integer("top_k", get("top_k"), allowed("top_k"), lambda v: 0 <= v <= card)
+    top_p = check_number("top_p", get("top_p"), allowed("top_p"), lambda v: 0 <= v <= 1)
+    high = check_number("max_cfg_coef", get("max_cfg_coef"), allowed("max_cfg_coef"), lambda v: 0 <= v < math.inf)
+    low = check_number("min_cfg_coef", get("min_cfg_coef"), allowed("min_cfg_coef"), lambda v: 0 <= v < math.inf)
+    if low > high:
+        raise ValueError(f"min_cfg_coef={low!r} > max_cfg_coef={high!r}: guidance is annealed from max_cfg_coef "
+                         "down to min_cfg_coef")
+    span = kw.get("span_len")
+    span = config["span_len"] if span is None else span
+    check_integer("span_len", span, f"an integer in [1, frames={frames}]", lambda v: 1 <= v <= frames)
+    seed = _seeds(kw.get("seed"), batch, ctx)
+    return MaskedSettings(frames=frames, decoding_steps=steps, temperature=float(temperature), top_k=top_k,
+                          top_p=float(top_p), max_cfg_coef=float(high), min_cfg_coef=float(low), span_len=int(span),
+                          seed=seed)
+
+
+def docstring() -> str:
+    """The numpydoc lines of :data:`MASKED_PARAMS`."""
+    import textwrap
+
+    lines = []
+    for p in MASKED_PARAMS:
+        kind = {"seeds": "int or list of int", "steps": "list of int"}.get(p.type, p.type)
+        lines.append(f"{p.name} : {kind}, optional")
+        lines += textwrap.wrap(f"{p.help} Allowed: {p.allowed.format(**GENERIC)}.", 106,
+                               initial_indent="    ", subsequent_indent="    ")
+    return "\n".join(lines)
