@@ -46,7 +46,7 @@ def _params(args) -> dict:
         value = getattr(args, p.name)
         if p.type == "seeds" and value is not None and len(value) == 1:
             value = value[0]
-        if value is not None:
+        if value is not None and not (p.type == "choice" and value == p.default):     # only what was given
             out[p.name] = value
     if args.greedy:
         out["do_sample"] = False
@@ -76,8 +76,9 @@ def main(argv=None) -> int:
     w.add_argument("--no-evaluate", action="store_true", help="skip the mglab.audio.evaluate measurements")
     w.add_argument("--in-process", action="store_true", help="run the rows in this process (no Dask cluster)")
     x = sub.add_parser("export", help="export a transformers MusicGen checkpoint to ONNX (Xenova layout + "
-                                      "encodec_encode.onnx)")
-    x.add_argument("src", help="checkpoint folder (config.json + weights) or Hub id")
+                                      "encodec_encode.onnx), or an audiocraft MAGNeT checkpoint (masked layout)")
+    x.add_argument("src", help="checkpoint folder (config.json + weights, or audiocraft's state_dict.bin + "
+                               "compression_state_dict.bin) or Hub id")
     x.add_argument("out", help="output folder (refused if not empty, unless --force)")
     x.add_argument("--dtypes", default="fp32,q8", help="variants to write, comma-separated (fp32 always)")
     x.add_argument("--force", action="store_true", help="replace a non-empty OUT")
@@ -85,8 +86,14 @@ def main(argv=None) -> int:
     if args.command == "sweep":
         return _sweep(parser, args)
     if args.command == "export":
+        from .nano import synth
+        from .onnx import magnet_checkpoint
         from .onnx.export import export
         try:
+            if magnet_checkpoint.is_checkpoint(args.src):          # audiocraft MAGNeT: the masked layout
+                print(magnet_checkpoint.export(args.src, args.out, args.dtypes, args.force,
+                                               codecs={magnet_checkpoint.SYNTH: synth.build_for_export}))
+                return 0
             print(export(args.src, args.out, args.dtypes, args.force))
         except (ValueError, FileExistsError, NotImplementedError) as err:
             parser.error(str(err))
@@ -107,7 +114,8 @@ def main(argv=None) -> int:
     except (TypeError, ValueError, FileNotFoundError, KeyError) as err:
         parser.error(f"--model {args.model}: {err}")
     try:
-        result = model.generate(args.prompt, audio=args.audio, progress=not args.no_progress, **_params(args))
+        given = {} if args.audio is None else {"audio": args.audio}           # a masked model takes no audio
+        result = model.generate(args.prompt, progress=not args.no_progress, **given, **_params(args))
     except (TypeError, ValueError, FileNotFoundError, KeyError) as err:
         parser.error(str(err))
     for path in result.save(out):

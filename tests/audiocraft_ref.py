@@ -51,3 +51,19 @@ def conditions(lm, prompts: list[str]):
         tensors = lm.condition_provider(lm.condition_provider.tokenize(attrs + null))
         _, cross = lm.fuser(torch.zeros(2 * len(prompts), 1, lm.emb[0].embedding_dim), tensors)
     return tensors, cross
+
+
+def shared_draws(monkeypatch, rngs):
+    """audiocraft's torch.multinomial replaced by the draws mglab makes: per position one uniform from the row's
+    generator (``mglab.decoding.masked.draw``), so both sample the same tokens from the same probabilities."""
+    import torch
+    from audiocraft.utils import utils
+
+    from mglab.decoding import sampling
+
+    def multinomial(probs, num_samples, replacement=False, *, generator=None):
+        p = probs.reshape(len(rngs), -1, probs.shape[-1]).double().numpy()                    # [B, T, V]
+        tokens = sampling.draw(p, rngs)                                                         # [B, T]
+        return torch.from_numpy(tokens).reshape(*probs.shape[:-1], 1)
+
+    monkeypatch.setattr(utils, "multinomial", multinomial)

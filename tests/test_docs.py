@@ -8,7 +8,7 @@ import pytest
 MODULES = ["mglab.nano.corpus", "mglab.core.fileio", "mglab.core.numeric", "mglab.decoding.longform",
            "mglab.decoding.patterns", "mglab.inspect.distributions", "mglab.decoding.sampling",
            "mglab.decoding.continuation", "mglab.onnx.accuracy", "mglab.inspect.reports", "mglab.audio.vocabulary",
-           "mglab.decoding.masks"]
+           "mglab.decoding.masks", "mglab.masked_model", "mglab.networks.masked_lm"]
 
 
 @pytest.mark.parametrize("name", MODULES)

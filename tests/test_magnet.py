@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from audiocraft_ref import conditions, tiny_magnet
+from audiocraft_ref import conditions, shared_draws, tiny_magnet
 
 from mglab.onnx.export_magnet import export_masked_lm
 
@@ -90,22 +90,6 @@ def test_every_weight_of_the_lm_is_in_the_graph(graph):
                                   if value.ndim == 2 and value.shape[0] % k == 0), (name, value.shape)
 
 
-def _shared_draws(monkeypatch, rngs):
-    """audiocraft's torch.multinomial replaced by the draws mglab makes: per position one uniform from the row's
-    generator (``mglab.decoding.masked.draw``), so both sample the same tokens from the same probabilities."""
-    import torch
-    from audiocraft.utils import utils
-
-    from mglab.decoding import sampling
-
-    def multinomial(probs, num_samples, replacement=False, *, generator=None):
-        p = probs.reshape(len(rngs), -1, probs.shape[-1]).double().numpy()                    # [B, T, V]
-        tokens = sampling.draw(p, rngs)                                                         # [B, T]
-        return torch.from_numpy(tokens).reshape(*probs.shape[:-1], 1)
-
-    monkeypatch.setattr(utils, "multinomial", multinomial)
-
-
 @pytest.mark.parametrize("rule", [dict(top_p=0.9, top_k=0), dict(top_p=0.0, top_k=0)], ids=["top-p", "plain"])
 @pytest.mark.parametrize("steps", [[4, 3, 2, 2], [6, 1, 3, 2]])
 def test_masked_decoding_equals_audiocraft_token_for_token(graph, steps, rule, monkeypatch):
@@ -120,7 +104,7 @@ def test_masked_decoding_equals_audiocraft_token_for_token(graph, steps, rule, m
 
     lm, session, _ = graph
     attrs = [ConditioningAttributes(text={"description": p}) for p in PROMPTS]
-    _shared_draws(monkeypatch, make_rngs(7, 2))
+    shared_draws(monkeypatch, make_rngs(7, 2))
     with torch.no_grad():
         ref = lm.generate(conditions=attrs, num_samples=2, max_gen_len=48, use_sampling=True, temp=3.0,
                           max_cfg_coef=10.0, min_cfg_coef=1.0, decoding_steps=steps, **rule).numpy()
@@ -147,7 +131,7 @@ def test_a_prompt_continues_as_audiocraft_continues_it(graph, prompt_frames, mon
     lm, session, _ = graph
     source = np.random.default_rng(3).integers(0, 64, (2, 4, 48))
     attrs = [ConditioningAttributes(text={"description": p}) for p in PROMPTS]
-    _shared_draws(monkeypatch, make_rngs(5, 2))
+    shared_draws(monkeypatch, make_rngs(5, 2))
     with torch.no_grad():
         ref = lm.generate(prompt=torch.from_numpy(source[..., :prompt_frames]), conditions=attrs, max_gen_len=48,
                           use_sampling=True, temp=3.0, top_p=0.9, top_k=0, max_cfg_coef=10.0, min_cfg_coef=1.0,
@@ -210,7 +194,7 @@ def test_audiocraft_default_schedule_with_its_own_shares(graph, monkeypatch):
     monkeypatch.setattr(masked, "mask_shares", torch_shares)
     lm, session, _ = graph
     attrs = [ConditioningAttributes(text={"description": p}) for p in PROMPTS]
-    _shared_draws(monkeypatch, make_rngs(11, 2))
+    shared_draws(monkeypatch, make_rngs(11, 2))
     with torch.no_grad():
         ref = lm.generate(conditions=attrs, num_samples=2, max_gen_len=50, use_sampling=True, temp=3.0, top_p=0.9,
                           top_k=0, max_cfg_coef=10.0, min_cfg_coef=1.0, decoding_steps=[20, 10, 10, 10]).numpy()

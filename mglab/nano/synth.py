@@ -153,6 +153,14 @@ def build(path: Path) -> Path:
     return path
 
 
+def build_for_export(path: Path) -> dict:
+    """:func:`build`, and the codec's description for a masked export's ``config.json`` (``python -m mglab
+    export`` of a checkpoint whose codec is ``mglab:nano-synth``: :mod:`mglab.onnx.magnet_checkpoint`)."""
+    build(path)
+    return {"mglab_codec": "synth", "sample_rate": SAMPLE_RATE, "hop_length": HOP, "audio_channels": 1,
+            "codebook_size": VOCAB}
+
+
 def _module_class():
     import torch
 

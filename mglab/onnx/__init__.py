@@ -15,5 +15,6 @@ Imports ``core`` only. ::
     quantize.py        quantized variants made the way the published files were
     export.py          python -m mglab export: a transformers checkpoint -> this layout
     export_magnet.py   MAGNeT's masked LM (audiocraft) -> masked_lm.onnx, every stage's mask in the graph
-    audiocraft_env.py  audiocraft importable here: stand-ins for the modules its LM never uses
+    audiocraft_env.py  audiocraft importable here: stand-ins for the modules its LM never uses, local T5s
+    magnet_checkpoint.py  python -m mglab export of an audiocraft MAGNeT checkpoint -> the masked layout
 """

@@ -87,7 +87,8 @@ def local_t5(root):
             if name not in local:
                 return saved[2].from_pretrained(name, *args, **kwargs)
             return transformers.PreTrainedTokenizerFast(tokenizer_file=str(local[name] / "tokenizer.json"),
-                                                        pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+                                                        pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                                        model_input_names=["input_ids", "attention_mask"])
 
     class Encoder:
         @staticmethod

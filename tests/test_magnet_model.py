@@ -1,0 +1,246 @@
+"""A masked (MAGNeT) model end to end: ``python -m mglab export`` of an audiocraft checkpoint pair, ``mglab.load``,
+``generate`` and ``vamp``, against audiocraft 1.3.0 running the very checkpoint committed under
+``data/models/tiny-magnet/audiocraft`` (text condition within 1e-4, tokens equal under shared draws), and
+transformers' EnCodec for the codec graphs."""
+
+import pickle
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from audiocraft_ref import shared_draws
+
+import mglab
+from mglab.decoding.sampling import make_rngs
+from mglab.onnx import magnet_checkpoint
+
+TINY = Path(__file__).resolve().parents[1] / "data" / "models" / "tiny-magnet"
+CKPT = TINY / "audiocraft"
+STEPS = [4, 3, 2, 2]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return mglab.load(TINY)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """audiocraft's LM from the committed checkpoint; its stage masks made for 48 frames (its custom attention
+    runs only at that length), the weights the same."""
+    pkg, _ = magnet_checkpoint.read(CKPT)
+    lm, _ = magnet_checkpoint.build_lm(CKPT, pkg, frame_rate=48)
+    return lm, pkg
+
+
+def _attrs(prompts):
+    from audiocraft.modules.conditioners import ConditioningAttributes
+
+    return [ConditioningAttributes(text={"description": p}) for p in prompts]
+
+
+def test_the_export_is_the_committed_layout_and_uses_every_tensor(tmp_path, reference):
+    """``python -m mglab export`` of the committed checkpoint rewrites the committed graphs bit for bit (the one
+    path from checkpoint to ONNX), and every tensor of the checkpoint is an initializer of a graph (the VampNet
+    port's failure: weights never transferred)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from mglab.cli import main
+
+    out = tmp_path / "out"
+    assert main(["export", str(CKPT), str(out), "--dtypes", "fp32"]) == 0
+    for name in ("masked_lm", "text_encoder"):
+        a, b = onnx.load(out / "onnx" / f"{name}.onnx"), onnx.load(TINY / "onnx" / f"{name}.onnx")
+        assert [numpy_helper.to_array(t).tobytes() for t in a.graph.initializer] == \
+            [numpy_helper.to_array(t).tobytes() for t in b.graph.initializer], name
+    assert (out / "config.json").read_text() == (TINY / "config.json").read_text()
+    inits = [numpy_helper.to_array(t) for n in ("masked_lm", "text_encoder")
+             for t in onnx.load(TINY / "onnx" / f"{n}.onnx").graph.initializer]
+
+    def held(value):                                   # as it is, or transposed for a MatMul
+        return any(a.shape == v.shape and np.array_equal(a, v) for a in inits for v in (value, value.T))
+
+    _, pkg = reference
+    for name, tensor in pkg["best_state"].items():
+        value = tensor.numpy()
+        assert held(value) or any(all(held(b) for b in np.split(value, k)) for k in (2, 3)
+                                  if value.ndim == 2 and value.shape[0] % k == 0), name
+    conditioner = reference[0].condition_provider.conditioners["description"]
+    for name, p in conditioner.t5.named_parameters():            # the frozen T5 (not in best_state)
+        assert held(p.detach().numpy()), name
+
+
+def test_config_says_masked_with_magnets_defaults(model):
+    c = model.config
+    assert c["decoding"] == "masked" and c["card"] == 128 and c["num_codebooks"] == 4 and c["span_len"] == 3
+    assert c["generation"] == {"decoding_steps": [20, 10, 10, 10], "temperature": 3.0, "top_k": 0, "top_p": 0.9,
+                               "max_cfg_coef": 10.0, "min_cfg_coef": 1.0}
+    assert isinstance(model, mglab.MaskedMusicGen) and "masked.hook_logits" in model.hook_names()
+
+
+def test_text_condition_equals_audiocraft(model, reference):
+    """The text graph (T5, output_proj, times the mask) against audiocraft's T5Conditioner on the same prompts."""
+    import torch
+
+    lm, _ = reference
+    prompts = ["lofi piano with rain", "rock"]
+    cond = lm.condition_provider.conditioners["description"]
+    with torch.no_grad():
+        inputs = cond.tokenize(prompts)
+        ref, ref_mask = cond(inputs)
+    ids, mask = model.text.tokenize(prompts)
+    np.testing.assert_array_equal(ids, inputs["input_ids"].numpy())
+    np.testing.assert_array_equal(mask, ref_mask.numpy())
+    assert np.abs(model.text.encode(ids, mask) - ref.numpy()).max() <= 1e-4
+
+
+@pytest.mark.parametrize("rule", [dict(top_p=0.9, top_k=0), dict(top_p=0.0, top_k=0)], ids=["top-p", "plain"])
+def test_generate_equals_audiocraft_token_for_token(model, reference, rule, monkeypatch):
+    """``model.generate`` against audiocraft's ``lm.generate`` on the committed checkpoint, both sampling from the
+    same uniforms: text condition, guidance and null rows, the schedule, sampling, all of it. Two prompts of one
+    token length (audiocraft attends to padding; mglab masks it: equal for prompts that need none)."""
+    import torch
+
+    lm, _ = reference
+    prompts = ["lofi piano", "rock drums"]
+    ids, _ = model.text.tokenize(prompts)
+    assert (ids != 0).all()                                       # no padding: audiocraft's attention is ours
+    shared_draws(monkeypatch, make_rngs([3, 4], 2))
+    with torch.no_grad():
+        ref = lm.generate(conditions=_attrs(prompts), num_samples=2, max_gen_len=50, use_sampling=True, temp=3.0,
+                          max_cfg_coef=10.0, min_cfg_coef=1.0, decoding_steps=STEPS, **rule).numpy()
+    gen = model.generate(prompts, duration=1.0, decoding_steps=STEPS, seed=[3, 4], temperature=3.0, **rule)
+    assert gen.codes.shape == ref.shape == (2, 4, 48)
+    np.testing.assert_array_equal(gen.codes, ref)
+    assert len(np.unique(gen.codes)) > 20
+
+
+def test_a_padded_prompt_decodes_as_it_does_alone(model, reference):
+    """mglab masks a prompt's padding in cross-attention, so a prompt gives the same tokens alone and beside a
+    longer one; the padded row's logits equal audiocraft's for the prompt alone (no padding there)."""
+    import torch
+
+    lm, _ = reference
+    short, long = "rock", "lofi piano with rain and a slow beat"
+    pair = model.generate([short, long], seed=[1, 2], decoding_steps=STEPS)
+    alone = model.generate(short, seed=1, decoding_steps=STEPS)
+    np.testing.assert_array_equal(pair.codes[:1], alone.codes)
+    hidden, mask, _ = model._condition([short, long], 2, mglab.masked_model.masked.no_hooks)
+    codes = np.random.default_rng(0).integers(0, 129, (4, 4, 48))
+    ours = model.lm.logits(codes, hidden, mask, stage=1)
+    tensors = lm.condition_provider(lm.condition_provider.tokenize(_attrs([short])))
+    with torch.no_grad():
+        ref = lm(torch.from_numpy(codes[:1]), [], tensors, stage=1).numpy()
+    assert mask[0].sum() < mask.shape[1] and np.abs(ours[:1] - ref).max() <= 1e-4
+
+
+def test_codec_graphs_equal_transformers_encodec(model):
+    """encodec_decode / encodec_encode against transformers' EncodecModel at two lengths and a batch of two."""
+    import torch
+    from transformers import EncodecModel
+
+    encodec = EncodecModel.from_pretrained(str(CKPT / "encodec")).eval()
+    for frames in (7, 31):
+        codes = np.random.default_rng(frames).integers(0, 128, (2, 4, frames))
+        with torch.no_grad():
+            ref = encodec.decode(torch.from_numpy(codes)[None], [None]).audio_values.numpy()
+        audio = model.codec.decode(codes)
+        assert audio.shape == ref.shape and np.abs(audio - ref).max() <= 1e-4
+        with torch.no_grad():
+            ref_codes = encodec.encode(torch.from_numpy(ref)).audio_codes[0].numpy()
+        np.testing.assert_array_equal(model.codec.encode(ref), ref_codes)
+
+
+def test_same_seed_same_tokens_with_hooks_pickled_and_in_q8(model):
+    a = model.generate("lofi piano", seed=5, decoding_steps=STEPS)
+    gen, cache = model.run_with_cache("lofi piano", seed=5, decoding_steps=STEPS)
+    np.testing.assert_array_equal(a.codes, gen.codes)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(model)).generate("lofi piano", seed=5,
+                                                                            decoding_steps=STEPS).codes, a.codes)
+    assert (model.generate("lofi piano", seed=6, decoding_steps=STEPS).codes != a.codes).any()
+    q8 = mglab.load(TINY, dtype="q8")
+    assert q8.paths["masked_lm"].name == "masked_lm_quantized.onnx"
+    assert q8.generate("lofi piano", seed=5, decoding_steps=STEPS).codes.shape == (1, 4, 48)
+
+
+def test_hooks_see_each_iteration_and_edits_count(model):
+    """``masked.hook_mask`` shows MAGNeT's schedule: at iteration i of a stage of n over 16 spans,
+    max(1, int(cos(pi/2 * i/(n-1)) * 16)) spans of the stage's codebook are masked, the higher codebooks all;
+    an edit to ``masked.hook_logits`` (a token banned) is obeyed."""
+    _, cache = model.run_with_cache("lofi piano", seed=0, decoding_steps=STEPS)
+    seen = cache["masked.hook_mask"]                                                   # [iterations, B, K, T]
+    assert seen.shape == (sum(STEPS), 1, 4, 48) and cache["masked.hook_logits"].shape == (sum(STEPS), 1, 4, 48, 128)
+    i = 0
+    for stage, n in enumerate(STEPS):
+        for it in range(n):
+            share = np.cos(np.pi / 2 * it / (n - 1)) if n > 1 else 1.0
+            assert seen[i, 0, stage].sum() == 3 * max(1, int(share * 16 + 1e-6)), (stage, it)
+            assert seen[i, 0, stage + 1:].all() and not seen[i, 0, :stage].any()
+            i += 1
+
+    def ban(logits, hook):
+        logits[..., 7] = -np.inf
+
+    with model.hooks([("masked.hook_logits", ban)]):
+        banned = model.generate("lofi piano", seed=0, decoding_steps=STEPS)
+    assert not (banned.codes == 7).any()
+    assert (model.generate("lofi piano", seed=0, decoding_steps=STEPS).codes == 7).any()
+
+
+def test_vamp_keeps_what_the_mask_keeps_from_codes_audio_and_generations(model):
+    source = model.generate(["lofi piano", "rock"], seed=[0, 1], decoding_steps=STEPS)
+    for mask in (mglab.masks.inpaint(0.2, 0.2), mglab.masks.periodic(8, 2) | mglab.masks.codebooks(2)):
+        keep = ~mask.resolve(4, 48, 50)
+        out = model.vamp(source, mask, decoding_steps=STEPS, seed=[2, 3])
+        assert out.prompts == source.prompts
+        np.testing.assert_array_equal(out.codes[:, keep], source.codes[:, keep])
+        assert (out.codes[:, ~keep] != source.codes[:, ~keep]).any()
+    codes = model.codec.encode(source.audio)                                           # audio: encoded first
+    out = model.vamp(source.audio, mglab.masks.inpaint(0.2, 0.2), decoding_steps=STEPS)
+    keep = ~mglab.masks.inpaint(0.2, 0.2).resolve(4, codes.shape[-1], 50)
+    np.testing.assert_array_equal(out.codes[:, keep], codes[:, keep])
+    assert out.prompts == ["", ""]                                                     # no prompt: unconditional
+    with pytest.warns(UserWarning, match="regenerates nothing"):
+        same = model.vamp(source, np.zeros((4, 48), dtype=bool))
+    assert same is source
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m: m.generate("x", duration=1.5), "duration"),
+    (lambda m: m.generate("x", decoding_steps=[2, 2]), "decoding_steps"),
+    (lambda m: m.generate("x", decoding_steps=[2, 0, 2, 2]), "decoding_steps"),
+    (lambda m: m.generate("x", span_len=0), "span_len"),
+    (lambda m: m.generate("x", duration=0.02, span_len=3), "span_len"),
+    (lambda m: m.generate("x", min_cfg_coef=5, max_cfg_coef=2), "min_cfg_coef"),
+    (lambda m: m.generate("x", guidance_scale=3.0), "autoregressive"),
+    (lambda m: m.generate("x", top_k=129), "top_k"),
+    (lambda m: m.vamp(np.zeros((4, 48), dtype=np.int64), np.ones((4, 47), dtype=bool)), "does not fit"),
+    (lambda m: m.vamp(np.zeros((4, 48), dtype=np.int64), np.ones((4, 48))), "bool"),
+    (lambda m: m.vamp(np.full((4, 48), 128), np.ones((4, 48), dtype=bool)), "outside"),
+    (lambda m: m.vamp(np.zeros((4, 48), dtype=np.int64), np.ones((4, 48), dtype=bool), duration=1.0), "duration"),
+    (lambda m: mglab.load(TINY, kv_cache="concat"), "kv_cache"),
+])
+def test_bad_input_is_refused_before_any_model_call(model, call, message, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("the model ran")
+
+    monkeypatch.setattr(model.lm, "logits", never)
+    with pytest.raises((TypeError, ValueError), match=message):
+        call(model)
+
+
+def test_vamp_on_an_autoregressive_model_says_what_to_do():
+    musicgen = mglab.load(TINY.parent / "tiny-musicgen")
+    with pytest.raises(TypeError, match="masked"):
+        musicgen.vamp(np.zeros((4, 10), dtype=np.int64), mglab.masks.inpaint(0.1, 0.1))
+
+
+def test_a_mask_over_the_last_partial_span_warns(model):
+    source = np.random.default_rng(0).integers(0, 128, (1, 4, 50))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = model.vamp(source, np.ones((4, 50), dtype=bool), decoding_steps=STEPS)
+    assert any("whole span" in str(w.message) for w in caught)
+    np.testing.assert_array_equal(out.codes[..., 48:], source[..., 48:])
