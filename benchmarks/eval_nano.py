@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/eval_nano.py [--prompts 96] [--seeds 2] [--duration 4] [--fit]
 
+A masked model (nano-magnet) is measured by ``benchmarks/eval_magnet.py`` instead, against nano-musicgen.
+
 Held-out prompts (drawn from the corpus grammar with a seed the training never used), ``--seeds`` seeds each,
 default sampling. Half the prompts use attribute combinations the training never saw (``corpus.HELD_OUT``),
 reported separately. The ceiling is the evaluator on the corpus's own ground-truth renderings (the codes
@@ -25,6 +27,7 @@ from common import markdown_table, write_json  # noqa: E402
 
 import mglab  # noqa: E402
 from mglab.audio import evaluate  # noqa: E402
+from mglab.masked_model import is_masked  # noqa: E402
 from mglab.nano import corpus, synth  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,7 +128,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--workers", type=int, default=2, help="processes generating and measuring")
     parser.add_argument("--no-card", dest="card", action="store_false", help="do not rewrite the model card")
     parser.add_argument("--json", type=Path, default=ROOT / "reports" / "eval_nano.json")
+    parser.add_argument("--compare", type=Path, default=None, help="a masked model: the autoregressive model to "
+                        "compare with on the same prompts (default: nano-musicgen beside it)")
     args = parser.parse_args(argv)
+    if is_masked(args.model):                              # nano-magnet: benchmarks/eval_magnet.py
+        import eval_magnet
+
+        args.compare = args.compare or eval_magnet.default_compare(args.model)
+        return eval_magnet.run(args)
     import multiprocessing
 
     result = {"model": str(args.model), "prompts": args.prompts, "seeds": args.seeds, "duration": args.duration}

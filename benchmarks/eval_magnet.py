@@ -1,0 +1,116 @@
+"""nano-magnet against nano-musicgen on the same prompts: adherence, decoder passes and time per clip, in one run.
+
+    .venv/bin/python benchmarks/eval_nano.py --model data/models/nano-magnet [--prompts 96] [--seeds 2]
+
+``eval_nano.py`` hands a masked model here. The same held-out prompts as ``eval_nano.py`` (half with attribute
+combinations never seen in training), ``--seeds`` seeds each, ``--duration`` s, measured from the audio by
+``mglab.audio.evaluate``: the masked model at its defaults (MAGNeT's schedule, 50 passes) and at shorter
+schedules (8, 16, 32 passes, in MAGNeT's 2:1:1:1 proportion), and ``--compare`` (nano-musicgen) at guidance 3,
+each on the same machine in the same pool. A pass is one call of the network: a masked LM pass over every
+frame, or one autoregressive decoder step (both on the conditional and null rows together).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from common import markdown_table, write_json
+from eval_nano import ATTRS, by_combination, combination, score
+
+import mglab
+from mglab.audio import evaluate
+from mglab.nano import corpus
+
+SCHEDULES = {"8 passes": [5, 1, 1, 1], "16 passes": [7, 3, 3, 3], "32 passes": [14, 6, 6, 6], "default": None}
+TARGETS = ("register", "tempo", "key+mode", "instrument")
+_MODELS = {}
+
+
+def _load(paths: dict) -> None:
+    for name, path in paths.items():
+        _MODELS[name] = mglab.load(path)
+
+
+def _run(task) -> list[dict]:
+    """One prompt under one setting, every seed: generate (timed), then measure each clip."""
+    setting, prompt, said, combo, seeds, duration = task
+    name, label, kwargs = setting
+    model = _MODELS[name]
+    t = time.perf_counter()
+    gen = model.generate([prompt] * seeds, duration=duration, seed=list(range(seeds)), **kwargs)
+    seconds = (time.perf_counter() - t) / seeds
+    if name == "masked":
+        passes = sum(gen.settings["decoding_steps"])
+    else:
+        passes = gen.settings["max_new_tokens"]
+    rows = []
+    for s in range(seeds):
+        hits = evaluate.adherence(said, gen.audio[s, 0], gen.sample_rate)
+        rows.append({"setting": label, "held_out": combo is not None, "combination": combo, "prompt": prompt,
+                     "seed": s, "hits": dict(hits), "abstained": hits.abstained, "seconds": seconds,
+                     "passes": passes, "guidance": 3.0 if label == "default" else None})
+    return rows
+
+
+def settings(compare: bool) -> list[tuple]:
+    out = [("masked", label, {} if steps is None else {"decoding_steps": steps}) for label, steps in SCHEDULES.items()]
+    return out + ([("compare", "nano-musicgen, guidance 3", {"guidance_scale": 3.0})] if compare else [])
+
+
+def run(args) -> dict:
+    import multiprocessing
+
+    paths = {"masked": str(args.model), **({"compare": str(args.compare)} if args.compare else {})}
+    rng = np.random.default_rng(98765)                                         # eval_nano.py's prompts
+    clips = [corpus.example(rng, args.duration, held_out=i % 2 == 1) for i in range(args.prompts)]
+    tasks = [(s, c.prompt, c.said, combination(c.attributes), args.seeds, args.duration)
+             for s in settings(bool(args.compare)) for c in clips]
+    t0 = time.time()
+    with multiprocessing.get_context("spawn").Pool(args.workers, _load, (paths,)) as pool:
+        rows = [r for rows_ in pool.map(_run, tasks, chunksize=4) for r in rows_]
+    result = {"model": paths["masked"], "compare": paths.get("compare"), "prompts": args.prompts,
+              "seeds": args.seeds, "duration": args.duration, "seconds": time.time() - t0, "rows": rows}
+    table = defaultdict(dict)
+    for _, label, _ in settings(bool(args.compare)):
+        for part, sel in (("all", lambda r: True), ("seen", lambda r: not r["held_out"]),
+                          ("held-out", lambda r: r["held_out"])):
+            chosen = [r for r in rows if r["setting"] == label and sel(r)]
+            table[f"{label} ({part})"] = {**score(chosen), "passes": float(np.mean([r["passes"] for r in chosen])),
+                                          "seconds": float(np.mean([r["seconds"] for r in chosen]))}
+    result["table"] = table
+    result["targets"] = targets(table, bool(args.compare))
+    result["combinations"] = by_combination([{**r, "guidance": 3.0 if r["setting"] == "default" else None}
+                                             for r in rows], 3.0)
+    print(render(table))
+    print("\n" + "\n".join(f"{k}: {v}" for k, v in result["targets"].items()))
+    write_json(args.json.with_name("eval_magnet.json"), result)
+    return result
+
+
+def targets(table: dict, compare: bool) -> dict:
+    """The issue's targets: at the defaults, each of register, tempo, key+mode and instrument within 5 points of
+    nano-musicgen at guidance 3, over all prompts and over the held-out combinations."""
+    if not compare:
+        return {}
+    out = {}
+    for part in ("all", "held-out"):
+        ours, theirs = table[f"default ({part})"], table[f"nano-musicgen, guidance 3 ({part})"]
+        for a in TARGETS:
+            gap = 100 * (theirs[a][0] - ours[a][0])
+            out[f"{a} ({part})"] = f"{100 * ours[a][0]:.0f}% vs {100 * theirs[a][0]:.0f}%: " + \
+                ("met" if gap <= 5 else f"NOT met ({gap:.0f} points below)")
+    return out
+
+
+def render(table: dict) -> str:
+    return markdown_table(["run", *ATTRS, "abstained", "passes", "s / clip"],
+                          [[name, *(f"{100 * v[a][0]:.0f}%" for a in (*ATTRS, "abstained")), f"{v['passes']:.0f}",
+                            f"{v['seconds']:.2f}"] for name, v in table.items()])
+
+
+def default_compare(model: Path) -> Path | None:
+    sibling = Path(model).parent / "nano-musicgen"
+    return sibling if sibling.is_dir() else None
