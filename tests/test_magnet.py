@@ -275,3 +275,16 @@ def test_mask_builders_check_and_round_as_said():
         masks.random(1.5)
     assert masks.inpaint(0.25, 0.25).picture(1, 10, 10) == "0001111000"        # 2.5 frames kept: 3, not 2
     assert (masks.random(0.5, seed=1) & masks.random(0.5, seed=2)).resolve(4, 48, 48).mean() < 0.4
+
+
+def test_a_mask_draws_itself():
+    """In Jupyter a mask shows as a [K, T] picture: one dark cell per regenerated code, in its row and column."""
+    import re
+
+    from mglab.decoding import masks
+
+    mask = masks.inpaint(2, 2) & masks.periodic(8, 1)
+    svg = mask.svg(4, 300, 50)
+    cells = {(int(x) // 2, int(y) // 8) for x, y in re.findall(r'<rect x="(\d+)" y="(\d+)"', svg)}
+    assert cells == {(t, k) for k, t in zip(*np.nonzero(mask.resolve(4, 300, 50)))}
+    assert "inpaint(2, 2)" in mask._repr_html_() and svg in mask._repr_html_()

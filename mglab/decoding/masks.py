@@ -54,6 +54,19 @@ class Mask:
         m = self.resolve(num_codebooks, frames, frame_rate)
         return "\n".join("".join("1" if v else "0" for v in row) for row in m)
 
+    def svg(self, num_codebooks: int = 4, frames: int = 300, frame_rate: float = 50.0, cell: int = 2) -> str:
+        """The resolved mask as an SVG picture: a row per codebook (codebook 0 on top), regenerated codes dark."""
+        m = self.resolve(num_codebooks, frames, frame_rate)                    # [K, T]
+        h = 4 * cell
+        rects = "".join(f'<rect x="{t * cell}" y="{k * h}" width="{cell}" height="{h - 1}"/>'
+                        for k, t in zip(*np.nonzero(m)))
+        return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{frames * cell}" height="{num_codebooks * h}">'
+                f'<rect width="100%" height="100%" fill="#eee"/><g fill="#335">{rects}</g></svg>')
+
+    def _repr_html_(self) -> str:
+        """In Jupyter: the mask over 6 s of 4 codebooks at 50 frames a second (the nano models' shape)."""
+        return f"<div><code>{self.name}</code>: 4 codebooks x 6 s, dark = regenerate<br>{self.svg()}</div>"
+
 
 def _check(name: str, value, low: float, allowed: str, integer: bool = False) -> float:
     kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
