@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from .core.config import read_json
-from .core.hooks import HookRegistry, check_steps, masked_hook_points, match, selected
+from .core.hooks import RESID, HookRegistry, check_steps, masked_hook_points, match, selected
 from .core.masked_settings import MASKED_PARAMS, resolve
 from .core.masked_settings import docstring as params_docstring
 from .core.progress import progress_bar
 from .core.settings import check_prompts
 from .decoding import continuation, masked, sampling
 from .decoding.masks import Mask
+from .decoding.residual_step import stepper
 from .generation import Generation
 from .inspect.activation_cache import ActivationCache
 from .nano.synth import SynthCodec
@@ -71,7 +72,8 @@ def load_masked(spec: LoadSpec) -> "MaskedMusicGen":
         encoder = found.path("encodec_encode", "fp32")
         codec = EncodecCodec(paths["encodec_decode"], **rates, **({"encoder_path": encoder} if encoder.is_file()
                                                                   else {}))
-    model = MaskedMusicGen(config, text, MaskedLM(paths["masked_lm"], providers), codec, spec=spec, files=found,
+    lm = MaskedLM(paths["masked_lm"], providers, num_layers=config["num_layers"])
+    model = MaskedMusicGen(config, text, lm, codec, spec=spec, files=found,
                            paths=paths, dtypes=dtypes)
     model.provenance()
     return model
@@ -102,7 +104,7 @@ class MaskedMusicGen:
         self.paths, self.dtypes = dict(paths or {}), dict(dtypes or {})
         self.source = spec.path if spec else type(self).__name__
         self._provenance = None
-        self._hooks = HookRegistry(masked_hook_points())
+        self._hooks = HookRegistry(masked_hook_points(config["num_layers"]))
 
     @property
     def num_codebooks(self) -> int:
@@ -251,7 +253,12 @@ class MaskedMusicGen:
     def _run(self, prompts, s, regenerate, source, hooks, progress: bool) -> Generation:
         batch = len(prompts) if prompts is not None else source.shape[0]
         hidden, mask, guided = self._condition(prompts, batch, hooks)          # [R, n, d], [R, n]
-        run = lambda codes, stage: self.lm.logits(codes, hidden, mask, stage)  # noqa: E731  [R, K, T, card]
+        layers = self.config["num_layers"]
+        resid = hooks.wants_kind(RESID)
+
+        def run(codes, stage, step):                                           # [R, K, T] -> [R, K, T, card]
+            return self.lm.logits(codes, hidden, mask, stage, stepper(hooks, step, layers) if resid else None)
+
         bar = progress_bar(sum(s.decoding_steps), progress)
         try:
             codes = masked.generate(run, batch, s.frames, sampling.make_rngs(s.seed, batch),

@@ -29,7 +29,7 @@ def _unpadded(cross):
 def _runner(session, cross):
     """``run(codes, stage) -> logits`` over the graph, for the masked loop."""
     feed = {"encoder_hidden_states": cross.numpy(), **_unpadded(cross)}
-    return lambda codes, stage: session.run(None, {"input_ids": codes, "stage": np.array(stage, dtype=np.int64),
+    return lambda codes, stage, *_: session.run(None, {"input_ids": codes, "stage": np.array(stage, dtype=np.int64),
                                                    **feed})[0]
 
 
@@ -156,7 +156,7 @@ def test_a_vamp_keeps_every_code_it_does_not_regenerate(graph):
     _, cross = conditions(lm, PROMPTS)
     calls = []
 
-    def run(codes, stage):
+    def run(codes, stage, step):
         calls.append(stage)
         return session.run(None, {"input_ids": codes, "encoder_hidden_states": cross.numpy(), **_unpadded(cross),
                                   "stage": np.array(stage, dtype=np.int64)})[0]
@@ -257,7 +257,7 @@ def test_bad_masked_arguments_are_refused_before_any_model_call(kwargs, message)
     from mglab.decoding import masked
     from mglab.decoding.sampling import make_rngs
 
-    def run(codes, stage):
+    def run(codes, stage, step):
         raise AssertionError("the model ran")
 
     kw = dict(num_codebooks=4, card=64, span_len=3, decoding_steps=[4, 3, 2, 2], top_p=0.9)

@@ -244,3 +244,35 @@ def test_a_mask_over_the_last_partial_span_warns(model):
         out = model.vamp(source, np.ones((4, 50), dtype=bool), decoding_steps=STEPS)
     assert any("whole span" in str(w.message) for w in caught)
     np.testing.assert_array_equal(out.codes[..., 48:], source[..., 48:])
+
+
+def test_residual_stream_points_equal_pytorch_hooks_and_edits_act(model, reference):
+    """The masked LM's residual points (the MusicGen rewrite applies to it: pre-norm layers, 3 norms each) read
+    what PyTorch forward hooks on audiocraft's layers read, and an edit there (a vector added to layer 0's
+    output, in both) gives the same guided logits."""
+    import torch
+
+    lm, _ = reference
+    prompt, vector = "lofi piano", np.random.default_rng(1).normal(size=32).astype(np.float32)
+    _, cache = model.run_with_cache(prompt, seed=0, decoding_steps=STEPS, steps=[0],
+                                    names_filter=["decoder.layers.1.hook_resid_post", "masked.hook_logits"])
+    tensors = lm.condition_provider(lm.condition_provider.tokenize(_attrs([prompt]) + _attrs([None])))
+    codes = torch.full((2, 4, 48), 128)                                     # iteration 0: everything masked
+    seen = {}
+    hook = lm.transformer.layers[1].register_forward_hook(lambda m, i, o: seen.setdefault("post", o.detach()))
+    with torch.no_grad():
+        plain = lm(codes, [], tensors, stage=0).numpy()                      # [2, K, T, card]
+    hook.remove()
+    assert np.abs(cache["decoder.layers.1.hook_resid_post"][0] - seen["post"].numpy()).max() <= 1e-4
+    guided = lambda x: x[1] + (x[0] - x[1]) * 10.0                          # noqa: E731  share 1: max_cfg_coef
+    assert np.abs(cache["masked.hook_logits"][0, 0] - guided(plain)).max() <= 1e-3
+
+    add = lm.transformer.layers[0].register_forward_hook(lambda m, i, o: o + torch.from_numpy(vector))
+    with torch.no_grad():
+        edited = lm(codes, [], tensors, stage=0).numpy()
+    add.remove()
+    _, steered = model.run_with_cache(prompt, seed=0, decoding_steps=STEPS, steps=[0],
+                                      names_filter=["masked.hook_logits"],
+                                      hooks=[("decoder.layers.0.hook_resid_post", lambda v, h: v + vector)])
+    assert np.abs(steered["masked.hook_logits"][0, 0] - guided(edited)).max() <= 1e-3
+    assert np.abs(guided(edited) - guided(plain)).max() > 1e-2                # the edit matters

@@ -133,14 +133,20 @@ def hook_points(num_layers: int) -> dict[str, HookPoint]:
     return points
 
 
-def masked_hook_points() -> dict[str, HookPoint]:
+def masked_hook_points(num_layers: int) -> dict[str, HookPoint]:
     """The hook points of a masked (MAGNeT) model, in pipeline order (:mod:`mglab.decoding.masked`): each
     iteration of each stage fires the ``masked.*`` points, ``hook.step`` counting iterations over all stages
-    and ``hook.layer`` the stage (the codebook being decoded)."""
+    and ``hook.layer`` the stage (the codebook being decoded); the residual stream's points of the LM's layers
+    (``decoder.layers.{i}.hook_resid_pre`` ..., as for MusicGen, ``[2*batch, frames, d]``: every frame at once,
+    conditional rows then null ones) fire at each iteration with ``hook.layer`` the layer."""
     it = "each iteration"
+    resid = {layer_point(i, what): HookPoint("[H*batch, frames, d]", it, RESID)
+             for i in range(num_layers) for what in ("resid_pre", "attn_out", "cross_attn_out", "mlp_out",
+                                                     "resid_post")}
     return {
         "text_encoder.hook_hidden": HookPoint("[batch, text_len, d]", "once", TEXT),
         "text_encoder.hook_mask": HookPoint("[batch, text_len]", "once", TEXT),
+        **resid, "decoder.hook_resid_final": HookPoint("[H*batch, frames, d]", it, RESID),
         "masked.hook_mask": HookPoint("[batch, K, frames] bool, True = masked as the model sees it", it, TOKENS,
                                       editable=False),
         "masked.hook_logits": HookPoint("[batch, K, frames, vocab] guided, before temperature", it, LOGITS),

@@ -64,7 +64,7 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
                  guided: bool = True, keep: np.ndarray | None = None, hooks=no_hooks, step0: int = 0) -> np.ndarray:
     """Decode codebook ``stage`` of ``codes [B, K, T]`` (T a multiple of ``span_len``) in ``n`` iterations.
 
-    ``run(codes [R, K, T], stage) -> logits [R, K, T, card]``; with ``guided`` the rows are the conditional
+    ``run(codes [R, K, T], stage, step) -> logits [R, K, T, card]``; with ``guided`` the rows are the conditional
     batch, then the null one (R = 2B). ``keep [B, T]``: positions whose given code stays (an audio prompt, or
     what a vamp keeps); a span wholly kept is never masked, the others share the schedule (audiocraft's prompt).
     ``hooks(name, value, step, layer)`` fires the ``masked.*`` points at each iteration (``step0 + i``, layer =
@@ -96,7 +96,7 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
         step = step0 + i
         hooks("masked.hook_mask", codes == card, step, stage)                  # [B, K, T]
         rows = np.concatenate([codes, codes]) if guided else codes             # [R, K, T]
-        logits = run(rows, stage)                                              # [R, K, T, card]
+        logits = run(rows, stage, step)                                        # [R, K, T, card]
         if guided:
             cond, uncond = logits[:b], logits[b:]                              # [B, K, T, card] each
             coef = share * max_cfg_coef + (1 - share) * min_cfg_coef
