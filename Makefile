@@ -52,7 +52,7 @@ report: $(VENV)/.notebooks
 ## make test: lint (ruff), then the whole suite, parity against transformers included; its last tests build the
 ## documentation (as make docs does, from the notebooks the suite just executed) and open it in Chromium
 test: $(VENV)/.test
-	$(PY) -m ruff check mglab tests benchmarks scripts
+	$(PY) -m ruff check mglab tests benchmarks scripts docs
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## make docs: the Sphinx site -> docs/_build/html (offline); warnings are errors, every cross-reference resolves.

@@ -60,6 +60,17 @@ def test_the_flat_api_is_documented():
         assert isinstance(obj, str) or (obj.__doc__ or "").strip(), name
 
 
+def test_the_readme_is_short_and_its_links_lead_somewhere():
+    """At most 120 lines (the rest lives in docs/); every relative link names a file of the repository."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 120
+    assert "make demo" in text and "make test" in text
+    links = re.findall(r"\]\(([^)#]+)", text)
+    assert links and all((ROOT / link).exists() for link in links if "://" not in link), links
+
+
 def test_make_docs_runs_what_the_tests_run():
     line = next(ln for ln in (ROOT / "Makefile").read_text().splitlines() if ln.startswith("DOCS_BUILD :="))
     assert line.split(":=")[1].split() == ["$(PY)", *DOCS_BUILD]
