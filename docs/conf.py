@@ -68,7 +68,7 @@ html_theme_options = {
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
 }
-html_sidebars = {"index": [], "install": [], "quickstart": []}
+html_sidebars = {page: [] for page in ("index", "install", "quickstart", "correctness", "performance")}
 html_copy_source = False
 html_show_sourcelink = False
 
