@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 REPORTS ?= reports
 
-.PHONY: demo test report tiny-model nano-model clean
+.PHONY: demo test docs report tiny-model nano-model clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ AUDIOCRAFT := audiocraft==1.3.0 einops==0.8.2 flashy==0.0.2 colorlog==6.12.0 hyd
 	lightning-utilities==0.15.3 encodec==0.1.1 av==18.1.0 sentencepiece==0.2.3
 
 $(VENV)/.test: pyproject.toml Makefile | $(PY)
-	$(PIP) install -q -e ".[notebooks,reference,dev]"
+	$(PIP) install -q -e ".[notebooks,reference,dev,docs]"
 	$(PIP) install -q --no-deps $(AUDIOCRAFT)
 	$(PY) -m ipykernel install --prefix $(VENV) --name python3 >/dev/null
 	touch $@ $(VENV)/.notebooks
@@ -49,10 +49,19 @@ report: $(VENV)/.notebooks
 	done
 	$(PY) -m mglab.inspect.reports $(REPORTS)
 
-## make test: lint (ruff), then the whole suite, parity against transformers included
+## make test: lint (ruff), then the whole suite, parity against transformers included; its last tests build the
+## documentation (as make docs does, from the notebooks the suite just executed) and open it in Chromium
 test: $(VENV)/.test
-	$(PY) -m ruff check mglab tests benchmarks scripts
+	$(PY) -m ruff check mglab tests benchmarks scripts docs
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## make docs: the Sphinx site -> docs/_build/html (offline); warnings are errors, every cross-reference resolves.
+## The gallery takes the notebooks' executed copies (docs/_ext/mglab_docs.py): from make test or make report, or
+## executes them here at their defaults (about 4 minutes on 2 cores) when there are none
+DOCS_BUILD := $(PY) -m sphinx -W --keep-going -n -q -b html docs docs/_build/html
+docs: $(VENV)/.test
+	$(DOCS_BUILD)
+	@echo "wrote docs/_build/html/index.html"
 
 ## make tiny-model: rebuild data/models/tiny-musicgen (needs the reference extra)
 tiny-model: $(VENV)/.test
@@ -64,4 +73,4 @@ nano-model: $(VENV)/.test
 	$(PY) benchmarks/eval_nano.py --fit
 
 clean:
-	rm -rf $(VENV) $(REPORTS)
+	rm -rf $(VENV) $(REPORTS) docs/_build docs/api/generated docs/api/flat.rst docs/gallery/*.ipynb

@@ -54,6 +54,7 @@ def _params(args) -> dict:
 
 
 def main(argv=None) -> int:
+    """The command line (``python -m mglab``, ``mglab``): parse ``argv`` and run the subcommand; the exit status."""
     parser = argparse.ArgumentParser(prog="mglab", description="MusicGen through ONNX Runtime.")
     sub = parser.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="generate audio from a text prompt")

@@ -317,6 +317,7 @@ class MusicGen:
 
     @property
     def providers(self) -> list[str]:
+        """The ONNX Runtime execution providers the decoder runs on."""
         return self.decoder.providers
 
     def info(self) -> dict:

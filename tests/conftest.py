@@ -1,7 +1,7 @@
 from pathlib import Path
 
 import pytest
-from helpers import TINY
+from helpers import TINY, build_site
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -11,6 +11,17 @@ def private_mglab_cache(tmp_path_factory):
     mp.setenv("MGLAB_CACHE", str(tmp_path_factory.mktemp("mglab-cache")))
     yield
     mp.undo()
+
+
+def pytest_collection_modifyitems(items):
+    """The tests of the documentation site run last: its gallery shows the notebooks the notebook tests ran."""
+    items.sort(key=lambda item: bool({"docs_site", "site"} & set(getattr(item, "fixturenames", ()))))
+
+
+@pytest.fixture(scope="session")
+def docs_site() -> Path:
+    """The site as ``make docs`` builds it: ``docs/_build/html``."""
+    return build_site()
 
 
 @pytest.fixture(scope="session")

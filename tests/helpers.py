@@ -1,5 +1,6 @@
 """What several test files share: the repository's paths, the bundled model, prompts, torch conversion."""
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -32,3 +33,20 @@ def transformers_streamed(torch_model, ids, mask, **kwargs):
     with torch.no_grad():
         audio = torch_model.generate(input_ids=ids_t, attention_mask=mask_t, streamer=Recorder(), **kwargs)
     return audio.numpy(), torch.cat(steps, dim=-1)
+
+
+# ``make docs``' command (the Makefile's DOCS_BUILD, after ``$(PY)``; tests/test_docs.py keeps the two equal)
+DOCS_BUILD = ["-m", "sphinx", "-W", "--keep-going", "-n", "-q", "-b", "html", "docs", "docs/_build/html"]
+
+
+@functools.cache
+def build_site() -> Path:
+    """Build the documentation as ``make docs`` does, once a session; ``docs/_build/html``. Its notebook gallery
+    takes the executed copies the notebook tests left (tests/conftest.py runs the tests that need the site
+    last)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, *DOCS_BUILD], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
+    return ROOT / "docs" / "_build" / "html"

@@ -13,7 +13,7 @@ def normalise(req: str) -> str:
 def test_environment_yml_lists_what_pyproject_lists():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = set(project["dependencies"])
-    for extra in ("notebooks", "reference", "dev"):
+    for extra in ("notebooks", "reference", "dev", "docs"):
         wanted |= set(project["optional-dependencies"][extra])
     env = (ROOT / "environment.yml").read_text().split("- pip:")[1]
     listed = {line.strip()[2:] for line in env.splitlines() if line.strip().startswith("- ")}

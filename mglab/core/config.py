@@ -49,6 +49,7 @@ class MusicGenConfig:
 
     @property
     def head_dim(self) -> int:
+        """Width of one attention head: ``hidden_size // num_heads``."""
         return self.hidden_size // self.num_heads
 
     @property
@@ -59,6 +60,7 @@ class MusicGenConfig:
 
     @classmethod
     def from_dict(cls, cfg: dict, generation: dict | None = None) -> "MusicGenConfig":
+        """The config from transformers' ``config.json`` (and ``generation_config.json``), defaults filled in."""
         dec = {**DECODER_DEFAULTS, **cfg.get("decoder", {})}
         enc = {**ENCODEC_DEFAULTS, **cfg.get("audio_encoder", {})}
         txt = {**T5_DEFAULTS, **cfg.get("text_encoder", {})}
@@ -74,6 +76,7 @@ class MusicGenConfig:
 
 
 def read_json(path: Path) -> dict:
+    """The JSON file at ``path``, or ``{}`` when there is none."""
     return json.loads(Path(path).read_text()) if Path(path).exists() else {}
 
 

@@ -268,9 +268,11 @@ class Hooks:
         return bool(self.table)
 
     def wants(self, name: str) -> bool:
+        """Whether a hook is attached to the point ``name``."""
         return name in self.table
 
     def wants_kind(self, kind: str) -> bool:
+        """Whether a hook is attached to a point of this ``kind``."""
         return any(self.points[n].kind == kind for n in self.table)
 
     def __call__(self, name: str, value, step: int | None = None, layer: int | None = None):

@@ -7,9 +7,11 @@ class NoBar:
     """What :func:`progress_bar` gives when no bar is wanted."""
 
     def update(self, n=1):
+        """Nothing (a bar's ``update``)."""
         pass
 
     def close(self):
+        """Nothing (a bar's ``close``)."""
         pass
 
 

@@ -99,6 +99,7 @@ class Settings:
         return 1 + math.ceil((self.frames - self.window_frames) / self.stride_frames)
 
     def to_dict(self) -> dict:
+        """The settings as a plain dict."""
         return asdict(self)
 
 

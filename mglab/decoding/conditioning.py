@@ -30,6 +30,7 @@ class Condition:
 
     @property
     def halves(self) -> int:
+        """H: 2 with guidance (conditional rows, then null), else 1."""
         return self.hidden.shape[0] // self.batch
 
 

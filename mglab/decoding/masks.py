@@ -27,6 +27,7 @@ class Mask:
         self._make, self.name = make, name
 
     def resolve(self, num_codebooks: int, frames: int, frame_rate: float) -> np.ndarray:
+        """The mask for a clip of this shape: bool ``[num_codebooks, frames]``, True where codes are regenerated."""
         out = np.asarray(self._make(num_codebooks, frames, frame_rate), dtype=bool)              # [K, T]
         return np.broadcast_to(out, (num_codebooks, frames)).copy()
 

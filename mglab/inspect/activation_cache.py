@@ -70,6 +70,7 @@ class ActivationCache:
 
     # reading ---------------------------------------------------------------------------------------------
     def keys(self):
+        """The recorded hook point names, in recording order."""
         return list(self._order)
 
     def __contains__(self, name) -> bool:
@@ -82,6 +83,7 @@ class ActivationCache:
         return iter(self.keys())
 
     def items(self):
+        """``(name, value)`` for every recorded point, values as ``cache[name]`` gives them."""
         return [(k, self[k]) for k in self.keys()]
 
     def steps(self, name: str) -> list[int]:
@@ -157,6 +159,7 @@ class ActivationCache:
 
     @classmethod
     def load(cls, path) -> "ActivationCache":
+        """A cache written by :meth:`save`."""
         cache = cls()
         with np.load(path) as data:
             cache._order = [str(n) for n in data["order"]]

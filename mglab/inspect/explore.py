@@ -8,7 +8,7 @@ seed regenerate when released; a status line says which settings the run shown w
 Examples
 --------
 >>> from mglab.inspect.explore import explore
->>> explore(model, "lofi piano", duration=2)        # doctest: +SKIP   (in JupyterLab)
+>>> explore(model, "lofi piano", duration=2)        # in JupyterLab  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ class Explorer:
                 f"<th>top tokens after guidance (p)</th></tr>{rows}</table>")
 
     def render(self, step: int) -> None:
+        """Show ``step``: the token matrix so far, the top tokens before and after guidance, the audio so far."""
         import matplotlib.pyplot as plt
         from IPython.display import Audio, display
 

@@ -34,6 +34,7 @@ POINTS = tuple(w for w, (_, _, kind, _) in LAYER_POINTS.items() if kind == RESID
 
 
 def check_layer(model, layer, name: str = "layer") -> int:
+    """``layer`` as an int, or a ValueError naming the model's layer range."""
     n = model.config.num_layers
     if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer < n:
         raise ValueError(f"{name}={layer!r} is not allowed: {name} must be an integer in [0, {n - 1}] "
@@ -42,6 +43,7 @@ def check_layer(model, layer, name: str = "layer") -> int:
 
 
 def check_vector(model, vector) -> np.ndarray:
+    """``vector`` as float32 ``[hidden_size]``, or an error saying what it must be."""
     d = model.config.hidden_size
     try:
         v = np.asarray(vector, dtype=np.float32)
@@ -56,6 +58,7 @@ def check_vector(model, vector) -> np.ndarray:
 
 
 def check_point(point) -> str:
+    """``point`` if it is one of :data:`POINTS`, else a ValueError."""
     if point not in POINTS:
         raise ValueError(f"point={point!r} is not allowed: point must be one of {POINTS}")
     return point
@@ -78,7 +81,7 @@ def steering_vector(model, positive, negative, layer: int, point: str = "resid_p
     """Difference of mean residuals (``point`` of ``layer``, conditional rows, over steps) between two prompt
     sets: ``[d]``. ``generate_kwargs`` (duration, seed, ...) apply to both runs.
 
-    ``point`` is one of :data:`POINTS`: ``'resid_post'`` (the stream after the layer: what was played and what
+    ``point`` is one of :data:`~.POINTS`: ``'resid_post'`` (the stream after the layer: what was played and what
     was asked, mixed) or a block's output, e.g. ``'cross_attn_out'`` (what the layer read from the prompt)."""
     layer, point = check_layer(model, layer), check_point(point)
     check_prompts(positive), check_prompts(negative)

@@ -82,10 +82,12 @@ def draw_attributes(rng: np.random.Generator, held_out: bool = False) -> dict:
 
 
 def is_held_out(a: dict) -> bool:
+    """Whether the attributes ``a`` hold one of the :data:`HELD_OUT` combinations (never trained on)."""
     return any(all(a.get(k) == v for k, v in combo.items()) for combo in HELD_OUT)
 
 
 def onset_rate(a: dict, rng: np.random.Generator) -> float:
+    """Notes a second for the tempo in ``a`` (its bpm, or drawn from the tempo word's range)."""
     if a["tempo"] == "bpm":
         return a["bpm"] / 60.0
     lo, hi = TEMPI[a["tempo"]]

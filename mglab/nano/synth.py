@@ -20,9 +20,9 @@ a frame is (the synthesizer computes its envelope from the strike). A note start
 restart) where the strike flag is set, after a rest, or where the
 instrument changes; a pitch change without a strike is legato (the phase runs on). Everything a frame sounds
 is a function of the frames since its note started, the frame before and the frame after: no phase is
-accumulated from the start of the clip, so a stream decoded from the note's start (:meth:`SynthCodec.
-stream_start`) equals the one-shot decode. Notes attack from silence and fade to silence over 20 ms before the
-next note or a rest, so there are no clicks at frame or note boundaries.
+accumulated from the start of the clip, so a stream decoded from the note's start
+(:meth:`SynthCodec.stream_start`) equals the one-shot decode. Notes attack from silence and fade to silence over
+20 ms before the next note or a rest, so there are no clicks at frame or note boundaries.
 
 The graph is built by :func:`build` (PyTorch, at build time only) and run by ONNX Runtime like any codec.
 """
@@ -53,10 +53,12 @@ def midi_to_token(midi: int) -> int:
 
 
 def token_to_midi(token: int) -> int | None:
+    """The MIDI pitch of a codebook-0 token, or None for a rest."""
     return token + LOWEST_MIDI - 1 if 1 <= token <= PITCHES else None
 
 
 def level_db(level: int) -> float:
+    """The loudness in dB of a dynamics level."""
     return -36.0 + 3.0 * level
 
 

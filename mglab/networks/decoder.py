@@ -109,6 +109,7 @@ class Decoder:
 
     @property
     def providers(self) -> list[str]:
+        """The ONNX Runtime execution providers the decoder's sessions run on."""
         return self.first.providers
 
     def step(self, input_ids: np.ndarray, hidden: np.ndarray, mask: np.ndarray, cache: KVCache | None,

@@ -31,12 +31,15 @@ class KVCache:
 
     @property
     def capacity(self) -> int:
+        """Positions the key arrays hold: the buffer's size in place, the length when concatenating; 0 if empty."""
         return self.key[0].shape[2] if self.key else 0
 
     def keys(self, layer: int) -> np.ndarray:
+        """The filled part of ``layer``'s key cache, ``[H*B, heads, length, head_dim]`` (a view)."""
         return self.key[layer][:, :, :self.length]                   # [H*B, heads, length, head_dim]
 
     def values(self, layer: int) -> np.ndarray:
+        """The filled part of ``layer``'s value cache, ``[H*B, heads, length, head_dim]`` (a view)."""
         return self.value[layer][:, :, :self.length]                 # [H*B, heads, length, head_dim]
 
     @classmethod

@@ -31,6 +31,7 @@ FOUR_BIT = ("q4", "q4f16")          # the variants whose files hold MatMulNBits
 
 
 def check_level(level) -> int | None:
+    """``matmul_accuracy`` checked: None or one of :data:`LEVELS`, else a ValueError."""
     if level is None:
         return None
     if isinstance(level, bool) or level not in LEVELS:

@@ -22,7 +22,7 @@ its duration, and the codec graph, like transformers, decodes and encodes each c
 Examples
 --------
 >>> from mglab.onnx.export import export                                     # doctest: +SKIP
->>> export("path/to/musicgen-checkpoint", "exports/my-musicgen", dtypes=("fp32", "q8"))
+>>> export("path/to/musicgen-checkpoint", "exports/my-musicgen", dtypes=("fp32", "q8"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def _say(message: str) -> None:
 
 
 def check_dtypes(dtypes) -> tuple[str, ...]:
+    """``--dtypes`` (a list or ``"fp32,q8"``) checked; fp32 first, always."""
     dtypes = tuple(dtypes.split(",") if isinstance(dtypes, str) else dtypes)
     bad = [d for d in dtypes if d not in SUFFIXES]
     if bad or not dtypes:
@@ -77,6 +78,7 @@ def source(src) -> Path:
 
 
 def check_out(out, force: bool) -> Path:
+    """OUT as a Path; a non-empty one needs ``force``."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise FileExistsError(f"OUT={str(out)!r} exists and is not empty: pass --force to replace it")
@@ -122,7 +124,7 @@ def _codec_codebooks_per_channel():
 
 def export_onnx(model_dir: Path, onnx_dir: Path) -> None:
     """optimum's export (task ``text-to-audio``), the two decoders merged, the delay graph's axis freed.
-    Stereo checkpoints too (the codec's dummy input fixed for the export: :func:`_codec_codebooks_per_channel`)."""
+    Stereo checkpoints too (the codec's dummy input fixed for the export: ``_codec_codebooks_per_channel``)."""
     from optimum.exporters.onnx import main_export
     from optimum.onnx import merge_decoders
 

@@ -20,6 +20,7 @@ class Unmatched(ValueError):
 
 
 def cache_dir() -> Path:
+    """``$MGLAB_CACHE``, default ``~/.cache/mglab``."""
     return Path(os.environ.get("MGLAB_CACHE", Path.home() / ".cache" / "mglab"))
 
 

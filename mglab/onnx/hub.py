@@ -19,6 +19,7 @@ JSON = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_co
 
 
 def is_repo_id(name: str) -> bool:
+    """Whether ``name`` is a Hub id (``owner/name``) rather than a local path."""
     return bool(REPO_ID.match(name)) and not Path(name).exists()
 
 

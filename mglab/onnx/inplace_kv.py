@@ -18,7 +18,7 @@ Two inputs are added: ``seqlens_k`` int32 ``[H*B]`` (positions before this step)
 positional embedding), it reads ``total_sequence_length - new tokens`` instead.
 
 The matcher is strict: a graph whose attention does not have the expected shape (another exporter, another
-attention implementation) is left as it is, with :class:`Unmatched` saying why, and the decoder runs the
+attention implementation) is left as it is, with :class:`~.Unmatched` saying why, and the decoder runs the
 concatenating graph. For a merged decoder, the ``If``'s cached branch is taken out as a graph of its own.
 """
 
@@ -40,7 +40,7 @@ PASS = ("Identity", "Cast")         # nodes walked through when following a tens
 def with_inplace_cache(src: Path, num_layers: int, num_heads: int, resid: bool = False) -> Path:
     """Path of ``src`` (a with-past or merged decoder) rewritten for an in-place cache, built once; with
     ``resid``, with the residual stream's points too (:mod:`mglab.onnx.residual_graph`). A graph that does not match
-    raises :class:`Unmatched`, remembered next to where the rewrite would be."""
+    raises :class:`~.Unmatched`, remembered next to where the rewrite would be."""
     tag = f"{TAG}-{num_layers}x{num_heads}" + (f"-{residual.TAG}" if resid else "")
     marker = graphs.cached_path(src, tag).with_suffix(".unmatched")
     if marker.is_file():

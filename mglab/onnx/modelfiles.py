@@ -54,6 +54,7 @@ def component_dtypes(dtype) -> dict[str, str]:
 
 
 def is_gabotechs(root: Path) -> bool:
+    """Whether ``root`` has the ``gabotechs/music_gen`` layout (``small/config.json`` beside ``small_fp32/``)."""
     return any((d / "config.json").is_file() and (root / f"{d.name}_fp32").is_dir()
                for d in root.iterdir() if d.is_dir()) if root.is_dir() else False
 

@@ -4,7 +4,7 @@
     python -m mglab.onnx.quantize ...        (the same; ``mglab export`` uses it too)
 
 The recipe is Xenova's (``quantize_config.json`` of ``Xenova/musicgen-small``, run by transformers.js's
-``scripts/quantize.py``); this is our own implementation of it with ONNX Runtime's quantizers:
+``scripts/quantize.py``); this is our own implementation of it with ONNX Runtime's quantizers::
 
     variant  file suffix   how
     fp16     _fp16         float16 weights and activations, float32 inputs and outputs (keep_io_types)
@@ -17,7 +17,7 @@ The recipe is Xenova's (``quantize_config.json`` of ``Xenova/musicgen-small``, r
     q4       _q4           MatMulNBits (block 32, symmetric, accuracy level unset)
     q4f16    _q4f16        q4, then fp16
 
-EnCodec's convolution weights are computed in the graph (weight norm: g * v / |v|); they are constant-folded
+EnCodec's convolution weights are computed in the graph (weight norm: ``g * v / |v|``); they are constant-folded
 first (ONNX Runtime's basic graph optimizations), or the quantizer would leave Conv in float.
 """
 
@@ -126,6 +126,7 @@ def _own_readers_keep_fp16(g) -> None:
 
 
 def q4(model):
+    """The q4 variant: ``MatMulNBits``, block 32, symmetric, accuracy level unset."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     quantizer = MatMulNBitsQuantizer(model, block_size=32, is_symmetric=True, accuracy_level=None)
@@ -134,6 +135,7 @@ def q4(model):
 
 
 def bnb4(model):
+    """The bnb4 variant: ``MatMulBnb4``, nf4, block 64."""
     from onnxruntime.quantization.matmul_bnb4_quantizer import MatMulBnb4Quantizer
 
     quantizer = MatMulBnb4Quantizer(model, quant_type=MatMulBnb4Quantizer.NF4, block_size=64)
@@ -167,6 +169,7 @@ def make(src: Path, variant: str, dst: Path | None = None) -> Path:
 
 
 def main(argv=None) -> None:
+    """``python -m mglab.onnx.quantize GRAPH VARIANT...``: write the variants beside the graph."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("graph", type=Path)
     parser.add_argument("variants", nargs="+", choices=list(VARIANTS))

@@ -23,7 +23,7 @@ How: :func:`rewrite` finds the points by the graph's structure (its ``3 L + 1`` 
 residual ``Add`` that follows each block), makes each an output ``resid.*`` and puts a
 ``Where(edit.*.on, edit.*, value)`` between it and its readers. A step runs once with every ``.on`` false and
 the hooks read the values; when a hook returns a new value, the step runs again with that point replaced,
-and the points after it show the edit's effect (:func:`run_step`). So an edit changes everything downstream
+and the points after it show the edit's effect (:func:`~.run_step`). So an edit changes everything downstream
 at that step (later layers, the logits, the keys and values cached for later steps), as a PyTorch forward
 hook on the same module does. Only runs that hook these points use the rewritten graphs.
 """

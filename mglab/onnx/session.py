@@ -132,9 +132,11 @@ class Session:
 
     @property
     def providers(self) -> list[str]:
+        """The execution providers the session runs on."""
         return self.session.get_providers()
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the graph: inputs by name (cast to the graph's types), outputs by name."""
         feeds = {k: self._cast(k, v) for k, v in feeds.items() if k in self.input_names}
         return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
 
@@ -157,6 +159,7 @@ class Session:
         return Bound(binding, {**arrays, **outputs}, list(values.values()), self)
 
     def run_bound(self, bound: "Bound") -> None:
+        """Run with the inputs and outputs bound by :meth:`bind` (written in place)."""
         self.session.run_with_iobinding(bound.binding)
 
     def _cast(self, name: str, value: np.ndarray) -> np.ndarray:

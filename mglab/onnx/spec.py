@@ -1,4 +1,4 @@
-"""How a model was loaded: a :class:`LoadSpec` records it and :func:`locate` finds its files.
+"""How a model was loaded: a :class:`~mglab.LoadSpec` records it and :func:`~mglab.onnx.spec.locate` finds its files.
 
 A model pickles as its spec, so a process that receives one (a Dask worker, a multiprocessing pool) loads
 its own copy from the same files (``mglab.load(spec)``) instead of receiving sessions it could not use. The
