@@ -108,10 +108,12 @@ class MaskedMusicGen:
 
     @property
     def num_codebooks(self) -> int:
+        """K, the codebooks of a frame."""
         return self.config["num_codebooks"]
 
     @property
     def frame_rate(self) -> float:
+        """Frames per second (the codec's)."""
         return self.codec.sample_rate / self.codec.hop_length
 
     def __reduce__(self):
@@ -283,6 +285,7 @@ class MaskedMusicGen:
     # describing -----------------------------------------------------------------------------------------
     @property
     def providers(self) -> list[str]:
+        """The ONNX Runtime providers the masked LM runs on."""
         return self.lm.providers
 
     def info(self) -> dict:

@@ -53,6 +53,7 @@ class MaskedSettings:
     seed: int | list | None
 
     def to_dict(self) -> dict:
+        """The settings as a Generation records them, ``"decoding": "masked"`` first."""
         return {"decoding": "masked", **asdict(self)}
 
 

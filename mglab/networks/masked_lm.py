@@ -29,6 +29,7 @@ class MaskedLM:
 
     @property
     def providers(self) -> list[str]:
+        """The ONNX Runtime providers the session runs on."""
         return self.session.providers
 
     def logits(self, codes: np.ndarray, hidden: np.ndarray, mask: np.ndarray, stage: int, resid=None) -> np.ndarray:

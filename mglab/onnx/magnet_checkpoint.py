@@ -118,6 +118,8 @@ def text_module(conditioner):
 
 
 def export_text(conditioner, path: Path) -> Path:
+    """``text_encoder.onnx`` from audiocraft's ``T5Conditioner`` (:func:`text_module`): ``input_ids``,
+    ``attention_mask [B, n]`` -> ``encoder_hidden_states [B, n, dim]``, batch and length dynamic."""
     import torch
 
     ids = torch.tensor([[5, 6, 7, 1], [8, 1, 0, 0]])                                              # [B, n]
