@@ -19,16 +19,25 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .core.masked_settings import GENERIC as MASKED_GENERIC
+from .core.masked_settings import MASKED_PARAMS
 from .core.settings import GENERIC, PARAMS
+
+# a masked (MAGNeT) model's own arguments: flags too, said to be for masked models
+MASKED_ONLY = tuple(p for p in MASKED_PARAMS if p.name not in {q.name for q in PARAMS})
 
 TYPES = {"float": float, "int": int}
 
 
 def _add_params(parser: argparse.ArgumentParser) -> None:
-    for p in PARAMS:
+    for p in PARAMS + MASKED_ONLY:
         flag = "--" + p.name.replace("_", "-")
-        help_ = f"{p.help} Allowed: {p.allowed.format(**GENERIC)}".replace("%", "%%")
-        if p.type == "bool":
+        masked = p in MASKED_ONLY
+        help_ = (("Masked (MAGNeT) models: " if masked else "") + f"{p.help} Allowed: "
+                 f"{p.allowed.format(**(MASKED_GENERIC if masked else GENERIC))}").replace("%", "%%")
+        if p.type == "steps":
+            parser.add_argument(flag, type=int, nargs="+", default=None, help=help_)
+        elif p.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
         elif p.type == "seeds":
             parser.add_argument(flag, type=int, nargs="+", default=None, help=help_)
@@ -42,7 +51,7 @@ def _add_params(parser: argparse.ArgumentParser) -> None:
 
 def _params(args) -> dict:
     out = {}
-    for p in PARAMS:
+    for p in PARAMS + MASKED_ONLY:
         value = getattr(args, p.name)
         if p.type == "seeds" and value is not None and len(value) == 1:
             value = value[0]

@@ -148,7 +148,7 @@ class MaskedMusicGen:
             hooks.table.setdefault(name, []).append((record, None))
         progress = kwargs.pop("progress", False)
         if source is not None:
-            start = self._vamp_start(source, mask, prompt, kwargs.pop("sample_rate", None), kwargs)
+            start = self._vamp_start(source, mask, prompt, kwargs.pop("sample_rate", None), kwargs)[:4]
         else:
             start = self._start(prompt, kwargs)
         return self._run(*start, hooks, progress), cache
@@ -172,40 +172,57 @@ class MaskedMusicGen:
             ``codebooks``, ``random``, combined with ``&``, ``|``, ``~``) is resolved for the source.
         prompt : str or list of str, optional
             The text; default the Generation's prompts, else unconditional (the null condition, no guidance).
+        sample_rate : int, optional
+            The rate of ``source`` audio given as an array (default the model's).
+        {params}
+        hooks, hook_steps, progress :
+            As in :meth:`generate`.
+
+        Returns
+        -------
+        Generation
+            An all-False mask returns the source unchanged, with a warning (a Generation source itself; codes or
+            audio in a Generation that holds them as given).
         """
-        start = self._vamp_start(source, mask, prompt, sample_rate, params)
-        if not start[2].any():
+        prompts, s, regenerate, codes, audio = self._vamp_start(source, mask, prompt, sample_rate, params)
+        if not regenerate.any():
             warnings.warn("the mask regenerates nothing: the source is returned unchanged", stacklevel=2)
-            return source if isinstance(source, Generation) else self._finish(start[3], start[0], start[1],
-                                                                               self._hooks.call())
-        return self._run(*start, self._hooks.call(hooks, hook_steps, "hook_steps"), progress)
+            if isinstance(source, Generation):
+                return source
+            return self._finish(codes, prompts, s, self._hooks.call(), audio=audio)   # a Generation holding it
+        return self._run(prompts, s, regenerate, codes, self._hooks.call(hooks, hook_steps, "hook_steps"), progress)
 
     def _start(self, prompt, params):
         prompts = check_prompts(prompt)
         return prompts, resolve(self.config, len(prompts), **params), None, None
 
     def _vamp_start(self, source, mask, prompt, sample_rate, params):
-        """Source codes ``[B, K, T]``, the mask and the prompts, each checked before any model runs."""
-        codes, given = self._source_codes(source, sample_rate)                # [B, K, T]
-        regenerate = self._regenerate(mask, codes.shape)                       # [B, K, T]
+        """The prompts, settings, mask ``[B, K, T]``, source codes ``[B, K, T]`` and the audio given (or None):
+        every argument checked before any network runs (audio is encoded last)."""
+        codes, shape, given, audio = self._source(source, sample_rate)
+        regenerate = self._regenerate(mask, shape)                             # [B, K, T]
         prompts = given if prompt is None else check_prompts(prompt)
         if prompts is not None:
-            prompts = prompts * codes.shape[0] if len(prompts) == 1 else prompts
-            if len(prompts) != codes.shape[0]:
-                raise ValueError(f"prompt has {len(prompts)} entries for {codes.shape[0]} source clips: give one, "
+            prompts = prompts * shape[0] if len(prompts) == 1 else prompts
+            if len(prompts) != shape[0]:
+                raise ValueError(f"prompt has {len(prompts)} entries for {shape[0]} source clips: give one, "
                                  "or one per clip")
-        s = resolve(self.config, codes.shape[0], frames=codes.shape[-1], **params)
-        tail = regenerate[..., codes.shape[-1] // s.span_len * s.span_len:]
+        s = resolve(self.config, shape[0], frames=shape[-1], **params)
+        tail = regenerate[..., shape[-1] // s.span_len * s.span_len:]
         if tail.any():
             warnings.warn(f"the last {tail.shape[-1]} frames are not a whole span of span_len={s.span_len}: MAGNeT "
                           "decodes whole spans, so they are kept as they are", stacklevel=3)
-        return prompts, s, regenerate, codes
+        return prompts, s, regenerate, codes() if callable(codes) else codes, audio
 
-    def _source_codes(self, source, sample_rate):
+    def _source(self, source, sample_rate):
+        """``(codes or a function that encodes them, their shape [B, K, T], the prompts given, the audio given)``,
+        checked: codes of the codec, at most the model's segment (audio: read, checked and resampled, not yet
+        encoded)."""
         k, card = self.num_codebooks, self.config["card"]
-        if isinstance(source, Generation):
-            return np.asarray(source.codes, dtype=np.int64), list(source.prompts)
-        x = source if isinstance(source, (str, Path)) else np.asarray(source)
+        segment = int(self.config["segment_duration"] * self.frame_rate)
+        given = list(source.prompts) if isinstance(source, Generation) else None
+        x = source.codes if isinstance(source, Generation) else source
+        x = x if isinstance(x, (str, Path)) else np.asarray(x)
         if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.integer):
             codes = x.reshape((1,) * (3 - x.ndim) + x.shape) if x.ndim in (2, 3) else None
             if codes is None or codes.shape[1] != k:
@@ -213,16 +230,23 @@ class MaskedMusicGen:
                                  f"[batch, {k}, frames]")
             if ((codes < 0) | (codes >= card)).any():
                 raise ValueError(f"source holds codes outside [0, {card}): they must be codes of the model's codec")
-            return codes.astype(np.int64), None
+            if codes.shape[-1] > segment:
+                raise ValueError(f"source is {codes.shape[-1]} frames long: longer than the model's segment of "
+                                 f"{segment} frames ({self.config['segment_duration']:g} s), all MAGNeT decodes")
+            return codes.astype(np.int64), codes.shape, given, None
         if getattr(self.codec, "encode", None) is None:
             raise ValueError("this model's codec cannot encode audio (no encodec_encode.onnx): give codes or a "
                              "Generation as source")
         audio, rate = continuation.read(x, sample_rate)
-        segment = round(self.config["segment_duration"] * self.frame_rate)
+        seconds = audio.shape[-1] / (rate or self.codec.sample_rate)
+        if -(-round(seconds * self.codec.sample_rate) // self.codec.hop_length) > segment:
+            raise ValueError(f"source audio is {seconds:.2f} s: longer than the model's segment of "
+                             f"{self.config['segment_duration']:g} s, all MAGNeT decodes")
         audio = continuation.check(audio, rate, channels=self.codec.channels, batch=audio.shape[0],
                                    model_rate=self.codec.sample_rate, hop_length=self.codec.hop_length,
-                                   window_frames=segment + 1)
-        return self.codec.encode(audio), None                                  # [B, K, frames]
+                                   window_frames=segment + 1)                  # [B, C, samples] at the model's rate
+        frames = -(-audio.shape[-1] // self.codec.hop_length)                  # what the encoder gives
+        return (lambda: self.codec.encode(audio)), (audio.shape[0], k, frames), None, audio
 
     def _regenerate(self, mask, shape) -> np.ndarray:
         b, k, t = shape
@@ -242,12 +266,16 @@ class MaskedMusicGen:
         zero vector, mask 1); no prompts: the null rows alone."""
         d = self.config["hidden_size"]
         null_hidden, null_mask = np.zeros((batch, 1, d), np.float32), np.ones((batch, 1), np.int64)
-        if prompts is None:
+        if prompts is None or all(p == "" for p in prompts):                  # unconditional: no guidance
             return null_hidden, null_mask, False
         ids, mask = self.text.tokenize(prompts)                                # [B, n]
-        hidden = hooks("text_encoder.hook_hidden", self.text.encode(ids, mask))   # [B, n, d]
+        hidden = self.text.encode(ids, mask)                                   # [B, n, d]
+        empty = np.array([p == "" for p in prompts])                           # audiocraft: "" is no text
+        hidden[empty], mask[empty] = 0, 0
+        hidden = hooks("text_encoder.hook_hidden", hidden)                     # [B, n, d]
         mask = np.array(hooks("text_encoder.hook_mask", mask))                 # [B, n]
-        mask[mask.sum(axis=1) == 0, 0] = 1                                     # a row masked out: attends a zero
+        hidden = hidden * (mask[..., None] > 0)                                # what a hook masked out is gone
+        mask[mask.sum(axis=1) == 0, 0] = 1                                     # no text left: one zero vector
         n = hidden.shape[1]
         pad = lambda x: np.pad(x, [(0, 0), (0, n - 1)] + [(0, 0)] * (x.ndim - 2))   # noqa: E731
         return np.concatenate([hidden, pad(null_hidden)]), np.concatenate([mask, pad(null_mask)]), True
@@ -275,9 +303,10 @@ class MaskedMusicGen:
             codes = np.concatenate([codes, source[..., codes.shape[-1]:]], axis=-1)   # [B, K, T]
         return self._finish(codes, prompts, s, hooks)
 
-    def _finish(self, codes, prompts, s, hooks) -> Generation:
+    def _finish(self, codes, prompts, s, hooks, audio=None) -> Generation:
         codes = hooks("codec.hook_codes", codes)                               # [B, K, T]
-        audio = hooks("codec.hook_audio", decode(self.codec, codes, hooks))    # [B, C, samples]
+        if audio is None:
+            audio = hooks("codec.hook_audio", decode(self.codec, codes, hooks))   # [B, C, samples]
         return Generation(audio=audio, sample_rate=self.codec.sample_rate, codes=codes, tokens=codes.copy(),
                           prompts=list(prompts) if prompts else [""] * codes.shape[0], settings=s.to_dict(),
                           model=self.provenance(), mglab_version=__version__, prompt_frames=0)
@@ -341,3 +370,9 @@ Generation
 """
 MaskedMusicGen.generate.__signature__ = inspect.Signature(
     [_P("self", _P.POSITIONAL_OR_KEYWORD), _P("prompt", _P.POSITIONAL_OR_KEYWORD)] + _PARAMS + _HOOKS)
+MaskedMusicGen.vamp.__doc__ = MaskedMusicGen.vamp.__doc__.replace(
+    "{params}", params_docstring(skip=("duration",)).replace("\n", "\n        "))
+MaskedMusicGen.vamp.__signature__ = inspect.Signature(
+    [_P("self", _P.POSITIONAL_OR_KEYWORD), _P("source", _P.POSITIONAL_OR_KEYWORD),
+     _P("mask", _P.POSITIONAL_OR_KEYWORD), _P("prompt", _P.POSITIONAL_OR_KEYWORD, default=None),
+     _P("sample_rate", _P.KEYWORD_ONLY, default=None)] + [p for p in _PARAMS if p.name != "duration"] + _HOOKS)

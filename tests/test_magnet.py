@@ -274,6 +274,11 @@ def test_mask_builders_check_and_round_as_said():
     with pytest.raises(ValueError, match=r"p=1.5 is not allowed"):
         masks.random(1.5)
     assert masks.inpaint(0.25, 0.25).picture(1, 10, 10) == "0001111000"        # 2.5 frames kept: 3, not 2
+    # VampNet's periodic_mask (vampnet/mask.py): width // 2 frames kept either side of each multiple of period
+    assert masks.periodic(8, 1).picture(1, 20, 50) == "01111111011111110111"
+    assert masks.periodic(8, 2).picture(1, 20, 50) == "00111110001111100011"
+    assert masks.periodic(8, 3).picture(1, 20, 50) == masks.periodic(8, 2).picture(1, 20, 50)
+    assert masks.periodic(8, 0).picture(1, 20, 50) == masks.periodic(8, 1).picture(1, 20, 50)
     assert (masks.random(0.5, seed=1) & masks.random(0.5, seed=2)).resolve(4, 48, 48).mean() < 0.4
 
 
@@ -288,3 +293,26 @@ def test_a_mask_draws_itself():
     cells = {(int(x) // 2, int(y) // 8) for x, y in re.findall(r'<rect x="(\d+)" y="(\d+)"', svg)}
     assert cells == {(t, k) for k, t in zip(*np.nonzero(mask.resolve(4, 300, 50)))}
     assert "inpaint(2, 2)" in mask._repr_html_() and svg in mask._repr_html_()
+
+
+def test_the_sampling_rule_is_audiocrafts():
+    """audiocraft's ``_generate_stage``: top-p when top_p > 0 (whatever top_k is), else top-k, else plain
+    sampling; top-k keeps the k most likely (k = 1: the argmax), top-p the smallest set passing top_p."""
+    from mglab.decoding import masked
+    from mglab.decoding.sampling import make_rngs
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.full(16, 0.3), size=(2, 400))                  # [B, T, V]
+    order = np.argsort(-probs, axis=-1)
+    rank = np.argsort(order, axis=-1)                                         # the rank of each token
+    drawn = lambda **kw: masked._sample(probs, rngs=make_rngs(1, 2), **kw)    # noqa: E731
+    np.testing.assert_array_equal(drawn(top_k=1, top_p=0.0), probs.argmax(-1))
+    top3 = drawn(top_k=3, top_p=0.0)
+    assert (np.take_along_axis(rank, top3[..., None], -1) < 3).all()
+    assert len(np.unique(np.take_along_axis(rank, top3[..., None], -1))) == 3
+    both = drawn(top_k=1, top_p=0.5)                                          # top-p first
+    np.testing.assert_array_equal(both, drawn(top_k=0, top_p=0.5))
+    sorted_p = np.take_along_axis(probs, order, -1)
+    allowed = (np.cumsum(sorted_p, -1) - sorted_p) <= 0.5                    # [B, T, V] by rank
+    assert np.take_along_axis(allowed, np.take_along_axis(rank, both[..., None], -1), -1).all()
+    assert (both != probs.argmax(-1)).any()

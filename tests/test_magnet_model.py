@@ -50,11 +50,11 @@ def test_the_export_is_the_committed_layout_and_uses_every_tensor(tmp_path, refe
     from mglab.cli import main
 
     out = tmp_path / "out"
-    assert main(["export", str(CKPT), str(out), "--dtypes", "fp32"]) == 0
-    for name in ("masked_lm", "text_encoder"):
-        a, b = onnx.load(out / "onnx" / f"{name}.onnx"), onnx.load(TINY / "onnx" / f"{name}.onnx")
-        assert [numpy_helper.to_array(t).tobytes() for t in a.graph.initializer] == \
-            [numpy_helper.to_array(t).tobytes() for t in b.graph.initializer], name
+    assert main(["export", str(CKPT), str(out)]) == 0                      # fp32 and q8, as committed
+    written = sorted(p.name for p in (out / "onnx").iterdir())
+    assert written == sorted(p.name for p in (TINY / "onnx").iterdir()) and len(written) == 7
+    for name in written:                                                   # graphs and weights, every variant
+        assert (out / "onnx" / name).read_bytes() == (TINY / "onnx" / name).read_bytes(), name
     assert (out / "config.json").read_text() == (TINY / "config.json").read_text()
     inits = [numpy_helper.to_array(t) for n in ("masked_lm", "text_encoder")
              for t in onnx.load(TINY / "onnx" / f"{n}.onnx").graph.initializer]
@@ -180,6 +180,11 @@ def test_hooks_see_each_iteration_and_edits_count(model):
             assert seen[i, 0, stage + 1:].all() and not seen[i, 0, :stage].any()
             i += 1
 
+    calls = []
+    with model.hooks([("masked.hook_mask", lambda v, hook: calls.append((hook.step, hook.layer)))]):
+        model.generate("lofi piano", seed=0, decoding_steps=STEPS)
+    assert calls == [(i, stage) for i, stage in enumerate(np.repeat(np.arange(4), STEPS))]
+
     def ban(logits, hook):
         logits[..., 7] = -np.inf
 
@@ -187,6 +192,13 @@ def test_hooks_see_each_iteration_and_edits_count(model):
         banned = model.generate("lofi piano", seed=0, decoding_steps=STEPS)
     assert not (banned.codes == 7).any()
     assert (model.generate("lofi piano", seed=0, decoding_steps=STEPS).codes == 7).any()
+
+    def force(codes, hook):                                # after stage 0's last iteration: codebook 0 set
+        if hook.step == STEPS[0] - 1:
+            codes[:, 0] = 5
+    with model.hooks([("masked.hook_tokens", force)]):
+        forced = model.generate("lofi piano", seed=0, decoding_steps=STEPS)
+    assert (forced.codes[:, 0] == 5).all() and (forced.codes[:, 1:] != 5).any()
 
 
 def test_vamp_keeps_what_the_mask_keeps_from_codes_audio_and_generations(model):
@@ -221,12 +233,23 @@ def test_vamp_keeps_what_the_mask_keeps_from_codes_audio_and_generations(model):
     (lambda m: m.vamp(np.full((4, 48), 128), np.ones((4, 48), dtype=bool)), "outside"),
     (lambda m: m.vamp(np.zeros((4, 48), dtype=np.int64), np.ones((4, 48), dtype=bool), duration=1.0), "duration"),
     (lambda m: mglab.load(TINY, kv_cache="concat"), "kv_cache"),
+    (lambda m: m.generate("x", duration=0.01), "duration"),
+    (lambda m: m.vamp(np.zeros((4, 51), dtype=np.int64), np.ones((4, 51), dtype=bool)), "segment"),
+    (lambda m: m.vamp(np.zeros(32000, np.float32), np.ones((4, 47), dtype=bool)), "does not fit"),
+    (lambda m: m.vamp(np.zeros(32000, np.float32), mglab.masks.inpaint(0.2, 0.2), decoding_steps=[1, 0, 1, 1]),
+     "decoding_steps"),
+    (lambda m: m.vamp(np.zeros(40000, np.float32), mglab.masks.inpaint(0.2, 0.2)), "segment"),
+    (lambda m: m.vamp(mglab.Generation(audio=np.zeros((1, 1, 640)), sample_rate=32000, tokens=None, prompts=["x"],
+                                       codes=np.full((1, 4, 48), 200)), mglab.masks.inpaint(0.2, 0.2)), "outside"),
+    (lambda m: m.vamp(mglab.Generation(audio=np.zeros((1, 1, 640)), sample_rate=32000, tokens=None, prompts=["x"],
+                                       codes=np.zeros((1, 3, 48), np.int64)), mglab.masks.inpaint(0.2, 0.2)), "shape"),
 ])
 def test_bad_input_is_refused_before_any_model_call(model, call, message, monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("the model ran")
 
-    monkeypatch.setattr(model.lm, "logits", never)
+    for part, name in ((model.lm, "logits"), (model.text, "encode"), (model.codec, "encode")):
+        monkeypatch.setattr(part, name, never)
     with pytest.raises((TypeError, ValueError), match=message):
         call(model)
 
@@ -276,3 +299,24 @@ def test_residual_stream_points_equal_pytorch_hooks_and_edits_act(model, referen
                                       hooks=[("decoder.layers.0.hook_resid_post", lambda v, h: v + vector)])
     assert np.abs(steered["masked.hook_logits"][0, 0] - guided(edited)).max() <= 1e-3
     assert np.abs(guided(edited) - guided(plain)).max() > 1e-2                # the edit matters
+
+
+def test_no_text_is_the_null_condition_however_it_comes(model):
+    """audiocraft's empty text is no text: an unconditional vamp, a re-vamp of its result (prompts [""]) and a
+    prompt whose mask a hook zeroes all decode as the null condition alone (unguided), token for token."""
+    everything = np.ones((4, 48), dtype=bool)
+    start = np.zeros((1, 4, 48), dtype=np.int64)
+    alone = model.vamp(start, everything, seed=3, decoding_steps=STEPS)                  # no prompt at all
+    assert alone.prompts == [""]
+    again = model.vamp(alone, everything, seed=3, decoding_steps=STEPS)                  # prompts [""]: no text
+    np.testing.assert_array_equal(again.codes, alone.codes)
+    with model.hooks([("text_encoder.hook_mask", lambda m, hook: np.zeros_like(m))]):
+        muted = model.generate("lofi piano", seed=3, decoding_steps=STEPS)
+    np.testing.assert_array_equal(muted.codes, alone.codes)
+    assert (model.generate("lofi piano", seed=3, decoding_steps=STEPS).codes != alone.codes).any()
+
+
+def test_duration_counts_frames_as_audiocraft():
+    """``int(duration * frame_rate)`` frames (audiocraft's genmodel), cut to whole spans: 0.35 s = 17 -> 15."""
+    model = mglab.load(TINY)
+    assert model.generate("x", duration=0.35, decoding_steps=[2, 1, 1, 1], seed=0).codes.shape == (1, 4, 15)

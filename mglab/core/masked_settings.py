@@ -1,8 +1,9 @@
 """The generation parameters of a masked (MAGNeT) model, declared once, as :data:`mglab.core.settings.PARAMS`
 does for MusicGen: ``MaskedMusicGen.generate``'s and ``vamp``'s signature and docstring and the checks in
-:func:`resolve` are made from :data:`MASKED_PARAMS`. Defaults come from the model's ``config.json``
-(``"generation"``: MAGNeT's ``set_generation_params`` defaults). An argument of autoregressive decoding only
-(``guidance_scale``, ``max_new_tokens``, ``window``, ...) is a ``TypeError`` that says so.
+:func:`mglab.core.masked_settings.resolve` are made from :data:`mglab.core.masked_settings.MASKED_PARAMS`.
+Defaults come from the model's ``config.json`` (``"generation"``: MAGNeT's ``set_generation_params`` defaults).
+An argument of autoregressive decoding only (``guidance_scale``, ``max_new_tokens``, ``window``, ...) is a
+``TypeError`` that says so.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from .settings import Param, _seeds, check_integer, check_number
 
 MASKED_PARAMS = (
     Param("duration", "float", "a number of seconds > 0 and <= the model's segment ({segment} s)",
-          "Seconds of audio: ``round(duration * frame_rate)`` frames cut to a multiple of ``span_len`` (as "
-          "audiocraft's MAGNeT cuts them). Default: the model's segment."),
+          "Seconds of audio: ``int(duration * frame_rate)`` frames cut to a multiple of ``span_len`` (as "
+          "audiocraft's MAGNeT counts and cuts them). Default: the model's segment."),
     Param("decoding_steps", "steps", "a list of {codebooks} integers >= 1, one per codebook",
           "Iterations of each stage (codebook); MAGNeT's default [20, 10, 10, 10]."),
     Param("temperature", "float", "a finite number >= 0",
-          "The first iteration's temperature, annealed as ``temperature * steps_left / n`` (floor 0.01)."),
+          "Annealed: iteration i of a stage of n uses ``temperature * (n - 1 - i) / n`` (floor 0.01)."),
     Param("top_k", "int", "an integer in [0, {vocab}] (0 turns top-k off)",
           "Keep the k most likely tokens; used when ``top_p`` is 0."),
     Param("top_p", "float", "a number in [0, 1] (0 turns top-p off)",
@@ -35,7 +36,7 @@ MASKED_PARAMS = (
 )
 MASKED_NAMES = tuple(p.name for p in MASKED_PARAMS)
 BY_NAME = {p.name: p for p in MASKED_PARAMS}
-GENERIC = dict(segment="segment", codebooks="K", vocab="card", batch="one per prompt")
+GENERIC = dict(segment="segment", codebooks="K", vocab="card", batch="the batch")
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,9 @@ def resolve(config: dict, batch: int, frames: int | None = None, **kw) -> Masked
     if frames is None:
         duration = segment if duration is None else duration
         check_number("duration", duration, allowed("duration"), lambda v: 0 < v <= segment)
-        frames = round(duration * fr)
+        frames = int(duration * fr)                           # audiocraft: int(duration * frame_rate)
+        if frames < 1:
+            raise ValueError(f"duration={duration!r} is too short: it must give at least 1 frame (>= {1 / fr:g} s)")
     elif duration is not None:
         raise TypeError("duration is given by the source of a vamp: leave it out")
     steps = kw.get("decoding_steps")
@@ -108,12 +111,12 @@ def resolve(config: dict, batch: int, frames: int | None = None, **kw) -> Masked
                           seed=seed)
 
 
-def docstring() -> str:
-    """The numpydoc lines of :data:`MASKED_PARAMS`."""
+def docstring(skip=()) -> str:
+    """The numpydoc lines of :data:`MASKED_PARAMS` (but ``skip``)."""
     import textwrap
 
     lines = []
-    for p in MASKED_PARAMS:
+    for p in (p for p in MASKED_PARAMS if p.name not in skip):
         kind = {"seeds": "int or list of int", "steps": "list of int"}.get(p.type, p.type)
         lines.append(f"{p.name} : {kind}, optional")
         lines += textwrap.wrap(f"{p.help} Allowed: {p.allowed.format(**GENERIC)}.", 106,

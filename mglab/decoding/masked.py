@@ -61,7 +61,8 @@ def no_hooks(name, value, step=None, layer=None):
 
 def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int, span_len: int,
                  temperature: float, top_k: int, top_p: float, max_cfg_coef: float, min_cfg_coef: float,
-                 guided: bool = True, keep: np.ndarray | None = None, hooks=no_hooks, step0: int = 0) -> np.ndarray:
+                 guided: bool = True, keep: np.ndarray | None = None, hooks=no_hooks, step0: int = 0,
+                 on_step=None) -> np.ndarray:
     """Decode codebook ``stage`` of ``codes [B, K, T]`` (T a multiple of ``span_len``) in ``n`` iterations.
 
     ``run(codes [R, K, T], stage, step) -> logits [R, K, T, card]``; with ``guided`` the rows are the conditional
@@ -69,7 +70,7 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
     what a vamp keeps); a span wholly kept is never masked, the others share the schedule (audiocraft's prompt).
     ``hooks(name, value, step, layer)`` fires the ``masked.*`` points at each iteration (``step0 + i``, layer =
     ``stage``): the mask the model sees, the guided logits ``[B, K, T, V]`` (editable), the span scores and the
-    codes after the iteration.
+    codes after the iteration. ``on_step(1)`` is told each iteration as it ends (a progress bar).
     """
     codes = codes.copy()                                                       # [B, K, T]
     b, _, t = codes.shape
@@ -79,6 +80,8 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
     kept_spans = keep.reshape(b, spans, span_len).all(axis=-1)                 # [B, spans]
     to_make = spans - kept_spans.sum(axis=1)                                   # [B]
     if not to_make.any():
+        if on_step is not None:
+            on_step(n)                                                         # nothing to do: skipped
         return codes
     current = np.where(keep, given, card)                                      # [B, T]: the stage's codebook
     scores = np.where(kept_spans, np.float32(KEEP), np.float32(0)).astype(np.float32)   # [B, spans]
@@ -113,6 +116,8 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
         scores = hooks("masked.hook_scores", scores, step, stage)              # [B, spans]
         codes = hooks("masked.hook_tokens", codes, step, stage)                # [B, K, T]
         current = codes[:, stage].copy()                                       # an edit counts from here on
+        if on_step is not None:
+            on_step(1)
     return codes
 
 
@@ -126,7 +131,7 @@ def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: in
     With ``source [B, K, frames]`` and ``regenerate`` (bool ``[K, frames]`` or ``[B, K, frames]``): the positions
     marked are decoded anew, every other code of ``source`` is kept exactly (VampNet's vamping; a prefix is
     audiocraft's prompt). Every argument is checked before the model runs. ``hooks`` as in
-    :func:`decode_stage`; ``on_step(n)`` is told the iterations of each stage as it ends (a progress bar).
+    :func:`decode_stage`; ``on_step(n)`` is told the iterations as they end (a progress bar).
     """
     check(batch, frames, rngs, num_codebooks=num_codebooks, card=card, span_len=span_len,
           decoding_steps=decoding_steps, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -156,10 +161,8 @@ def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: in
     for stage, n in enumerate(decoding_steps):
         codes = decode_stage(run, codes, stage, n, rngs, card=card, span_len=span_len, temperature=temperature,
                              top_k=top_k, top_p=top_p, max_cfg_coef=max_cfg_coef, min_cfg_coef=min_cfg_coef,
-                             guided=guided, keep=~regenerate[:, stage], hooks=hooks, step0=step0)
+                             guided=guided, keep=~regenerate[:, stage], hooks=hooks, step0=step0, on_step=on_step)
         step0 += n
-        if on_step is not None:
-            on_step(n)
     return codes
 
 

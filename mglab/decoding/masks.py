@@ -1,8 +1,8 @@
 """Which codes a vamp regenerates: mask builders as in VampNet's ``mask.py``, combined with ``&``, ``|`` and ``~``.
 
 A mask is True where a code is decoded anew and False where the source's code is kept. Builders describe a mask
-without knowing the clip; :meth:`Mask.resolve` makes the bool array for ``K`` codebooks of ``T`` frames at a
-frame rate. For K = 4, T = 12 at 4 frames a second (1 = regenerate)::
+without knowing the clip; :meth:`mglab.decoding.masks.Mask.resolve` makes the bool array for ``K`` codebooks of
+``T`` frames at a frame rate. For K = 4, T = 12 at 4 frames a second (1 = regenerate)::
 
     inpaint(1, 1)        periodic(4, 1)        codebooks(2)          inpaint(1, 1) & periodic(4, 1)
     0000 1111 0000       0111 0111 0111        0000 0000 0000        0000 0111 0000
@@ -10,9 +10,9 @@ frame rate. For K = 4, T = 12 at 4 frames a second (1 = regenerate)::
     0000 1111 0000       0111 0111 0111        1111 1111 1111        0000 0111 0000
     0000 1111 0000       0111 0111 0111        1111 1111 1111        0000 0111 0000
 
-``periodic(period, width)`` keeps ``width`` frames every ``period`` (VampNet's rhythmic prompt), ``inpaint(prefix,
-suffix)`` keeps the first ``prefix`` and last ``suffix`` seconds, ``codebooks(k)`` regenerates codebooks ``>= k``
-(keeps the coarse ones), ``random(p, seed)`` each code with probability ``p``.
+``periodic(period, width)`` keeps the frames around every ``period``-th (VampNet's rhythmic prompt),
+``inpaint(prefix, suffix)`` keeps the first ``prefix`` and last ``suffix`` seconds, ``codebooks(k)`` regenerates
+codebooks ``>= k`` (keeps the coarse ones), ``random(p, seed)`` each code with probability ``p``.
 """
 
 from __future__ import annotations
@@ -93,10 +93,18 @@ def inpaint(prefix: float, suffix: float) -> Mask:
 
 
 def periodic(period: int, width: int = 1) -> Mask:
-    """Keep ``width`` frames every ``period`` frames (from frame 0), regenerate the rest."""
+    """Keep the frames around every ``period``-th frame (from frame 0), regenerate the rest: VampNet's
+    ``periodic_mask``, which keeps ``width // 2`` frames either side of each multiple of ``period`` (so an even
+    ``width`` keeps ``width + 1`` frames, and ``width`` 0 and 1 keep the one frame)."""
     _check("period", period, 1, "an integer >= 1", integer=True)
     _check("width", width, 0, "an integer >= 0", integer=True)
-    return Mask(lambda k, t, rate: np.arange(t) % int(period) >= int(width), f"periodic({period}, {width})")
+
+    def make(k, t, rate):
+        keep = np.zeros(t, dtype=bool)                                        # [T]
+        for j in range(0, t, int(period)):
+            keep[max(0, j - int(width) // 2): j + int(width) // 2 + 1] = True
+        return ~keep
+    return Mask(make, f"periodic({period}, {width})")
 
 
 def codebooks(first: int) -> Mask:

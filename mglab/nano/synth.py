@@ -160,7 +160,7 @@ def build_for_export(path: Path) -> dict:
     export`` of a checkpoint whose codec is ``mglab:nano-synth``: :mod:`mglab.onnx.magnet_checkpoint`)."""
     build(path)
     return {"mglab_codec": "synth", "sample_rate": SAMPLE_RATE, "hop_length": HOP, "audio_channels": 1,
-            "codebook_size": VOCAB}
+            "codebook_size": VOCAB, "num_codebooks": K}
 
 
 def _module_class():

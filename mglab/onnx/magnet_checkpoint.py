@@ -91,11 +91,16 @@ def build_lm(src: Path, pkg: dict, frame_rate: int):
 
 
 def _check_conditioning(cfg) -> None:
-    conditioners = dict(cfg.conditioners)
+    """MAGNeT's conditioning or a clear error: one T5 text conditioner, its text not normalized (spacy), fused by
+    cross-attention without a positional embedding."""
+    conditioners = {k: v for k, v in dict(cfg.conditioners).items() if k != "args"}   # args: the builder's own
     fuser = cfg.fuser
-    if set(conditioners) != {"description"} or conditioners["description"]["model"] != "t5":
+    if set(conditioners) != {"description"} or conditioners["description"].get("model") != "t5":
         raise NotImplementedError(f"mglab export reads MAGNeT's one T5 text conditioner ('description'); this "
-                                  f"checkpoint has {[(k, v['model']) for k, v in conditioners.items()]}")
+                                  f"checkpoint has {[(k, v.get('model')) for k, v in conditioners.items()]}")
+    if conditioners["description"].get("t5", {}).get("normalize_text", False):
+        raise NotImplementedError("this checkpoint's T5 conditioner normalizes text with spacy (normalize_text): "
+                                  "mglab's tokenizer.json cannot do that")
     if list(fuser.cross) != ["description"] or fuser.get("cross_attention_pos_emb", False):
         raise NotImplementedError("mglab export needs the text fused by cross-attention without a positional "
                                   f"embedding, as MAGNeT's; this checkpoint's fuser: {dict(fuser)}")
@@ -172,8 +177,9 @@ def export_codec(src: Path, name: str, onnx_dir: Path, codecs: dict) -> dict:
     hop = 1
     for r in c.upsampling_ratios:
         hop *= r
+    k = encodec.quantizer.get_num_quantizers_for_bandwidth(c.target_bandwidths[-1])
     return {"mglab_codec": "encodec", "sample_rate": c.sampling_rate, "hop_length": hop,
-            "audio_channels": c.audio_channels, "codebook_size": c.codebook_size}
+            "audio_channels": c.audio_channels, "codebook_size": c.codebook_size, "num_codebooks": int(k)}
 
 
 def config(cfg, lm, codec: dict, source: str) -> dict:
@@ -209,8 +215,9 @@ def export(src, out, dtypes=("fp32", "q8"), force: bool = False, codecs: dict | 
         common._say(f"codec {codec_pkg['pretrained']}")
         codec = export_codec(src, codec_pkg["pretrained"], stage / "onnx", codecs)
         lm, cfg = build_lm(src, pkg, round(codec["sample_rate"] / codec["hop_length"]))
-        if lm.card != codec["codebook_size"]:
-            raise ValueError(f"the LM's card {lm.card} is not the codec's codebook size {codec['codebook_size']}")
+        if (lm.card, lm.num_codebooks) != (codec["codebook_size"], codec["num_codebooks"]):
+            raise ValueError(f"the LM predicts {lm.num_codebooks} codebooks of {lm.card}; the codec has "
+                             f"{codec['num_codebooks']} of {codec['codebook_size']}")
         common._say("masked_lm.onnx")
         export_masked_lm(lm, stage / "onnx" / "masked_lm.onnx")
         conditioner = lm.condition_provider.conditioners["description"]
