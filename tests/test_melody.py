@@ -202,3 +202,21 @@ def test_bad_input_is_a_clear_error_before_any_model_runs(melody, kwargs, match)
     finally:
         del m.decoder.first.run
     assert not calls
+
+
+def test_stereo_melody_equals_transformers(tmp_path):
+    """``--stereo --melody``: 8 codebooks interleaved, two channels; tokens and audio as transformers."""
+    from transformers import MusicgenMelodyForConditionalGeneration
+
+    import mglab
+
+    out = tmp_path / "tiny-stereo-melody"
+    build(out, melody=True, stereo=True, variants=((), ()))
+    m = mglab.load(out)
+    tm = fixed(MusicgenMelodyForConditionalGeneration.from_pretrained(out / "pytorch").eval())
+    ours = m.generate(PROMPTS, melody=MELODIES, max_new_tokens=16, do_sample=False, guidance_scale=3.0)
+    audio, tokens = reference(tm, m, PROMPTS, MELODIES, max_new_tokens=16, do_sample=False, guidance_scale=3.0)
+    assert ours.tokens.shape == tokens.shape and tokens.shape[1] == 8
+    np.testing.assert_array_equal(ours.tokens, tokens)
+    assert ours.audio.shape == audio.shape == (2, 2, ours.codes.shape[-1] * 640)
+    assert np.abs(ours.audio - audio).max() <= 1e-4
