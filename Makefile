@@ -22,9 +22,17 @@ AUDIOCRAFT := audiocraft==1.3.0 einops==0.8.2 flashy==0.0.2 colorlog==6.12.0 hyd
 	antlr4-python3-runtime==4.9.3 julius==0.2.8 num2words==0.5.14 docopt==0.6.2 torchmetrics==1.9.0 \
 	lightning-utilities==0.15.3 encodec==0.1.1 av==18.1.0 sentencepiece==0.2.3
 
+# torchaudio 2.11 (transformers' MusicgenMelodyFeatureExtractor, the chroma tests' reference) pins its own torch and
+# cannot load its compiled library beside ours: installed without dependencies and with its .so files removed, it
+# imports as pure Python (its loader takes a missing library as "no extension") and its Spectrogram and resample
+# work. Test-only.
+TORCHAUDIO := torchaudio==2.11.0
+
 $(VENV)/.test: pyproject.toml Makefile | $(PY)
 	$(PIP) install -q -e ".[notebooks,reference,dev,docs]"
 	$(PIP) install -q --no-deps $(AUDIOCRAFT)
+	$(PIP) install -q --no-deps $(TORCHAUDIO)
+	rm -f $$($(PY) -c "import importlib.util as u, pathlib as p; print(p.Path(u.find_spec('torchaudio').origin).parent / 'lib')")/*.so
 	$(PY) -m ipykernel install --prefix $(VENV) --name python3 >/dev/null
 	touch $@ $(VENV)/.notebooks
 

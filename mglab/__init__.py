@@ -4,7 +4,8 @@ The public API is flat (``mglab.load``, ``mglab.MusicGen``, ``mglab.Generation``
 ``mglab.steer``, ...); the code lives in rooms whose names are the architecture. Imports run downward only
 (``tests/test_layout.py`` checks it)::
 
-    mglab/              model.py (load, MusicGen), masked_model.py (MaskedMusicGen: MAGNeT), generation.py,
+    mglab/              model.py (load, MusicGen), masked_model.py (MaskedMusicGen: MAGNeT), melody_model.py
+                        (MelodyMusicGen: MusicGen-Melody), generation.py,
                         sweeps.py, cli.py: the facade
       inspect/          looking inside: activation cache, interventions, logit lens, plots, explorer, reports
       nano/             the synthetic world of the nano model: synthesizer codec, corpus
@@ -31,13 +32,15 @@ from .generation import Generation
 from .inspect.activation_cache import ActivationCache
 from .inspect.interventions import logit_lens, mean_residual, patch, patching_map, steer, steering_vector
 from .masked_model import MaskedMusicGen
+from .melody_model import MelodyMusicGen
 from .model import MusicGen, load
 from .networks.codec import Codec
 from .onnx.spec import LoadSpec
 from .sweeps import sweep, sweep_cache
 from .version import __version__
 
-__all__ = ["ActivationCache", "Codec", "Generation", "Hook", "HookRegistry", "LoadSpec", "MaskedMusicGen", "MusicGen",
+__all__ = ["ActivationCache", "Codec", "Generation", "Hook", "HookRegistry", "LoadSpec", "MaskedMusicGen",
+           "MelodyMusicGen", "MusicGen",
            "load", "masks",
            "logit_lens", "mean_residual", "patch", "patching_map", "steer", "steering_vector", "sweep",
            "sweep_cache", "__version__"]

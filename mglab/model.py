@@ -45,6 +45,8 @@ from .version import __version__
 
 STREAM_TOLERANCE = streaming.STREAM_TOLERANCE
 READ_FILES = ("config.json", "generation_config.json", "tokenizer.json")     # what load reads beside the graphs
+# (claims(folder) -> bool, load(spec)): other layouts; masked (config.json: "decoding": "masked"), melody_model.py's
+OTHER_LOADERS = [(is_masked, load_masked)]
 
 
 def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: str | None = None,
@@ -115,8 +117,9 @@ def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: s
     spec = LoadSpec(str(path), dtype=dtype, decoder=decoder, providers=providers, device=device, size=size,
                     revision=revision, local_files_only=local_files_only, cache_dir=cache_dir,
                     kv_cache=kv_cache, matmul_accuracy=matmul_accuracy)
-    if is_masked(Path(path).expanduser()):                    # config.json says "decoding": "masked"
-        return load_masked(spec)
+    other = [load for claims, load in OTHER_LOADERS if claims(Path(path).expanduser())]
+    if other:
+        return other[0](spec)
     found, layout, dtypes, providers = locate(spec)
     root = found.config_dir
     generation_config = read_json(root / "generation_config.json")
@@ -139,8 +142,7 @@ def load(path, *, dtype="fp32", decoder: str = "auto", providers=None, device: s
     return model
 
 
-def _check_codebooks(config: MusicGenConfig, codec: Codec) -> None:
-    """The config must describe the graphs: codebooks agree, or a clear error now."""
+def _check_codebooks(config: MusicGenConfig, codec: Codec) -> None:     # the config must describe the graphs
     if codec.num_codebooks is not None and codec.num_codebooks != config.num_codebooks:
         raise ValueError(f"config.json says {config.num_codebooks} codebooks but encodec_decode takes "
                          f"{codec.num_codebooks // codec.channels}")

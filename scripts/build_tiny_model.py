@@ -24,6 +24,9 @@ Needs the ``reference`` extra (torch, transformers, optimum-onnx). Rebuild with:
 
 ``--stereo`` builds the stereo variant (8 codebooks, left/right interleaved, 2 channels, as
 ``musicgen-stereo-*``; the tests build it into a temporary folder, ``--no-variants``: fp32 only).
+``--melody`` builds a tiny random ``MusicgenMelodyForConditionalGeneration`` (the text encoder 24 wide, so the
+text projection is there; chroma_length 235 as the public checkpoints) and exports it with ``mglab export``'s
+torch.onnx route (:mod:`mglab.onnx.export_melody`), fp32 and q8; with ``--stereo`` the stereo melody variant.
 ``--gabotechs DIR`` also lays the model out like ``gabotechs/music_gen`` (the tests build that copy themselves
 rather than commit a second set of graphs).
 """
@@ -38,7 +41,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mglab.onnx.export import export_encoder, export_onnx  # noqa: E402
+from mglab.onnx import export_melody  # noqa: E402
+from mglab.onnx.export import export_encoder, export_onnx, tokenizer_files  # noqa: E402
 from mglab.onnx.quantize import make as make_variant  # noqa: E402
 
 CORPUS = [
@@ -82,7 +86,7 @@ TINY = dict(
 )
 
 
-def build_torch_model(text_vocab: int, seed: int, sizes: dict = TINY, stereo: bool = False):
+def build_torch_model(text_vocab: int, seed: int, sizes: dict = TINY, stereo: bool = False, melody: bool = False):
     import torch
     from transformers import (
         EncodecConfig,
@@ -93,8 +97,8 @@ def build_torch_model(text_vocab: int, seed: int, sizes: dict = TINY, stereo: bo
     )
 
     torch.manual_seed(seed)
-    text = T5Config(vocab_size=text_vocab, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-                    **sizes["text"])
+    text_sizes = {**sizes["text"], "d_model": 24} if melody else sizes["text"]    # melody: a text projection
+    text = T5Config(vocab_size=text_vocab, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, **text_sizes)
     audio = EncodecConfig(sampling_rate=32000, audio_channels=1, upsampling_ratios=[8, 5, 4, 4],
                           use_causal_conv=False, normalize=False, pad_mode="reflect", norm_type="weight_norm",
                           **sizes["audio"])
@@ -104,9 +108,12 @@ def build_torch_model(text_vocab: int, seed: int, sizes: dict = TINY, stereo: bo
                                     max_position_embeddings=2048, pad_token_id=vocab, bos_token_id=vocab,
                                     **sizes["decoder"])
     assert audio.num_quantizers * decoder.audio_channels == decoder.num_codebooks
-    config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(),
-                            decoder=decoder.to_dict())
-    model = MusicgenForConditionalGeneration(config).eval()
+    if melody:
+        model = _melody_model(text, audio, decoder)
+    else:
+        config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(),
+                                decoder=decoder.to_dict())
+        model = MusicgenForConditionalGeneration(config).eval()
     # transformers starts EnCodec codebooks at zero: then the audio would not depend on the codes.
     with torch.no_grad():
         for layer in model.audio_encoder.quantizer.layers:
@@ -117,6 +124,33 @@ def build_torch_model(text_vocab: int, seed: int, sizes: dict = TINY, stereo: bo
     gen = model.generation_config
     gen.do_sample, gen.guidance_scale, gen.max_length = True, 3.0, sizes["max_length"]
     gen.pad_token_id = gen.decoder_start_token_id = gen.bos_token_id = vocab
+    return model
+
+
+def _melody_model(text, audio, decoder):
+    import torch
+    from transformers import (
+        MusicgenMelodyConfig,
+        MusicgenMelodyDecoderConfig,
+        MusicgenMelodyForConditionalGeneration,
+    )
+
+    decoder = MusicgenMelodyDecoderConfig(**{k: v for k, v in decoder.to_dict().items()
+                                             if k not in ("model_type", "architectures", "transformers_version")})
+    config = MusicgenMelodyConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(),
+                                  decoder=decoder.to_dict(), num_chroma=12, chroma_length=235)
+    model = MusicgenMelodyForConditionalGeneration(config).eval()
+    # At transformers' initial scale (std 0.02) the prefix is drowned by the sinusoidal positions (~1): the
+    # random model would ignore its condition and a parity test would prove little. Louder projections and
+    # sharper, louder attention make text and melody change the tokens.
+    with torch.no_grad():
+        model.audio_enc_to_dec_proj.weight.normal_(0.0, 2.0)
+        model.enc_to_dec_proj.weight.normal_(0.0, 2.0 / text.d_model ** 0.5)
+        for layer in model.decoder.model.decoder.layers:
+            layer.self_attn.q_proj.weight.mul_(20.0)
+            layer.self_attn.k_proj.weight.mul_(20.0)
+            layer.self_attn.v_proj.weight.mul_(10.0)
+            layer.self_attn.out_proj.weight.mul_(10.0)
     return model
 
 
@@ -159,10 +193,11 @@ def gabotechs_copy(src: Path, dst: Path, size: str = "small") -> None:
 
 
 def build(out: Path, *, seed: int = 0, sizes: dict = TINY, text_vocab: int | None = None,
-          variants: tuple = (EVERY, MERGED), stereo: bool = False) -> None:
-    """Build, export, merge, quantize and lay out one model at ``out`` (replaced whole at the end)."""
+          variants: tuple = (EVERY, MERGED), stereo: bool = False, melody: bool = False) -> None:
+    """Build, export, merge, quantize and lay out one model at ``out`` (replaced whole at the end). A melody
+    model is exported by ``mglab export``'s torch.onnx route, fp32 and (if ``variants`` names any) q8."""
     tok = build_tokenizer(vocab_size=128)
-    model = build_torch_model(text_vocab or tok.get_vocab_size(), seed, sizes, stereo=stereo)
+    model = build_torch_model(text_vocab or tok.get_vocab_size(), seed, sizes, stereo=stereo, melody=melody)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
@@ -172,6 +207,12 @@ def build(out: Path, *, seed: int = 0, sizes: dict = TINY, text_vocab: int | Non
         model.save_pretrained(stage / "pytorch")
         del model
         tok.save(str(stage / "pytorch" / "tokenizer.json"))
+        if melody:
+            dtypes = ("fp32", "q8") if any(variants) else ("fp32",)
+            export_encoder(export_melody.export_to(stage / "pytorch", stage, dtypes, print).audio_encoder,
+                           stage / "onnx" / "encodec_encode.onnx")
+            tokenizer_files(stage / "pytorch", stage)
+            return _replace(stage, out)
         export_onnx(stage / "pytorch", tmp / "export")
         export_encoder(model_for_encoder(stage / "pytorch"), stage / "onnx" / "encodec_encode.onnx")
         for f in (tmp / "export").iterdir():
@@ -184,9 +225,13 @@ def build(out: Path, *, seed: int = 0, sizes: dict = TINY, text_vocab: int | Non
         (stage / "tokenizer_config.json").write_text(json.dumps(
             {"tokenizer_class": "T5Tokenizer", "pad_token": "<pad>", "eos_token": "</s>",
              "unk_token": "<unk>", "model_max_length": 512}, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        shutil.move(str(stage), out)
+        _replace(stage, out)
+
+
+def _replace(stage: Path, out: Path) -> None:
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.move(str(stage), out)
 
 
 def main(argv=None) -> None:
@@ -194,11 +239,13 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=Path("data/models/tiny-musicgen"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stereo", action="store_true", help="8 codebooks, 2 channels (as musicgen-stereo-*)")
+    parser.add_argument("--melody", action="store_true", help="a MusicGen-Melody (chroma prepended to the decoder)")
     parser.add_argument("--no-variants", action="store_true", help="fp32 graphs only")
     parser.add_argument("--gabotechs", type=Path, default=None,
                         help="also write a gabotechs/music_gen-shaped copy here (external .onnx_data files)")
     args = parser.parse_args(argv)
-    build(args.out, seed=args.seed, stereo=args.stereo, variants=((), ()) if args.no_variants else (EVERY, MERGED))
+    build(args.out, seed=args.seed, stereo=args.stereo, melody=args.melody,
+          variants=((), ()) if args.no_variants else (EVERY, MERGED))
     print(f"wrote {args.out}")
     if args.gabotechs:
         gabotechs_copy(args.out, args.gabotechs)

@@ -342,3 +342,6 @@ def fit_instruments(examples: list[tuple[np.ndarray, str]], path: Path = INSTRUM
              "examples": ((x - mean) / std).round(3).tolist(), "labels": [n for _, n in examples]}
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(model)))
     return model
+
+
+from .chroma import chroma_cosine  # noqa: E402, F401  melody adherence (audiocraft's metric), beside the others

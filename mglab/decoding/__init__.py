@@ -3,6 +3,7 @@
 Imports ``networks``, ``onnx`` and ``core``. ::
 
     conditioning.py   stage 2: the rows the decoder runs (conditional and null halves for guidance)
+    melody.py         stage 2 for MusicGen-Melody: text and chroma -> the decoder's prefix rows
     guidance.py       stage 4: classifier-free guidance
     sampling.py       stage 5: temperature, top-k, top-p, greedy or sampling
     patterns.py       stage 6: codebook patterns (audiocraft's providers) and the delay mask as transformers

@@ -39,7 +39,7 @@ class ActivationCache:
 
     # recording -------------------------------------------------------------------------------------------
     def record(self, value, hook) -> None:
-        """A hook function: store a copy of ``value`` (for KV points, only the newest position)."""
+        """A hook function: store a copy of ``value`` (for KV points, only the newest positions)."""
         if hook.name not in self:
             self._order.append(hook.name)
             self._kinds[hook.name] = hook.kind
@@ -52,9 +52,12 @@ class ActivationCache:
         kv = hook.kind == KV
         if kv and hook.name in self._watch:
             self._record_edits(hook.name, hook.step, value)
-        v = value[:, :, -1:] if kv else value
-        if kv:
-            self._positions.setdefault(hook.name, []).append(int(value.shape[2]))
+        new = 1
+        if kv:              # the new positions: one a step, all of them where a window starts (a melody prefix)
+            seen = self._positions.setdefault(hook.name, [])
+            new = 1 if seen and value.shape[2] == seen[-1] + 1 else int(value.shape[2])
+            seen.append(int(value.shape[2]))
+        v = value[:, :, -new:] if kv else value
         self._steps.setdefault(hook.name, []).append(hook.step)
         self._values.setdefault(hook.name, []).append(np.array(v, copy=True))
 
@@ -121,7 +124,7 @@ class ActivationCache:
     def window_start(self, name: str, step: int) -> int:
         """The first step of the window ``step`` belongs to, for a key/value point (0 for one window)."""
         positions = self._positions.get(name) or list(range(1, len(self._steps[name]) + 1))
-        return next(i for i in range(step, -1, -1) if positions[i] == 1)
+        return next(i for i in range(step, -1, -1) if i == 0 or positions[i] != positions[i - 1] + 1)
 
     def edits(self, name: str) -> list[tuple[int, np.ndarray]]:
         """``[(step, positions), ...]``: where hooks rewrote earlier positions of a key/value point."""

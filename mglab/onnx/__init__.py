@@ -14,6 +14,7 @@ Imports ``core`` only. ::
     accuracy.py        rewrite: the accuracy level of 4-bit matmuls
     quantize.py        quantized variants made the way the published files were
     export.py          python -m mglab export: a transformers checkpoint -> this layout
+    export_melody.py   python -m mglab export of a MusicGen-Melody checkpoint (torch.onnx: condition + decoders)
     export_magnet.py   MAGNeT's masked LM (audiocraft) -> masked_lm.onnx, every stage's mask in the graph
     audiocraft_env.py  audiocraft importable here: stand-ins for the modules its LM never uses, local T5s
     magnet_checkpoint.py  python -m mglab export of an audiocraft MAGNeT checkpoint -> the masked layout

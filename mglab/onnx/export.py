@@ -12,6 +12,9 @@ What it writes, with ``--dtypes fp32,q8`` (the default)::
     OUT/onnx/*_quantized.onnx ...          (each graph but the encoder in each dtype, Xenova's recipe:
                                             :mod:`mglab.onnx.quantize`)
 
+A MusicGen-Melody checkpoint (``model_type: musicgen_melody``), which optimum cannot export, is exported by
+torch.onnx instead (:mod:`mglab.onnx.export_melody`: its own graphs and layout).
+
 ``SRC`` is a checkpoint folder (``config.json`` + weights) or a Hub id (only the config, weights and tokenizer
 files are downloaded). Everything is written under a temporary name beside ``OUT`` and renamed at the end; a
 non-empty ``OUT`` is refused unless ``force``. Progress goes to stderr. Needs the ``reference`` extra (torch,
@@ -36,6 +39,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import export_melody
 from .modelfiles import SUFFIXES
 
 GRAPHS = ("text_encoder", "decoder_model", "decoder_with_past_model", "decoder_model_merged", "encodec_decode")
@@ -71,9 +75,7 @@ def source(src) -> Path:
     kind = json.loads(config.read_text()).get("model_type")
     if kind not in ("musicgen", "musicgen_melody"):
         raise ValueError(f"SRC={str(src)!r} is not a MusicGen checkpoint: its config.json has "
-                         f"model_type={kind!r}, mglab export needs 'musicgen'")
-    if kind == "musicgen_melody":
-        raise ValueError(f"SRC={str(src)!r} is MusicGen-Melody, whose conditioning mglab does not run")
+                         f"model_type={kind!r}, mglab export needs 'musicgen' or 'musicgen_melody'")
     return path
 
 
@@ -211,6 +213,11 @@ def export(src, out, dtypes=("fp32", "q8"), force: bool = False) -> Path:
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         stage, raw = Path(tmp) / "out", Path(tmp) / "export"
         (stage / "onnx").mkdir(parents=True)
+        if _is_melody(path):                     # optimum cannot: torch.onnx graphs (mglab.onnx.export_melody)
+            model = export_melody.export_to(path, stage, dtypes, _say)
+            export_encoder(model.audio_encoder, stage / "onnx" / "encodec_encode.onnx")
+            tokenizer_files(path, stage)
+            return _finish(stage, out, start)
         _say(f"exporting {path} with optimum (text encoder, decoders, codec)")
         export_onnx(path, raw)
         for f in raw.iterdir():
@@ -228,8 +235,16 @@ def export(src, out, dtypes=("fp32", "q8"), force: bool = False) -> Path:
             if (path / name).is_file():
                 shutil.copy(path / name, stage / name)
         tokenizer_files(path, stage)
-        if out.exists():
-            shutil.rmtree(out)
-        shutil.move(str(stage), out)
+        return _finish(stage, out, start)
+
+
+def _is_melody(path: Path) -> bool:
+    return json.loads((path / "config.json").read_text()).get("model_type") == "musicgen_melody"
+
+
+def _finish(stage: Path, out: Path, start: float) -> Path:
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.move(str(stage), out)
     _say(f"wrote {out} in {time.monotonic() - start:.0f} s")
     return out
