@@ -52,6 +52,8 @@ def _export(module, args: tuple, path: Path, inputs: list[str], outputs: list[st
 
 
 def export_text_encoder(model, path: Path) -> Path:
+    """The T5 text encoder of ``model`` as ``text_encoder.onnx``: ``input_ids``, ``attention_mask [B, n]`` ->
+    ``last_hidden_state [B, n, d]`` (the melody conditioning graph projects and masks it)."""
     import torch
 
     class Text(torch.nn.Module):
