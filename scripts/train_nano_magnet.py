@@ -227,8 +227,8 @@ def reload_check(lm, out: Path) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/work/nano-magnet-ckpt"))
-    parser.add_argument("--steps", type=int, default=3500)
-    parser.add_argument("--batch-size", type=int, default=24)
+    parser.add_argument("--steps", type=int, default=2800)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)

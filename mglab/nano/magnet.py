@@ -28,11 +28,16 @@ SIZES = dict(dim=128, num_heads=4, num_layers=4, hidden_scale=3)
 
 
 def config(segment_duration: int = 6, dropout: float = 0.2, **sizes) -> dict:
-    """The ``xp.cfg`` of nano-magnet (a plain dict; ``sizes`` override :data:`SIZES`)."""
+    """The ``xp.cfg`` of nano-magnet (a plain dict; ``sizes`` override :data:`SIZES`).
+
+    Weights start at torch's defaults (audiocraft's ``lm/default``), not MusicGen's ``gaussian`` init: that one
+    draws the token embeddings at std 1/sqrt(dim), 8x below the sinusoidal positions, and codebooks 0-1 (which
+    must be read off the neighbours) learned visibly slower (masked cross-entropy 3.0 against 2.4 after 200
+    steps of stages 0-1, same data)."""
     lm = dict(n_q=4, card=synth.VOCAB, **{**SIZES, **sizes}, causal=False, cross_attention=True, custom=True,
               memory_efficient=False, norm_first=True, norm="layer_norm", positional_embedding="sin",
-              bias_proj=False, bias_ff=False, bias_attn=False, weight_init="gaussian", depthwise_init="current",
-              zero_bias_init=True, subcodes_context=5, compression_model_framerate=FRAME_RATE,
+              bias_proj=False, bias_ff=False, bias_attn=False, weight_init=None, depthwise_init=None,
+              zero_bias_init=False, subcodes_context=5, compression_model_framerate=FRAME_RATE,
               segment_duration=segment_duration, span_len=3)
     return {
         "lm_model": "transformer_lm_magnet", "device": "cpu", "dtype": "float32", "solver": "magnet",
