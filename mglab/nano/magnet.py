@@ -1,0 +1,218 @@
+"""nano-magnet's model: audiocraft's ``MagnetLMModel`` at nano sizes, text-conditioned by nano-musicgen's T5.
+
+What the training (``scripts/train_nano_magnet.py``), the tests and whoever loads the checkpoint share:
+
+- :func:`config`: the checkpoint's ``xp.cfg`` (a plain dict, as ``builders.get_lm_model(OmegaConf.create(cfg))``
+  reads it): 4 codebooks of 64 tokens, 50 frames/s, a non-causal transformer, cross-attention on the text.
+- :func:`nano_t5`: audiocraft's ``T5Conditioner`` accepts hub names and a sentencepiece tokenizer only; inside this
+  context it also accepts :data:`T5_NAME`, read from a local folder (nano-musicgen's trained T5 encoder, frozen,
+  and its word-level ``tokenizer.json``). The conditioner stays audiocraft's: its state is ``output_proj`` only.
+- :func:`mask_padded_text`: audiocraft's cross-attention attends to padded (zeroed) text positions, so a prompt's
+  result depends on the batch it is padded in. The patch adds -inf to those keys. A row whose text mask is all 0
+  (the null condition: condition dropout, guidance's unconditional rows) becomes one zero vector with mask 1.
+- :func:`forward`: the logits under a per-example stage (self-attention mask per row, :func:`stage_masks`).
+- :func:`load`: a checkpoint folder (``state_dict.bin`` + ``nano-t5/``) back through audiocraft's builders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from ..onnx.audiocraft_env import install
+from . import synth
+
+T5_NAME = "nano-t5"               # the conditioner's name in xp.cfg; the checkpoint folder holds <name>/
+FRAME_RATE = 50
+SIZES = dict(dim=128, num_heads=4, num_layers=4, hidden_scale=3)
+
+
+def config(segment_duration: int = 6, dropout: float = 0.2, **sizes) -> dict:
+    """The ``xp.cfg`` of nano-magnet (a plain dict; ``sizes`` override :data:`SIZES`).
+
+    Weights start at torch's defaults (audiocraft's ``lm/default``), not MusicGen's ``gaussian`` init: that one
+    draws the token embeddings at std 1/sqrt(dim), 8x below the sinusoidal positions, and codebooks 0-1 (which
+    must be read off the neighbours) learned visibly slower (masked cross-entropy 3.0 against 2.4 after 200
+    steps of stages 0-1, same data)."""
+    lm = dict(n_q=4, card=synth.VOCAB, **{**SIZES, **sizes}, causal=False, cross_attention=True, custom=True,
+              memory_efficient=False, norm_first=True, norm="layer_norm", positional_embedding="sin",
+              bias_proj=False, bias_ff=False, bias_attn=False, weight_init=None, depthwise_init=None,
+              zero_bias_init=False, subcodes_context=5, compression_model_framerate=FRAME_RATE,
+              segment_duration=segment_duration, span_len=3)
+    return {
+        "lm_model": "transformer_lm_magnet", "device": "cpu", "dtype": "float32", "solver": "magnet",
+        "sample_rate": synth.SAMPLE_RATE, "channels": 1, "compression_model_checkpoint": "mglab:nano-synth",
+        "dataset": {"segment_duration": segment_duration}, "masking": {"span_len": 3},
+        "transformer_lm": lm,
+        "codebooks_pattern": {"modeling": "parallel", "parallel": {"empty_initial": -1}},
+        "attribute_dropout": {}, "classifier_free_guidance": {"training_dropout": dropout, "inference_coef": 3.0},
+        "fuser": {"cross_attention_pos_emb": False, "cross_attention_pos_emb_scale": 1, "sum": [], "prepend": [],
+                  "cross": ["description"], "input_interpolate": []},
+        "conditioners": {"description": {"model": "t5", "t5": {"name": T5_NAME, "finetune": False,
+                                                                "word_dropout": 0.0, "normalize_text": False}}},
+    }
+
+
+def tokenizer(folder: Path):
+    """nano-musicgen's word-level tokenizer (``folder/tokenizer.json``) as transformers' fast tokenizer."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_file=str(Path(folder) / "tokenizer.json"), pad_token="<pad>",
+                                   eos_token="</s>", model_input_names=["input_ids", "attention_mask"])
+
+
+def write_t5(musicgen_pytorch: Path, folder: Path) -> Path:
+    """``folder`` = nano-musicgen's text encoder (``T5EncoderModel.save_pretrained``) and its ``tokenizer.json``."""
+    import shutil
+
+    from transformers import MusicgenForConditionalGeneration
+
+    encoder = MusicgenForConditionalGeneration.from_pretrained(musicgen_pytorch).text_encoder
+    folder = Path(folder)
+    encoder.save_pretrained(folder)
+    shutil.copy(Path(musicgen_pytorch) / "tokenizer.json", folder / "tokenizer.json")
+    return folder
+
+
+@contextlib.contextmanager
+def nano_t5(folder: Path, name: str = T5_NAME):
+    """Inside: audiocraft's ``T5Conditioner(name=name)`` loads the T5 encoder and tokenizer from ``folder``."""
+    install()
+    import json
+
+    from audiocraft.modules import conditioners as c
+    from transformers import T5EncoderModel
+
+    folder = Path(folder)
+
+    class Tokenizer:
+        @staticmethod
+        def from_pretrained(_name):
+            return tokenizer(folder)
+
+    class Encoder:
+        @staticmethod
+        def from_pretrained(_name):
+            return T5EncoderModel.from_pretrained(folder)
+
+    d_model = json.loads((folder / "config.json").read_text())["d_model"]
+    saved = c.T5Tokenizer, c.T5EncoderModel, c.T5Conditioner.MODELS, c.T5Conditioner.MODELS_DIMS
+    c.T5Tokenizer, c.T5EncoderModel = Tokenizer, Encoder
+    c.T5Conditioner.MODELS = [*saved[2], name]
+    c.T5Conditioner.MODELS_DIMS = {**saved[3], name: d_model}
+    try:
+        yield
+    finally:
+        c.T5Tokenizer, c.T5EncoderModel, c.T5Conditioner.MODELS, c.T5Conditioner.MODELS_DIMS = saved
+
+
+def build(cfg: dict, t5_folder: Path, seed: int = 0):
+    """audiocraft's ``builders.get_lm_model`` of ``cfg`` (initialized under ``seed``), :func:`mask_padded_text`."""
+    install()
+    import omegaconf
+    import torch
+    from audiocraft.models import builders
+
+    with nano_t5(t5_folder, cfg["conditioners"]["description"]["t5"]["name"]):
+        torch.manual_seed(seed)
+        lm = builders.get_lm_model(omegaconf.OmegaConf.create(cfg))
+    return mask_padded_text(lm)
+
+
+def text_mask(mask):
+    """The text mask ``[B, n]`` cross-attention uses: rows with no position (the null condition) get position 0."""
+    mask = mask.bool().clone()                                                  # [B, n]
+    mask[:, 0] |= ~mask.any(-1)
+    return mask
+
+
+def mask_padded_text(lm):
+    """Patch ``lm`` (in place, returned): cross-attention adds -inf on text positions whose mask is 0; the text
+    vectors are multiplied by the mask (:func:`text_mask`), so the null condition is one zero vector."""
+    import torch
+
+    if getattr(lm, "_mglab_text_mask", False):
+        return lm
+    state = {}
+    fuse = lm.fuser.forward
+
+    def fuser_forward(x, conditions):
+        assert list(conditions) == ["description"], "one cross-attention condition, the text"
+        embeds, mask = conditions["description"]                                # [B, n, d], [B, n]
+        mask = text_mask(mask)                                                  # [B, n]
+        state["bias"] = torch.where(mask, 0.0, float("-inf"))[:, None, None, :].to(embeds)   # [B, 1, 1, n]
+        return fuse(x, {"description": (embeds * mask[..., None].to(embeds), mask)})
+
+    def cross_block(layer):
+        def block(src, cross_src):
+            x = layer.cross_attention(src, cross_src, cross_src, need_weights=False, attn_mask=state["bias"])[0]
+            return layer.dropout_cross(x)
+        return block
+
+    lm.fuser.forward = fuser_forward
+    for layer in lm.transformer.layers:
+        layer._cross_attention_block = cross_block(layer)
+    lm._mglab_text_mask = True
+    return lm
+
+
+def conditions(lm, prompts: list):
+    """The text condition ``(embeds [B, n, dim], mask [B, n])`` of ``prompts``; ``None`` (or "") is the null
+    condition (audiocraft's T5Conditioner: mask 0 and a zero vector; :func:`text_mask` keeps one position)."""
+    t5 = lm.condition_provider.conditioners["description"]
+    return t5(t5.tokenize(list(prompts)))
+
+
+def stage_masks(stages, frames: int, context: int):
+    """Additive self-attention masks ``[B, 1, T, T]``: full for stage 0, ``|i - j| <= context`` above (as
+    audiocraft's ``restricted_context_attn_mask``; ``context`` -1: full)."""
+    import torch
+
+    pos = torch.arange(frames)                                                  # [T]
+    near = (pos[:, None] - pos[None, :]).abs() <= (context if context >= 0 else frames)   # [T, T]
+    allowed = near[None] | (torch.as_tensor(stages) == 0)[:, None, None]        # [B, T, T]
+    return torch.where(allowed, 0.0, float("-inf"))[:, None]                    # [B, 1, T, T]
+
+
+def forward(lm, codes, condition, stages):
+    """Logits ``[B, K, T, card]`` of ``codes`` ``[B, K, T]`` (the mask token is ``card``) under ``condition``
+    (:func:`conditions`), each row at its own stage ``stages`` ``[B]``."""
+    import torch
+
+    x = sum(lm.emb[k](codes[:, k]) for k in range(lm.num_codebooks))             # [B, T, dim]
+    x, cross = lm.fuser(x, {"description": condition})                          # cross: [B, n, dim]
+    out = lm.transformer(x, cross_attention_src=cross,
+                         src_mask=stage_masks(stages, codes.shape[-1], lm.subcodes_context))   # [B, T, dim]
+    if lm.out_norm:
+        out = lm.out_norm(out)
+    return torch.stack([lm.linears[k](out) for k in range(lm.num_codebooks)], dim=1)   # [B, K, T, card]
+
+
+def save(lm, cfg: dict, folder: Path) -> Path:
+    """audiocraft's checkpoint layout in ``folder``: ``state_dict.bin`` ``{'xp.cfg', 'best_state'}`` and
+    ``compression_state_dict.bin`` (the synthesizer codec, by name). ``folder/<T5_NAME>`` is written apart."""
+    import torch
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"xp.cfg": cfg, "best_state": lm.state_dict()}, folder / "state_dict.bin")
+    torch.save({"pretrained": "mglab:nano-synth"}, folder / "compression_state_dict.bin")
+    return folder
+
+
+def load(folder: Path):
+    """The LM of a checkpoint folder, as audiocraft's ``load_lm_model_magnet`` builds it (with :func:`nano_t5`
+    over ``folder/<name>``), patched by :func:`mask_padded_text`, in eval mode."""
+    install()
+    import omegaconf
+    import torch
+    from audiocraft.models import builders
+
+    folder = Path(folder)
+    pkg = torch.load(folder / "state_dict.bin", map_location="cpu")
+    cfg = omegaconf.OmegaConf.create(pkg["xp.cfg"])
+    name = cfg.conditioners.description.t5.name
+    with nano_t5(folder / name, name):
+        lm = builders.get_lm_model(cfg)
+    lm.load_state_dict(pkg["best_state"])
+    return mask_padded_text(lm).eval()

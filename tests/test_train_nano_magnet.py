@@ -1,0 +1,178 @@
+"""nano-magnet's training (scripts/train_nano_magnet.py, mglab/nano/magnet.py) against independent oracles: the
+masking (whole spans, the scheduled rate, which codebooks are given or masked), the loss's positions, the
+per-example attention masks, the null condition, the cross-attention's padding mask, the checkpoint's round
+trip through audiocraft's own loader, determinism."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import torch
+from helpers import ROOT
+
+from mglab.onnx.audiocraft_env import install
+
+sys.path.insert(0, str(ROOT / "scripts"))
+install()
+pytest.importorskip("audiocraft")
+
+import train_nano_magnet as tm  # noqa: E402
+
+from mglab.nano import magnet  # noqa: E402
+
+SMALL = dict(dim=32, num_heads=4, num_layers=2, hidden_scale=2)
+
+
+@pytest.fixture(scope="module")
+def t5(tmp_path_factory):
+    return magnet.write_t5(tm.MUSICGEN, tmp_path_factory.mktemp("ckpt") / magnet.T5_NAME)
+
+
+@pytest.fixture(scope="module")
+def small(t5):
+    cfg = magnet.config(**SMALL)
+    return cfg, magnet.build(cfg, t5, seed=3).eval()
+
+
+def test_span_starts_table_is_the_expected_masked_share():
+    frames, span = 200, 3
+
+    def share(u):                        # P(a position is masked) = 1 - C(T - L, u) / C(T, u)
+        return 1 - math.comb(frames - span, u) / math.comb(frames, u)
+
+    oracle = [next((u for u in range(frames) if share(u) >= m / 100 - 1e-12), frames) for m in range(101)]
+    assert tm.span_starts_table(frames, span).tolist() == oracle
+
+
+def test_mask_rates_follow_the_cosine_schedule():
+    rates = tm.mask_rates(np.random.default_rng(0), 40000)
+    u = np.arccos(rates) * 2 / np.pi                                            # uniform if rate = cos(pi/2 u)
+    assert np.allclose(np.quantile(u, [0.1, 0.25, 0.5, 0.75, 0.9]), [0.1, 0.25, 0.5, 0.75, 0.9], atol=0.01)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.2, 0.5, 0.9])
+def test_span_mask_is_whole_spans_at_the_rate(rate):
+    frames, span, rows = 200, 3, 2000
+    mask = tm.span_mask(np.full(rows, rate), frames, span, np.random.default_rng(1))
+    # every masked position lies in a run of `span` masked positions starting at or before it (cut at the end)
+    covered = np.zeros_like(mask)
+    for s in range(frames):
+        whole = mask[:, s:s + span].all(-1)                                     # a span could start at s
+        covered[:, s:s + span] |= whole[:, None]
+    assert (covered == mask).all()
+    assert mask.any(-1).all()                                                   # at least one span a row
+    if rate > 0:
+        assert abs(mask.mean() - rate) < 0.02
+
+
+def test_masked_inputs_give_lower_codebooks_and_mask_the_rest():
+    rng = np.random.default_rng(2)
+    codes = rng.integers(0, 64, (8, 4, 30))
+    stages = np.array([0, 1, 2, 3, 3, 2, 1, 0])
+    stage_mask = rng.random((8, 30)) < 0.4
+    inputs, loss_mask = tm.masked_inputs(codes, stages, stage_mask, 64)
+    for b, k, t in np.ndindex(*codes.shape):
+        masked = k > stages[b] or (k == stages[b] and stage_mask[b, t])
+        assert inputs[b, k, t] == (64 if masked else codes[b, k, t])
+        assert loss_mask[b, k, t] == (k == stages[b] and stage_mask[b, t])
+
+
+def test_loss_counts_the_stage_masked_positions_only():
+    rng = np.random.default_rng(3)
+    codes = torch.from_numpy(rng.integers(0, 64, (4, 4, 20)))
+    loss_mask = torch.zeros(4, 4, 20, dtype=torch.bool)
+    for b, s in enumerate([0, 2, 3, 1]):
+        loss_mask[b, s] = torch.from_numpy(rng.random(20) < 0.5)
+    logits = torch.randn(4, 4, 20, 64, dtype=torch.float64)
+    logp = torch.log_softmax(logits, -1)
+    terms = [-logp[b, k, t, codes[b, k, t]] for b, k, t in zip(*np.nonzero(loss_mask.numpy()))]
+    assert torch.allclose(tm.masked_loss(logits, codes, loss_mask), torch.stack(terms).mean())
+    elsewhere = logits + 5 * torch.randn_like(logits) * (~loss_mask)[..., None]
+    assert torch.allclose(tm.masked_loss(elsewhere, codes, loss_mask), tm.masked_loss(logits, codes, loss_mask))
+    b, k, t = (int(i[0]) for i in np.nonzero(loss_mask.numpy()))
+    logits[b, k, t] += torch.randn(64, dtype=torch.float64)
+    assert not torch.allclose(tm.masked_loss(logits, codes, loss_mask), torch.stack(terms).mean())
+
+
+@pytest.mark.parametrize("context", [5, 2, -1])
+def test_stage_masks_per_example(context):
+    stages, frames = [0, 1, 3, 0, 2], 14
+    got = magnet.stage_masks(torch.tensor(stages), frames, context)
+    assert got.shape == (5, 1, frames, frames)
+    for b, i, j in np.ndindex(5, frames, frames):
+        allowed = stages[b] == 0 or context < 0 or abs(i - j) <= context
+        assert got[b, 0, i, j] == (0.0 if allowed else -math.inf)
+
+
+def _cross(lm, prompts):
+    """What cross-attention reads: the fuser's text vectors and the additive key mask."""
+    embeds, mask = magnet.conditions(lm, prompts)
+    _, cross = lm.fuser(torch.zeros(len(prompts), 1, lm.dim), {"description": (embeds, mask)})
+    return cross, magnet.text_mask(mask)
+
+
+def test_null_condition_is_one_zero_vector(small):
+    _, lm = small
+    with torch.no_grad():
+        cross, mask = _cross(lm, [None])
+        assert cross.shape == (1, 1, lm.dim) and not cross.any() and mask.tolist() == [[True]]
+        cross, mask = _cross(lm, ["a slow low organ melody in d minor", None])
+        assert not cross[1].any() and mask[1].tolist() == [True] + [False] * (mask.shape[1] - 1)
+
+
+def _logits(lm, prompts, codes, stages):
+    with torch.no_grad():
+        return magnet.forward(lm, codes, magnet.conditions(lm, prompts), stages)
+
+
+def test_a_prompts_output_does_not_depend_on_its_batch(small, t5):
+    cfg, lm = small
+    codes = torch.randint(0, 65, (3, 4, 24))
+    stages = torch.tensor([0, 2, 1])
+    prompts = ["piano", "a slow low organ melody in d minor played loud", None]
+    batched = _logits(lm, prompts, codes, stages)
+    for i, p in enumerate(prompts):
+        alone = _logits(lm, [p], codes[i:i + 1], stages[i:i + 1])
+        assert torch.allclose(alone[0], batched[i], atol=1e-5), p
+    # audiocraft's own cross-attention (unpatched) reads the padding: the control
+    with magnet.nano_t5(t5):
+        from audiocraft.models import builders
+        from omegaconf import OmegaConf
+        plain = builders.get_lm_model(OmegaConf.create(cfg)).eval()
+    plain.load_state_dict(lm.state_dict())
+    assert not torch.allclose(_logits(plain, prompts[:1], codes[:1], stages[:1])[0],
+                              _logits(plain, prompts, codes, stages)[0], atol=1e-4)
+
+
+def test_checkpoint_loads_through_audiocrafts_loader(small, t5, tmp_path):
+    cfg, lm = small
+    magnet.save(lm, cfg, tmp_path)
+    shutil.copytree(t5, tmp_path / magnet.T5_NAME)
+    pkg = torch.load(tmp_path / "state_dict.bin")                              # weights_only: a plain dict
+    assert not any(k.startswith("condition_provider.conditioners.description.t5") for k in pkg["best_state"])
+    assert torch.load(tmp_path / "compression_state_dict.bin") == {"pretrained": "mglab:nano-synth"}
+    from audiocraft.models import loaders
+    with magnet.nano_t5(tmp_path / magnet.T5_NAME):
+        back = loaders.load_lm_model_magnet(tmp_path / "state_dict.bin", compression_model_frame_rate=50)
+    assert type(back.condition_provider.conditioners["description"]).__name__ == "T5Conditioner"
+    magnet.mask_padded_text(back)
+    codes, stages = torch.randint(0, 65, (2, 4, 30)), torch.tensor([0, 3])
+    prompts = ["fast flute in a major", None]
+    assert torch.equal(_logits(back, prompts, codes, stages), _logits(lm, prompts, codes, stages))
+    assert torch.equal(_logits(magnet.load(tmp_path), prompts, codes, stages), _logits(lm, prompts, codes, stages))
+
+
+def test_training_is_deterministic(t5, monkeypatch):
+    monkeypatch.setattr(tm, "PROBE_COUNT", 8)
+    hashes, losses = [], []
+    for _ in range(2):
+        lm = magnet.build(magnet.config(**SMALL), t5, seed=5)
+        log = tm.train(lm, steps=2, batch_size=4, seed=9, lr=1e-3, warmup=1)
+        hashes.append(tm.state_hash(lm))
+        losses.append(log["loss_every_100"])
+    assert hashes[0] == hashes[1] and losses[0] == losses[1]
+    assert hashes[0] != tm.state_hash(magnet.build(magnet.config(**SMALL), t5, seed=5))
