@@ -2,7 +2,7 @@
 
     python scripts/train_nano_magnet.py --out /work/nano-magnet-ckpt        # ~45 min on 2 CPU threads
 
-The model is audiocraft's ``MagnetLMModel`` built by its own builders (:mod:`mglab.nano.magnet`: 4 codebooks of
+The model is audiocraft's ``MagnetLMModel`` built by its own builders (``scripts/nano_magnet.py``: 4 codebooks of
 64 tokens, the synthesizer codec :mod:`mglab.nano.synth`, 50 frames/s), conditioned on text by audiocraft's
 ``T5Conditioner`` over nano-musicgen's trained T5 encoder (frozen; only ``output_proj`` trains), with
 cross-attention that ignores padded text positions. The objective is audiocraft's (``solvers/magnet.py``), with
@@ -41,7 +41,9 @@ sys.path.insert(0, str(ROOT))
 # whenever another process ran (0.5 s -> 3-5 s). Passive waiting keeps them near the 1-thread time. Before torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from mglab.nano import corpus, magnet, synth  # noqa: E402
+import nano_magnet as magnet  # noqa: E402
+
+from mglab.nano import corpus, synth  # noqa: E402
 
 MUSICGEN = ROOT / "data" / "models" / "nano-musicgen" / "pytorch"   # its text encoder and tokenizer
 DROPOUT = 0.2                     # share of examples trained with the null condition
@@ -212,7 +214,7 @@ def state_hash(lm) -> str:
 
 
 def reload_check(lm, out: Path) -> dict:
-    """The saved checkpoint read back by audiocraft's builders (:func:`mglab.nano.magnet.load`): same state,
+    """The saved checkpoint read back by audiocraft's builders (``nano_magnet.load``): same state,
     same logits on a probe batch."""
     import torch
 

@@ -20,9 +20,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 install()
 pytest.importorskip("audiocraft")
 
+import nano_magnet as magnet  # noqa: E402
 import train_nano_magnet as tm  # noqa: E402
-
-from mglab.nano import magnet  # noqa: E402
 
 SMALL = dict(dim=32, num_heads=4, num_layers=2, hidden_scale=2)
 

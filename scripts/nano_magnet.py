@@ -19,8 +19,8 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from ..onnx.audiocraft_env import install
-from . import synth
+from mglab.nano import synth
+from mglab.onnx.audiocraft_env import install
 
 T5_NAME = "nano-t5"               # the conditioner's name in xp.cfg; the checkpoint folder holds <name>/
 FRAME_RATE = 50
