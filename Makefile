@@ -71,6 +71,18 @@ docs: $(VENV)/.test
 	$(DOCS_BUILD)
 	@echo "wrote docs/_build/html/index.html"
 
+## make tiny-magnet: rebuild data/models/tiny-magnet (a random audiocraft MAGNeT checkpoint, exported; seconds)
+tiny-magnet: $(VENV)/.test
+	$(PY) scripts/build_tiny_magnet.py --out data/models/tiny-magnet
+
+## make nano-magnet: train nano-magnet (about 45 min on 2 cores), bundle it, measure vamping and adherence (card)
+NANO_MAGNET_CKPT ?= $(or $(MGLAB_CACHE),.cache)/nano-magnet-checkpoint
+nano-magnet: $(VENV)/.test
+	$(PY) scripts/train_nano_magnet.py --out $(NANO_MAGNET_CKPT)
+	$(PY) scripts/bundle_nano_magnet.py $(NANO_MAGNET_CKPT) --out data/models/nano-magnet
+	$(PY) benchmarks/vamp_nano.py --model data/models/nano-magnet
+	$(PY) benchmarks/eval_nano.py --model data/models/nano-magnet
+
 ## make tiny-model: rebuild data/models/tiny-musicgen (needs the reference extra)
 tiny-model: $(VENV)/.test
 	$(PY) scripts/build_tiny_model.py --out data/models/tiny-musicgen

@@ -87,6 +87,11 @@ def run(args) -> dict:
     print(render(table))
     print("\n" + "\n".join(f"{k}: {v}" for k, v in result["targets"].items()))
     write_json(args.json.with_name("eval_magnet.json"), result)
+    if args.card:
+        vamp = args.json.with_name("vamp_nano.json")
+        import json
+
+        write_card(Path(args.model), result, json.loads(vamp.read_text())["summary"] if vamp.is_file() else None)
     return result
 
 
@@ -114,3 +119,73 @@ def render(table: dict) -> str:
 def default_compare(model: Path) -> Path | None:
     sibling = Path(model).parent / "nano-musicgen"
     return sibling if sibling.is_dir() else None
+
+
+CARD = """# nano-magnet
+
+## What it is
+A MAGNeT (audiocraft's masked decoder, `MagnetLMModel`) trained here on the synthetic corpus that nano-musicgen
+learned from, so that masked decoding can be heard and measured offline: {layers} non-causal layers x {dim},
+{heads} heads, 4 codebooks of 64 tokens, spans of 3 frames, local attention |i - j| <= 5 after the first stage,
+{segment:g} s segments. Text: nano-musicgen's trained T5 encoder, frozen, with audiocraft's `output_proj` trained.
+Codec: nano-musicgen's synthesizer (`mglab/nano/synth.py`), **not EnCodec**. Everything it knows is **synthetic**.
+`audiocraft/` holds the checkpoint as audiocraft saves it; the ONNX graphs were made from it by
+`python -m mglab export audiocraft/ .`, the one path the parity tests prove on tiny-magnet.
+
+## Data
+Clips of 4 s (2/3) and 6 s (1/3) drawn on the fly from the grammar of `mglab/nano/corpus.py` (seed {seed}), the
+same attributes and the same four held-out combinations as nano-musicgen ({held_out}). {dropout:.0%} of
+examples get the null condition (one zero text vector), which guidance feeds.
+
+## Training
+`{command}`: audiocraft MAGNeT's objective (`solvers/magnet.py`) with the stage drawn per example: codebooks
+below it given, above it masked, its own codebook masked in spans at a cosine-scheduled rate, cross-entropy on
+those positions; label smoothing {smoothing:g}; {steps} steps of batch {batch}, AdamW lr {lr:g}, {warmup} warm-up
+steps then cosine. {minutes:.0f} minutes on {threads} CPU threads (a 2-core machine shared with other work),
+torch {torch}. Final loss {loss:.3f}. Deterministic for a seed. Cross-attention ignores padded text positions
+(audiocraft's attends them; mglab's graph masks them), in training as in the graph.
+
+## Scores
+`benchmarks/eval_nano.py --model data/models/nano-magnet`: the {prompts} held-out prompts of nano-musicgen's card
+(half with combinations never seen in training) x {seeds} seeds, {duration:g} s, measured from the audio by
+`mglab.audio.evaluate`; nano-musicgen at guidance 3 on the same prompts in the same run. Passes: network calls
+per clip (each on the conditional and null rows together); seconds: wall time per clip on this machine.
+
+{table}
+
+Targets (at MAGNeT's defaults, within 5 points of nano-musicgen at guidance 3):
+{targets}
+
+{vamp}
+## Limits
+- Monophonic melodies of six synthetic timbres; no real audio, no harmony.
+- At most {segment:g} s (one segment): MAGNeT decodes whole segments; longer pieces are not supported.
+- Word-level vocabulary (nano-musicgen's T5 and tokenizer): other words are unknown.
+- Scores come from an automatic evaluator with its own errors (nano-musicgen's card gives its ceiling).
+"""
+
+
+def write_card(folder: Path, result: dict, vamp: dict | None = None) -> None:
+    """``folder/README.md`` from ``training.json``, ``config.json`` and the measured ``result`` (and a vamping
+    summary from ``benchmarks/vamp_nano.py`` when given)."""
+    import json
+
+    log = json.loads((folder / "training.json").read_text())
+    cfg = json.loads((folder / "config.json").read_text())
+    vamp_text = ""
+    if vamp:
+        vamp_text = ("## Vamping\n`benchmarks/vamp_nano.py`: 6 s clips, the middle 2 s regenerated "
+                     "(`inpaint(2, 2)`), measured from the audio.\n\n" + markdown_table(
+                         ["claim", "share", "measured", "abstained", "target"],
+                         [[k, f"{100 * v['share']:.0f}%", v["measured"], v["abstained"], f"{100 * v['target']:.0f}%"]
+                          for k, v in vamp.items()]) + "\n\n")
+    card = CARD.format(
+        layers=cfg["num_layers"], dim=cfg["hidden_size"], heads=cfg["num_heads"], segment=cfg["segment_duration"],
+        seed=log["seed"], held_out="; ".join(", ".join(f"{k} {v}" for k, v in c.items()) for c in corpus.HELD_OUT),
+        dropout=log["dropout"], command=log["command"], smoothing=log["label_smoothing"], steps=log["steps"],
+        batch=log["batch_size"], lr=log["lr"], warmup=log["warmup"], minutes=log["seconds"] / 60,
+        threads=log["threads"], torch=log["torch"], loss=log["final_loss"], prompts=result["prompts"],
+        seeds=result["seeds"], duration=result["duration"], table=render(result["table"]),
+        targets="\n".join(f"- {k}: {v}" for k, v in result["targets"].items()) or "- (no comparison run)",
+        vamp=vamp_text)
+    (folder / "README.md").write_text(card)

@@ -1,0 +1,50 @@
+"""Bundle a trained nano-magnet checkpoint: ``python -m mglab export`` of it, the checkpoint beside the graphs.
+
+    python scripts/bundle_nano_magnet.py CHECKPOINT [--out data/models/nano-magnet]
+
+``CHECKPOINT`` is what ``scripts/train_nano_magnet.py --out`` wrote (audiocraft's layout, its codec the nano
+synthesizer ``mglab:nano-synth``). The bundle: the export (fp32 and q8), ``audiocraft/`` (the checkpoint as
+trained, for the parity tests) and ``training.json``; replaced as a whole, atomically. The card (``README.md``)
+is written by ``benchmarks/eval_nano.py --model OUT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mglab.nano import synth  # noqa: E402
+from mglab.onnx import magnet_checkpoint  # noqa: E402
+
+
+def bundle(ckpt: Path, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        exported = magnet_checkpoint.export(ckpt, Path(tmp) / "export",
+                                            codecs={magnet_checkpoint.SYNTH: synth.build_for_export})
+        shutil.copytree(ckpt, exported / "audiocraft", ignore=shutil.ignore_patterns("training.json"))
+        shutil.copy(ckpt / "training.json", exported / "training.json")
+        if (out / "README.md").is_file():                       # the card stays until the evaluation rewrites it
+            shutil.copy(out / "README.md", exported / "README.md")
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.move(str(exported), out)
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--out", type=Path, default=ROOT / "data" / "models" / "nano-magnet")
+    args = p.parse_args(argv)
+    print(bundle(args.checkpoint, args.out))
+
+
+if __name__ == "__main__":
+    main()
