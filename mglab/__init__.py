@@ -28,7 +28,7 @@ What each room may import (``tests/test_layout.py``'s table), never a room above
 from .core.hooks import Hook, HookRegistry
 from .decoding import masks
 from .generation import Generation
-from .inspect import probe
+from .inspect import probe, sae
 from .inspect.activation_cache import ActivationCache
 from .inspect.interventions import logit_lens, mean_residual, patch, patching_map, steer, steering_vector
 from .masked_model import MaskedMusicGen
@@ -39,6 +39,6 @@ from .sweeps import sweep, sweep_cache
 from .version import __version__
 
 __all__ = ["ActivationCache", "Codec", "Generation", "Hook", "HookRegistry", "LoadSpec", "MaskedMusicGen", "MusicGen",
-           "load", "masks", "probe",
+           "load", "masks", "probe", "sae",
            "logit_lens", "mean_residual", "patch", "patching_map", "steer", "steering_vector", "sweep",
            "sweep_cache", "__version__"]

@@ -198,14 +198,16 @@ def _rows(cache, names, batch: int, steps: np.ndarray) -> dict:
     return {n: cache[n][steps, :batch, 0] for n in names}                  # [steps, B, d] each
 
 
-def record_clips(model, clips, path, names, *, batch_size: int = 8, dtype: str = "float32", seed: int = 0) -> Dataset:
+def record_clips(model, clips, path, names, *, batch_size: int = 8, dtype: str = "float32", every: int = 1,
+                 seed: int = 0) -> Dataset:
     """Teacher-forced: feed each clip's codes (``clip.codes [K, frames]``) with its prompt
     (``clip.prompt``) and record ``names`` (residual points) at every played frame.
 
     ``clip.attributes`` (a dict) become the clip's columns, with ``tempo_bpm`` (notes a minute) and each
     frame's ``midi`` when the clip has ``notes``, and ``said`` the attributes its prompt names
     (``clip.said``). Clips of one batch must have the same length. Guidance is off (the conditional rows
-    are what the model computes either way)."""
+    are what the model computes either way). ``every``: keep every n-th frame row (the clip means are over
+    the rows kept)."""
     names = _resid_names(model, names)
     out = Writer(path, names, dtype)
     clips = list(clips)
@@ -216,7 +218,7 @@ def record_clips(model, clips, path, names, *, batch_size: int = 8, dtype: str =
         _, cache = model.run_with_cache([c.prompt for c in group], names_filter=names, guidance_scale=1.0,
                                         continue_from=types.SimpleNamespace(codes=codes),
                                         duration=1 / model.config.frame_rate, seed=seed)
-        steps = np.arange(1, frames + 1)
+        steps = np.arange(1, frames + 1, every)
         rows = []
         for c in group:
             a = dict(getattr(c, "attributes", None) or {})
@@ -225,7 +227,7 @@ def record_clips(model, clips, path, names, *, batch_size: int = 8, dtype: str =
                 a["tempo_bpm"] = played_bpm(notes, model.config.frame_rate)
             said = sorted(getattr(c, "said", None) or {})
             rows.append({"prompt": c.prompt, "seed": None, "source": "corpus", "said": said, "attributes": a})
-        midi = np.stack([note_midi(getattr(c, "notes", None) or [], frames) for c in group])   # [B, frames]
+        midi = np.stack([note_midi(getattr(c, "notes", None) or [], frames)[steps - 1] for c in group])   # [B, n]
         out.add(_rows(cache, names, len(group), steps), rows, steps, midi)
     return out.close()
 
