@@ -51,12 +51,12 @@ def estimator(kind: str, seed: int = 0):
 
 def folds_of(y, groups, kind: str, folds: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """``[(train rows, test rows), ...]``, grouped: no group on both sides (stratified by class for
-    classes)."""
+    classes, when every class has at least ``folds`` rows)."""
     from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
     if len(np.unique(groups)) < folds:
         raise ValueError(f"{len(np.unique(groups))} groups for folds={folds}: give at least as many clips as folds")
-    if kind == "accuracy":
+    if kind == "accuracy" and np.unique(y, return_counts=True)[1].min() >= folds:
         split = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     else:
         split = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
