@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table, write_json  # noqa: E402
 
 import mglab  # noqa: E402
-from mglab.inspect import activations  # noqa: E402
+from mglab.inspect import activations, features  # noqa: E402
 from mglab.inspect import probe as pr  # noqa: E402
 from mglab.inspect import sae as S  # noqa: E402
 from mglab.nano import corpus  # noqa: E402
@@ -103,19 +103,13 @@ def train_sae(ds, hook: str, args) -> tuple:
 def aurocs(ds, sae, hook: str, rows: np.ndarray) -> dict:
     """Per instrument and register value: the feature of highest AUROC on ``rows`` (frame rows), its AUROC,
     and its 99th percentile activation on the value's rows."""
-    from sklearn.metrics import roc_auc_score
-
     z = sae.encode(np.asarray(ds.frames(hook))[rows])                        # [rows, d_sae]
-    table = ds.table("frames")[rows]
+    table = ds.table("frames")[rows].reset_index(drop=True)
     out = {}
-    for attribute in ("instrument", "register"):
-        for value in sorted(set(table[attribute])):
-            y = (table[attribute] == value).to_numpy()
-            live = np.flatnonzero((z > 0).any(0))
-            scores = np.array([roc_auc_score(y, z[:, f]) for f in live])
-            f = int(live[np.argmax(scores)])
-            out[f"{attribute}={value}"] = {"feature": f, "auroc": float(scores.max()),
-                                           "p99": float(np.percentile(z[y, f], 99))}
+    for r in features.best(features.aurocs(z, table, ["instrument", "register"])).itertuples():
+        on = (table[r.attribute] == r.value).to_numpy()
+        out[f"{r.attribute}={r.value}"] = {"feature": int(r.feature), "auroc": float(r.auroc),
+                                           "p99": float(np.percentile(z[on, r.feature], 99))}
     return out
 
 
