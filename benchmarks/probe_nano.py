@@ -101,15 +101,23 @@ def train_sae(ds, hook: str, args) -> tuple:
 
 
 def aurocs(ds, sae, hook: str, rows: np.ndarray) -> dict:
-    """Per instrument and register value: the feature of highest AUROC on ``rows`` (frame rows), its AUROC,
-    and its 99th percentile activation on the value's rows."""
+    """Per instrument and register value: the feature of highest AUROC on ``rows`` (frame rows), its AUROC and
+    its 99th percentile activation on the value's rows; and the best AUROC of a feature's mean over each clip
+    (``clip_feature``, ``clip_auroc``)."""
     z = sae.encode(np.asarray(ds.frames(hook))[rows])                        # [rows, d_sae]
     table = ds.table("frames")[rows].reset_index(drop=True)
+    clip = table["clip"].to_numpy()
+    clips, first = np.unique(clip, return_index=True)
+    pooled = np.stack([z[clip == c].mean(0) for c in clips])                # [clips, d_sae]
+    by_clip = features.best(features.aurocs(pooled, table.iloc[first].reset_index(drop=True),
+                                            ["instrument", "register"]))
     out = {}
-    for r in features.best(features.aurocs(z, table, ["instrument", "register"])).itertuples():
+    for r, c in zip(features.best(features.aurocs(z, table, ["instrument", "register"])).itertuples(),
+                    by_clip.itertuples()):
         on = (table[r.attribute] == r.value).to_numpy()
         out[f"{r.attribute}={r.value}"] = {"feature": int(r.feature), "auroc": float(r.auroc),
-                                           "p99": float(np.percentile(z[on, r.feature], 99))}
+                                           "p99": float(np.percentile(z[on, r.feature], 99)),
+                                           "clip_feature": int(c.feature), "clip_auroc": float(c.auroc)}
     return out
 
 
@@ -155,8 +163,9 @@ def main(argv=None) -> dict:
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--every", type=int, default=2)
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--sae-point", default=None, help="hook name (default: where instrument and register read best)")
-    p.add_argument("--k", type=int, default=16)
+    p.add_argument("--sae-point", default="decoder.layers.2.hook_resid_post",
+                   help="hook name ('best': where instrument and register read best on clip means)")
+    p.add_argument("--k", type=int, default=32)
     p.add_argument("--d-sae", type=int, default=1024)
     p.add_argument("--sae-steps", type=int, default=3000)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -181,23 +190,121 @@ def main(argv=None) -> dict:
     report_probes(result["probes"])
     if "sae" not in args.skip:
         pooled = [r for r in result["probes"]["pooled"] if r["attribute"] in ("instrument", "register")]
-        hook = args.sae_point or max(sorted({r["name"] for r in pooled}),
+        hook = args.sae_point if args.sae_point != "best" else max(sorted({r["name"] for r in pooled}),
                                      key=lambda n: min(r["score"] for r in pooled if r["name"] == n))
         sae, stats, log, test_rows = train_sae(ds, hook, args)
         feats = aurocs(ds, sae, hook, test_rows)
         result["sae"] = {"hook": hook, "stats": stats, "log": log, "features": feats}
         sae.cfg["metadata"]["features"] = feats
         print(f"SAE at {hook}: {stats}")
-        print(markdown_table(["value", "feature", "AUROC"], [[k, v["feature"], f"{v['auroc']:.3f}"]
-                                                              for k, v in feats.items()]))
+        print(markdown_table(["value", "feature", "AUROC", "clip feature", "clip AUROC"],
+                             [[k, v["feature"], f"{v['auroc']:.3f}", v["clip_feature"], f"{v['clip_auroc']:.3f}"]
+                              for k, v in feats.items()]))
         if args.ship:
             S.save(sae, args.model / "sae" / hook)
         if "steer" not in args.skip:
             result["steer"] = steer(model, sae, feats, args)
     result["minutes"] = (time.time() - t0) / 60
+    result["targets"] = targets(result)
+    for name, (value, met) in result["targets"].items():
+        print(f"target {name}: {value} -> {'met' if met else 'NOT met'}")
     write_json(args.json, result)
+    if args.card:
+        write_card(args.model / "README.md", result)
     print(f"{result['minutes']:.1f} min")
     return result
+
+
+def best_of(rows: list[dict], attribute: str) -> dict:
+    return max((r for r in rows if r["attribute"] == attribute), key=lambda r: r["score"])
+
+
+def targets(result: dict) -> dict:
+    """The issue's targets: ``{name: (measured, met)}``."""
+    p, out = result["probes"], {}
+    for a in TARGETS:
+        b = max([best_of(p["pooled"], a), *(r for r in p["frames"] if r["attribute"] == a)], key=lambda r: r["score"])
+        out[f"{a} probe >= 95%, selectivity >= 50"] = (
+            f"{100 * b['score']:.1f}%, selectivity {100 * b['selectivity']:.0f} ({b['name']})",
+            b["score"] >= 0.95 and b["selectivity"] >= 0.5)
+    t = best_of(p["pooled"], "tempo_bpm")
+    out["tempo R^2 >= 0.8"] = (f"{t['score']:.3f} ({t['name']})", t["score"] >= 0.8)
+    if "sae" in result:
+        st, f = result["sae"]["stats"], result["sae"]["features"]
+        out["SAE EV >= 0.9, L0 <= 32, dead < 10%"] = (
+            f"EV {st['explained_variance']:.3f}, L0 {st['l0']:.0f}, dead {100 * st['dead']:.1f}%",
+            st["explained_variance"] >= 0.9 and st["l0"] <= 32 and st["dead"] < 0.1)
+        low = {k: round(v["auroc"], 3) for k, v in f.items() if v["auroc"] < 0.95}
+        out["a feature of AUROC >= 0.95 per instrument and register (frames)"] = (f"below: {low or 'none'}", not low)
+        low = {k: round(v["clip_auroc"], 3) for k, v in f.items() if v["clip_auroc"] < 0.95}
+        out["the same, a feature's mean over each clip"] = (f"below: {low or 'none'}", not low)
+    if "steer" in result:
+        bad = {k: (round(v["changed"], 2), round(v["others_before"] - v["others_after"], 2))
+               for k, v in result["steer"].items()
+               if v["changed"] < 0.8 or v["others_before"] - v["others_after"] > 0.1}
+        out["steering >= 80%, others within 10 points"] = (f"failing (share, others' drop): {bad or 'none'}",
+                                                           not bad)
+    return out
+
+
+def card_section(result: dict) -> str:
+    """The model card's section (between markers, kept by ``eval_nano.py``)."""
+    p = result["probes"]
+    lines = ["<!-- probe_nano -->", "## Probes and sparse autoencoder", "",
+             f"`benchmarks/probe_nano.py` ({result['args']['clips']} teacher-forced corpus clips of "
+             f"{result['args']['seconds']} s, a seed training never used; every {result['args']['every']}nd frame; "
+             f"{result['minutes']:.0f} min on 2 shared cores). Probes: scikit-learn, 5 folds grouped by clip; control "
+             "task: a random label per prompt (selectivity = held-out score - control score, points).", ""]
+    rows = []
+    for a in (*CLASSES, "tempo_bpm"):
+        b = best_of(p["pooled"], a)
+        rows.append([a, "clip mean", b["name"].replace("decoder.", ""), f"{b['score']:.3f}",
+                     f"{b['control']:.3f}", f"{100 * b['selectivity']:.0f}"])
+    for a in ("midi", "key", "mode"):
+        b = best_of(p["frames"], a)
+        rows.append([a, "per frame", b["name"].replace("decoder.", ""), f"{b['score']:.3f}",
+                     f"{b['control']:.3f}", f"{100 * b['selectivity']:.0f}"])
+    lines += [markdown_table(["attribute", "rows", "best point", "held-out (acc. or R^2)", "control", "selectivity"],
+                             rows), "",
+              "Where the word is read and where the music is: best layer's held-out accuracy on clips whose prompt "
+              "names the attribute / does not.", "",
+              markdown_table(["attribute", "cross_attn_out named", "not named", "resid_post named", "not named"],
+                             [[a, *(f"{s[pt][0]:.2f}" for pt in ("cross_attn_out", "resid_post")
+                                    for s in [x for x in p["said"] if x["attribute"] == a])]
+                              for a in ("instrument", "register", "key", "mode", "dynamics")])]
+    if "sae" in result:
+        st, sae = result["sae"]["stats"], result["sae"]
+        lines += ["", f"SAE: `sae/{sae['hook']}/` (SAE Lens files: `cfg.json`, `sae_weights.safetensors`), TopK, "
+                  f"d_sae {result['args']['d_sae']}, k {result['args']['k']}, trained on the frame rows of 80% of "
+                  f"the clips ({st['minutes']:.0f} min); on the other 20%: explained variance "
+                  f"{st['explained_variance']:.3f}, L0 {st['l0']:.0f}, dead {100 * st['dead']:.1f}%. Best feature "
+                  "per value, AUROC on frame rows / of the feature's mean over each clip:", "",
+                  markdown_table(["value", "frames: feature", "AUROC", "clip means: feature", "AUROC"],
+                                 [[k, v["feature"], f"{v['auroc']:.3f}", v["clip_feature"], f"{v['clip_auroc']:.3f}"]
+                                  for k, v in sae["features"].items()])]
+    if "steer" in result:
+        lines += ["", "Steering: the value's feature clamped to its 99th percentile on the value's frames, guidance 3, "
+                  f"{result['args']['duration']} s, prompts that ask for another value (measured from the audio):", "",
+                  markdown_table(["value", "feature", "clips", "turned to it", "other attributes before -> after"],
+                                 [[k, v["feature"], v["clips"], f"{100 * v['changed']:.0f}%",
+                                   f"{100 * v['others_before']:.0f}% -> {100 * v['others_after']:.0f}%"]
+                                  for k, v in result["steer"].items()])]
+    lines += ["", "Targets (issue 33): " + "; ".join(f"{k}: {v} ({'met' if ok else 'not met'})"
+                                                    for k, (v, ok) in result["targets"].items()) + ".",
+              "<!-- /probe_nano -->"]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(path: Path, result: dict) -> None:
+    import re
+
+    old = path.read_text()
+    new = card_section(result)
+    if "<!-- probe_nano -->" in old:
+        text = re.sub(r"<!-- probe_nano -->.*?<!-- /probe_nano -->\n?", lambda m: new, old, flags=re.S)
+    else:
+        text = old.rstrip("\n") + "\n\n" + new
+    path.write_text(text)
 
 
 def report_probes(r: dict) -> None:
