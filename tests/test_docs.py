@@ -8,7 +8,8 @@ import pytest
 MODULES = ["mglab.nano.corpus", "mglab.core.fileio", "mglab.core.numeric", "mglab.decoding.longform",
            "mglab.decoding.patterns", "mglab.inspect.distributions", "mglab.decoding.sampling",
            "mglab.decoding.continuation", "mglab.onnx.accuracy", "mglab.inspect.reports", "mglab.audio.vocabulary",
-           "mglab.decoding.masks", "mglab.masked_model", "mglab.networks.masked_lm"]
+           "mglab.decoding.masks", "mglab.masked_model", "mglab.networks.masked_lm", "mglab.inspect.activations",
+           "mglab.inspect.probe", "mglab.inspect.sae", "mglab.inspect.features"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -21,7 +21,7 @@ Examples
 --------
 >>> rng = np.random.default_rng(0)
 >>> y = rng.integers(0, 3, 300)
->>> x = rng.normal(size=(300, 8)); x[:, 0] += 3 * y              # the class is written along axis 0
+>>> x = rng.normal(size=(300, 8)); x[:, 0] += 6 * y              # the class is written along axis 0
 >>> r = probe(x, y, groups=np.arange(300), folds=3)
 >>> r["kind"], r["score"] > 0.9
 ('accuracy', True)
