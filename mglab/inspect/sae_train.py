@@ -34,7 +34,7 @@ def train(x, *, k: int, d_sae: int, steps: int = 3000, batch_size: int = 1024, l
     import torch
 
     torch.manual_seed(seed)
-    x = torch.as_tensor(np.asarray(x), dtype=torch.float32)                  # [rows, d_in]
+    x = torch.from_numpy(np.array(x, dtype=np.float32))                     # [rows, d_in], a writable copy
     rows, d_in = x.shape
     mean = x.mean(0)                                                        # [d_in]
     scale = float(((x - mean) ** 2).mean().sqrt())
