@@ -150,3 +150,18 @@ def test_generated_dataset_and_layer_table(nano, tmp_path):
         pr.probe(ds.clips(names[0]), ["melody"] * 7 + ["scale"], groups=np.arange(8), folds=2)
     with pytest.raises(FileExistsError):
         activations.Writer(tmp_path / "gen", names)
+
+
+def test_dataset_from_a_sweeps_recorded_rows(nano, tmp_path):
+    import mglab
+
+    name = "decoder.layers.1.hook_resid_post"
+    table = mglab.sweep(nano, {"prompt": ["a low organ melody", "a high flute scale"], "seed": [0]}, tmp_path / "sw",
+                        client=False, evaluate=False, record=[name, "codec.hook_codes"], duration=0.3)
+    ds = activations.from_sweep(tmp_path / "sw", tmp_path / "ds", [name])
+    frames = round(0.3 * 50)
+    assert len(ds) == 2 and ds.frames(name).shape == (2 * frames, 128)
+    assert ds.table()["register"].tolist() == ["low", "high"] and ds.table()["seed"].tolist() == [0, 0]
+    values, keys = mglab.sweep_cache(tmp_path / "sw", name)                # [rows, steps, 1, 1, d]
+    assert list(keys) == table["row"].tolist()
+    np.testing.assert_allclose(ds.frames(name)[:frames], values[0, 1: frames + 1, 0, 0], atol=1e-6)
