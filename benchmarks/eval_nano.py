@@ -337,7 +337,15 @@ def write_card(folder: Path, result: dict) -> None:
         weak=", ".join(f"{a} ({100 * v[0]:.0f}%)" for a, v in result["table"]["guidance 3 (all)"].items()
                        if a in ATTRS and v[0] < 0.8) or "none",
         moved=moved(old_card, rows))
-    (folder / "README.md").write_text(card)
+    (folder / "README.md").write_text(card + kept_sections(old_card))
+
+
+def kept_sections(old_card: str) -> str:
+    """The sections other benchmarks wrote into the card between their markers (``<!-- probe_nano -->`` ...
+    ``<!-- /probe_nano -->``), kept when this one rewrites it."""
+    import re
+
+    return "".join("\n" + m.group(0) + "\n" for m in re.finditer(r"<!-- (\w+) -->.*?<!-- /\1 -->", old_card, re.S))
 
 
 def _last_fit(old_card: str) -> str:

@@ -29,6 +29,7 @@ What each room may import (``tests/test_layout.py``'s table), never a room above
 from .core.hooks import Hook, HookRegistry
 from .decoding import masks
 from .generation import Generation
+from .inspect import probe, sae
 from .inspect.activation_cache import ActivationCache
 from .inspect.interventions import logit_lens, mean_residual, patch, patching_map, steer, steering_vector
 from .masked_model import MaskedMusicGen
@@ -40,7 +41,6 @@ from .sweeps import sweep, sweep_cache
 from .version import __version__
 
 __all__ = ["ActivationCache", "Codec", "Generation", "Hook", "HookRegistry", "LoadSpec", "MaskedMusicGen",
-           "MelodyMusicGen", "MusicGen",
-           "load", "masks",
+           "MelodyMusicGen", "MusicGen", "load", "masks", "probe", "sae",
            "logit_lens", "mean_residual", "patch", "patching_map", "steer", "steering_vector", "sweep",
            "sweep_cache", "__version__"]

@@ -256,3 +256,23 @@ def test_masked_decoding(tmp_path):
             i += 1
     assert m["passes"] == {"autoregressive": 48.0, "masked": 50.0}   # 0.9 s: 45 frames + 3 delays
     written(tmp_path, ["decided.png", "schedule.png", "vamp.png"])
+
+
+def test_probes_and_features_on_the_nano_model(tmp_path):
+    """Teacher-forced probes read instrument and register far above their control task; the cross-attention
+    output reads the instrument only when the prompt names it, the residual stream also when it does not; the
+    shipped SAE reconstructs the point, has an instrument detector per instrument, and clamping one turns clips
+    to its instrument (measured from the audio)."""
+    m = run("10_probes_and_features.ipynb", tmp_path, model=str(NANO))
+    assert players(tmp_path, "10_probes_and_features.ipynb") >= 5   # the feature page's clips and the steered ones
+    best = {p["attribute"]: p for p in m["probes"]}
+    for a in ("instrument", "register"):
+        assert best[a]["score"] >= 0.95 and best[a]["selectivity"] >= 0.5, best[a]
+    assert best["tempo_bpm"]["score"] >= 0.8
+    w = m["word_vs_played"]
+    assert w["cross_attn_out, named"] > 0.9 and w["cross_attn_out, not named"] < 0.6 < w["resid_post, not named"], w
+    assert m["sae"]["explained_variance"] >= 0.9 and m["sae"]["l0"] <= m["sae"]["k"], m["sae"]
+    instruments = [f for f in m["best_features"] if f["attribute"] == "instrument"]
+    assert len(instruments) == 6 and sum(f["auroc"] >= 0.95 for f in instruments) >= 5, instruments
+    assert np.mean([s["share"] for s in m["steer"].values()]) >= 0.6, m["steer"]
+    written(tmp_path, ["probes.png", m["feature_page"]])

@@ -3,9 +3,10 @@
 Register from the median ``pyin`` pitch, tempo from the onset rate (and the beat tempo), key and mode from the
 chroma against Krumhansl-Schmuckler profiles (with the first and last notes as tonic evidence), dynamics from
 the RMS level. The instrument is a nearest-neighbour classifier over spectral features (harmonic amplitudes,
-inharmonic bar modes, attack, decay) fitted on the nano model's synthesizer (:func:`fit_instruments`;
-``mglab/audio/instruments.json``): it knows only those timbres. Tested on tones, clicks, noise, the random
-tiny model's output and the synthesizer's renderings (no real MusicGen checkpoint runs here).
+inharmonic bar modes, attack, decay; scikit-learn's ``KNeighborsClassifier``) fitted on the nano model's
+synthesizer (:func:`fit_instruments`; ``mglab/audio/instruments.json``): it knows only those timbres. Tested
+on tones, clicks, noise, the random tiny model's output and the synthesizer's renderings (no real MusicGen
+checkpoint runs here).
 
 A measurement the audio does not support is not made: its value is None and ``measured["abstained"]`` says
 why, and :func:`adherence` counts it as neither a hit nor a miss. The thresholds, measured on 40 corpus
@@ -35,6 +36,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -317,18 +319,26 @@ def adherence(prompt_or_attributes, audio, sr: int, measured: dict | None = None
 
 
 def classify_instrument(features: np.ndarray, k: int = 7, with_distance: bool = False):
-    """The majority of the ``k`` nearest standardized examples of :data:`INSTRUMENT_MODEL`; None if it has not
-    been fitted. ``with_distance``: ``(name, mean distance to those k)``, what abstention is judged on."""
+    """The majority of the ``k`` nearest standardized examples of :data:`INSTRUMENT_MODEL` (scikit-learn's
+    ``KNeighborsClassifier``, Euclidean; a tie goes to the name first in alphabetical order); None if it has
+    not been fitted. ``with_distance``: ``(name, mean distance to those k)``, what abstention is judged on."""
     if not INSTRUMENT_MODEL.is_file():
         return (None, None) if with_distance else None
-    model = json.loads(INSTRUMENT_MODEL.read_text())
-    mean, std = np.array(model["mean"]), np.array(model["std"])
-    x, labels = np.array(model["examples"]), model["labels"]
-    dist = np.linalg.norm(x - (features - mean) / std, axis=1)
-    order = np.argsort(dist)[:k]
-    nearest = [labels[i] for i in order]
-    name = max(sorted(set(nearest)), key=nearest.count)
-    return (name, float(dist[order].mean())) if with_distance else name
+    knn, mean, std = _instrument_knn(INSTRUMENT_MODEL, INSTRUMENT_MODEL.stat().st_mtime_ns, k)
+    x = ((np.asarray(features, dtype=np.float64) - mean) / std)[None]          # [1, features]
+    name = str(knn.predict(x)[0])
+    distance = float(knn.kneighbors(x)[0].mean())
+    return (name, distance) if with_distance else name
+
+
+@functools.lru_cache(maxsize=4)
+def _instrument_knn(path: Path, mtime: int, k: int):
+    """The fitted classifier of ``path`` (read again when the file changes) and its standardization."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    model = json.loads(Path(path).read_text())
+    knn = KNeighborsClassifier(n_neighbors=k, algorithm="brute").fit(np.array(model["examples"]), model["labels"])
+    return knn, np.array(model["mean"]), np.array(model["std"])
 
 
 def fit_instruments(examples: list[tuple[np.ndarray, str]], path: Path = INSTRUMENT_MODEL) -> dict:

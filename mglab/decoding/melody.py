@@ -1,4 +1,4 @@
-"""Stage 2 for MusicGen-Melody: text and chroma become the prefix the decoder reads before the codes.
+"""MusicGen-Melody's stage 2 (conditioning): text and chroma become the prefix the decoder reads before the codes.
 
 As transformers' ``MusicgenMelodyForConditionalGeneration.generate`` builds it::
 

@@ -57,6 +57,8 @@ def section(folder: Path, root: Path) -> str:
     pages = sorted(folder.glob("*.html"))
     title = f'<a href="{rel(pages[0])}">{name}</a>' if pages else name
     parts = [f"<section><h2>{title}</h2>"]
+    if len(pages) > 1:                                       # pages the notebook wrote (feature pages, ...)
+        parts.append("<p>" + " ".join(f'<a href="{rel(p)}">{html.escape(p.stem)}</a>' for p in pages[1:]) + "</p>")
     metrics_path = folder / "metrics.json"
     if metrics_path.is_file():
         rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
