@@ -106,6 +106,16 @@ def run(model_view_dir: Path, dtype: dict, tasks: list[dict], threads: int | Non
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def end_pad_frames(shape) -> np.ndarray:
+    """Where transformers.js may part from transformers and mglab: ``[B, K, frames]``, True on codebook k's
+    last k - 1 frames. transformers.js (4.3.2, ``prepare_inputs_for_generation``) forces the delay pattern's pads
+    at the start only, not the end: in the last K - 1 steps it feeds the early codebooks' sampled tokens back
+    where transformers feeds pads, and those inputs reach the later codebooks' last frames."""
+    batch, books, frames = shape
+    f, k = np.arange(frames)[None, :], np.arange(books)[:, None]
+    return np.broadcast_to(f >= frames + 1 - k, (batch, books, frames))
+
+
 def read_outputs(out: str, result: dict) -> tuple[np.ndarray, np.ndarray]:
     """Codes ``[B, K, frames]`` (int64) and audio ``[B, C, samples]`` a ``generate`` task wrote to ``out``."""
     codes = np.fromfile(out + ".codes", dtype=np.int32).reshape(result["codes_shape"]).astype(np.int64)
