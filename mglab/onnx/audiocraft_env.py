@@ -52,6 +52,22 @@ def _module(name: str, **attrs) -> types.ModuleType:
     return m
 
 
+def _real(name: str) -> bool:
+    """A module that is installed and imports (then it is used, not stood in for: transformers' melody feature
+    extractor needs the real torchaudio, and a stand-in left in ``sys.modules`` would break it)."""
+    import importlib
+    import importlib.util
+
+    root = name.split(".")[0]
+    if root in ("xformers", "dora") or importlib.util.find_spec(root) is None:
+        return False
+    try:
+        importlib.import_module(name)
+        return True
+    except Exception:                                     # noqa: BLE001 - a broken install: stand in for it
+        return False
+
+
 def install() -> None:
     """Stand in for what audiocraft imports but the LM never uses; real modules already imported stay."""
     import torch
@@ -61,7 +77,7 @@ def install() -> None:
               "dora.distrib": dict(rank=lambda: 0, world_size=lambda: 1, init=lambda *a, **k: None),
               "dora.log": {}, **{name: {} for name in STOOD_IN}}
     for name, attrs in wanted.items():
-        if name not in sys.modules:
+        if name not in sys.modules and not _real(name):
             _module(name, **attrs)
 
 
