@@ -60,6 +60,7 @@ class Dataset:
 
     @property
     def names(self) -> list[str]:
+        """The hook points the dataset holds, in recording order."""
         return list(self.meta["names"])
 
     def __len__(self) -> int:
@@ -161,6 +162,7 @@ class Writer:
             f.write(np.ascontiguousarray(x).tobytes())
 
     def close(self) -> Dataset:
+        """Flush and close every point's file; the finished :class:`Dataset`."""
         for f in self._open.values():
             f.close()
         atomic_write(self.path / "dataset.json", lambda tmp: Path(tmp).write_text(json.dumps(self.meta, indent=1)))

@@ -95,10 +95,12 @@ class SAE:
 
     @property
     def d_in(self) -> int:
+        """The width of the point it reads (SAE Lens's ``d_in``)."""
         return self.W_enc.shape[0]
 
     @property
     def d_sae(self) -> int:
+        """The number of features (SAE Lens's ``d_sae``)."""
         return self.W_enc.shape[1]
 
     @classmethod
