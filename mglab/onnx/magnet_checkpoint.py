@@ -182,12 +182,12 @@ def export_codec(src: Path, name: str, onnx_dir: Path, codecs: dict) -> dict:
             "audio_channels": c.audio_channels, "codebook_size": c.codebook_size, "num_codebooks": int(k)}
 
 
-def config(cfg, lm, codec: dict, source: str) -> dict:
+def config(cfg, lm, codec: dict) -> dict:
     """``config.json``: ``"decoding": "masked"``, the sizes the graphs have, the codec's rates and MAGNeT's
     generation defaults."""
     t = cfg.transformer_lm
     frame_rate = codec["sample_rate"] / codec["hop_length"]
-    return {"decoding": "masked", "model_type": "magnet", "source": source,
+    return {"decoding": "masked", "model_type": "magnet",
             "num_codebooks": lm.num_codebooks, "card": lm.card, "hidden_size": lm.dim,
             "num_layers": len(lm.transformer.layers), "num_heads": t.num_heads,
             "span_len": int(cfg.masking.span_len), "subcodes_context": int(t.subcodes_context),
@@ -230,7 +230,7 @@ def export(src, out, dtypes=("fp32", "q8"), force: bool = False, codecs: dict | 
             for name in GRAPHS:
                 common._say(f"{name}: {dtype}")
                 make_variant(stage / "onnx" / f"{name}.onnx", dtype)
-        (stage / "config.json").write_text(json.dumps(config(cfg, lm, codec, src.name), indent=2) + "\n")
+        (stage / "config.json").write_text(json.dumps(config(cfg, lm, codec), indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
         shutil.move(str(stage), out)
