@@ -1,4 +1,4 @@
-"""``MelodyMusicGen``: MusicGen-Melody, text and a melody to music (``mglab.load`` returns one for such an export).
+"""``MelodyMusicGen``: MusicGen-Melody, text and a melody to music (``mglab.load`` returns one for such an export)::
 
     melody (array or file) --audio/chroma.py--> one-hot chroma [B, F, 12] --conditioning.hook_chroma-->
     prompts --networks/text.py--> text [B, n, d_text]

@@ -12,9 +12,10 @@ Files (SAE Lens's, so ``sae_lens.SAE.load_from_disk(folder)`` reads them)::
 
 The safetensors file is read and written here with numpy alone (the format is a JSON header and raw
 little-endian arrays), so applying an SAE needs neither torch nor safetensors; training does
-(:mod:`mglab.inspect.sae_train`, the ``training`` extra). On a model, :func:`features` reads the feature
-activations while generating and :func:`clamp` sets (or adds to) one feature at every step: the point becomes
-``x + (z'_f - z_f) W_dec[f]``, so what the SAE does not explain (its error) is kept::
+(:mod:`mglab.inspect.sae_train`, the ``training`` extra). On a model, :func:`~mglab.inspect.sae.features`
+reads the feature activations while generating and :func:`~mglab.inspect.sae.clamp` sets (or adds to) one
+feature at every step: the point becomes ``x + (z'_f - z_f) W_dec[f]``, so what the SAE does not explain (its
+error) is kept::
 
     sae = load("data/models/nano-musicgen/sae/decoder.layers.2.hook_resid_post")
     gen, z = features(model, sae, "a low organ melody", duration=2.0)     # z [steps, B, d_sae]

@@ -39,7 +39,8 @@ class Conditioner:
 
 
 class MelodyDecoder(Decoder):
-    """The melody decoder: :meth:`step` takes the prefix ``[H*B, P, d]`` where MusicGen's takes the text."""
+    """The melody decoder: :meth:`~mglab.networks.decoder.Decoder.step` takes the prefix ``[H*B, P, d]`` where
+    MusicGen's takes the text."""
 
     def step(self, input_ids: np.ndarray, hidden: np.ndarray, mask, cache: KVCache | None,
              attention: bool = False, capacity: int | None = None, resid=None):
