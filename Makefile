@@ -66,7 +66,7 @@ test: $(VENV)/.test
 ## make docs: the Sphinx site -> docs/_build/html (offline); warnings are errors, every cross-reference resolves.
 ## The gallery takes the notebooks' executed copies (docs/_ext/mglab_docs.py): from make test or make report, or
 ## executes them here at their defaults (about 4 minutes on 2 cores) when there are none
-DOCS_BUILD := $(PY) -m sphinx -W --keep-going -n -q -b html docs docs/_build/html
+DOCS_BUILD := $(PY) -m sphinx -E -W --keep-going -n -q -b html docs docs/_build/html
 docs: $(VENV)/.test
 	$(DOCS_BUILD)
 	@echo "wrote docs/_build/html/index.html"

@@ -36,7 +36,7 @@ def transformers_streamed(torch_model, ids, mask, **kwargs):
 
 
 # ``make docs``' command (the Makefile's DOCS_BUILD, after ``$(PY)``; tests/test_docs.py keeps the two equal)
-DOCS_BUILD = ["-m", "sphinx", "-W", "--keep-going", "-n", "-q", "-b", "html", "docs", "docs/_build/html"]
+DOCS_BUILD = ["-m", "sphinx", "-E", "-W", "--keep-going", "-n", "-q", "-b", "html", "docs", "docs/_build/html"]
 
 
 @functools.cache

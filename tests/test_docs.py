@@ -83,7 +83,8 @@ def test_the_site_builds(docs_site):
     for page in ["index", "install", "quickstart", "correctness", "performance", "gallery/index", "api/index",
                  "api/flat", "api/generated/mglab.load", "api/generated/mglab.decoding.patterns",
                  *(f"guide/{p}" for p in ["loading", "generating", "hooks", "residual", "continuation", "stereo",
-                                          "export", "longform", "sweeps", "evaluation", "models", "masked"]),
+                                          "export", "longform", "sweeps", "evaluation", "models", "masked",
+                                          "melody", "probes"]),
                  *(f"gallery/{p.stem}" for p in (ROOT / "notebooks").glob("*.ipynb"))]:
         assert (html / f"{page}.html").is_file(), page
     text = {p: (html / f"{p}.html").read_text() for p in ["performance", "correctness", "guide/models"]}
@@ -92,3 +93,24 @@ def test_the_site_builds(docs_site):
         assert date in text["performance"], date
     assert text["performance"].count("2-core") >= 6
     assert "2026-11-30" in text["guide/models"] and "teacher-forced" in text["correctness"]
+
+
+def test_the_site_works_offline_and_every_notebook_page_plays(docs_site):
+    """Nothing in the built site is fetched from the network (script, stylesheet, image or audio sources), and
+    every gallery page whose executed notebook has audio shows as many players."""
+    import json
+    import re
+
+    html = docs_site
+    for page in html.rglob("*.html"):
+        text = page.read_text(errors="replace")
+        remote = re.findall(r'<(?:script|link|img|audio|source)\b[^>]*(?:src|href)="(https?://[^"]+)"', text)
+        assert not remote, (page.relative_to(html), remote[:3])
+    for nb in (ROOT / "notebooks").glob("*.ipynb"):
+        executed = ROOT / "docs" / "gallery" / nb.name
+        if not executed.is_file():
+            continue
+        outputs = [o for c in json.loads(executed.read_text())["cells"] for o in c.get("outputs", [])]
+        players = sum("".join(o.get("data", {}).get("text/html", "")).count("<audio") for o in outputs)
+        shown = (html / "gallery" / f"{nb.stem}.html").read_text().count("<audio")
+        assert shown >= players, (nb.name, players, shown)

@@ -7,7 +7,7 @@ included. The repository keeps its notebooks without outputs, so an executed cop
   run on the bundled nano model, so ``make test`` renders what it just ran (no second execution);
 - ``reports/<name>/<name>.ipynb``: written by ``make report`` (``make demo`` for the quickstart), at the
   notebook's defaults;
-- otherwise it is executed here, at its defaults, with papermill (about 2 minutes for all eight on 2 cores),
+- otherwise it is executed here, at its defaults, with papermill (a few minutes for all of them on 2 cores),
   into ``docs/_build/executed/``.
 
 A copy counts only if its code cells are the notebook's as it is now (papermill's injected-parameters cell
@@ -41,8 +41,10 @@ def flat_api() -> dict[str, object]:
 
 def defined_in() -> dict[str, str]:
     """``{"mglab.load": "mglab.model", ...}``: where each flat name is defined."""
-    return {f"mglab.{name}": getattr(obj, "__module__", None) or "mglab" for name, obj in flat_api().items()
-            if not isinstance(obj, str)} | {"mglab.__version__": "mglab.version"}
+    import inspect
+
+    return {f"mglab.{name}": obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", None) or "mglab"
+            for name, obj in flat_api().items() if not isinstance(obj, str)} | {"mglab.__version__": "mglab.version"}
 
 
 def flat_by_module() -> dict[str, dict[str, tuple[str, bool]]]:
