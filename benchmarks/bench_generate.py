@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_small_shapes import model_parser  # noqa: E402
-from common import fresh_cache, markdown_table, step_times, timed, write_json  # noqa: E402
+from common import fresh_cache, markdown_table, step_times, step_times_transformers, timed, write_json  # noqa: E402
 
 import mglab  # noqa: E402
 
@@ -90,24 +90,6 @@ def decoder_bytes_per_step(model) -> int:
         if not skip:
             total += int(np.prod(init.dims)) * onnx.helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
     return total
-
-
-def step_times_transformers(torch_model, ids, mask, steps: int) -> list[float]:
-    import torch
-    from transformers import LogitsProcessor, LogitsProcessorList
-
-    stamps = [time.perf_counter()]
-
-    class Stamp(LogitsProcessor):
-        def __call__(self, input_ids, scores):
-            stamps.append(time.perf_counter())
-            return scores
-
-    with torch.no_grad():
-        torch_model.generate(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
-                             max_new_tokens=steps, do_sample=False, guidance_scale=3.0,
-                             logits_processor=LogitsProcessorList([Stamp()]))
-    return list(np.diff(stamps))
 
 
 def rates(times: list[float]) -> dict:

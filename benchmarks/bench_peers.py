@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import transformers_js  # noqa: E402
 from build_small_shapes import model_parser  # noqa: E402
-from common import markdown_table, step_times, write_json  # noqa: E402
+from common import markdown_table, step_times, step_times_transformers, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NANO = ROOT / "data" / "models" / "nano-musicgen"
@@ -108,25 +108,6 @@ def bench_js(view: Path, steps: list[int], threads: int | None) -> dict:
     return out
 
 
-def torch_step_times(torch_model, ids, mask, steps: int) -> list[float]:
-    """Each step's seconds in transformers' greedy guided ``generate`` (a logits processor stamps the clock)."""
-    import torch
-    from transformers import LogitsProcessor, LogitsProcessorList
-
-    stamps = [time.perf_counter()]
-
-    class Stamp(LogitsProcessor):
-        def __call__(self, input_ids, scores):
-            stamps.append(time.perf_counter())
-            return scores
-
-    with torch.no_grad():
-        torch_model.generate(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
-                             max_new_tokens=steps, do_sample=False, guidance_scale=3.0,
-                             logits_processor=LogitsProcessorList([Stamp()]))
-    return list(np.diff(stamps))
-
-
 def bench_torch(model_dir: Path, steps: list[int], threads: int | None) -> dict:
     """transformers' steps/s (fp32) on the checkpoint under ``pytorch/``."""
     import torch
@@ -141,10 +122,10 @@ def bench_torch(model_dir: Path, steps: list[int], threads: int | None) -> dict:
     torch_model = MusicgenForConditionalGeneration.from_pretrained(model_dir / "pytorch").eval()
     load = time.perf_counter() - t
     ids, mask = mglab.load(model_dir, dtype="fp32", decoder="merged").text.tokenize([PROMPT])
-    torch_step_times(torch_model, ids, mask, WARMUP)
+    step_times_transformers(torch_model, ids, mask, WARMUP)
     out = {"load_s": load, "threads": torch.get_num_threads(),
            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-           **{str(n): rates(torch_step_times(torch_model, ids, mask, n)) for n in steps}}
+           **{str(n): rates(step_times_transformers(torch_model, ids, mask, n)) for n in steps}}
     print("transformers fp32: " + ", ".join(f"{n} steps {out[str(n)]:.1f}/s" for n in steps), flush=True)
     return {"fp32": out}
 

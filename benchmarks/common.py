@@ -29,6 +29,25 @@ def step_times(model, steps: int, prompt: str = "lofi piano", **kw) -> list[floa
     return list(np.diff(stamps))
 
 
+def step_times_transformers(torch_model, ids, mask, steps: int) -> list[float]:
+    """Each step's seconds in transformers' greedy guided ``generate`` (a logits processor stamps the clock)."""
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    stamps = [time.perf_counter()]
+
+    class Stamp(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            stamps.append(time.perf_counter())
+            return scores
+
+    with torch.no_grad():
+        torch_model.generate(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                             max_new_tokens=steps, do_sample=False, guidance_scale=3.0,
+                             logits_processor=LogitsProcessorList([Stamp()]))
+    return list(np.diff(stamps))
+
+
 @contextmanager
 def fresh_cache():
     """``$MGLAB_CACHE`` pointed at a new empty folder for the block (a row's cold first load owes nothing to

@@ -16,11 +16,10 @@ What the training (``scripts/train_nano_magnet.py``), the tests and whoever load
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 from mglab.nano import synth
-from mglab.onnx.audiocraft_env import install
+from mglab.onnx.audiocraft_env import install, local_t5
 
 T5_NAME = "nano-t5"               # the conditioner's name in xp.cfg; the checkpoint folder holds <name>/
 FRAME_RATE = 50
@@ -53,14 +52,6 @@ def config(segment_duration: int = 6, dropout: float = 0.2, **sizes) -> dict:
     }
 
 
-def tokenizer(folder: Path):
-    """nano-musicgen's word-level tokenizer (``folder/tokenizer.json``) as transformers' fast tokenizer."""
-    from transformers import PreTrainedTokenizerFast
-
-    return PreTrainedTokenizerFast(tokenizer_file=str(Path(folder) / "tokenizer.json"), pad_token="<pad>",
-                                   eos_token="</s>", model_input_names=["input_ids", "attention_mask"])
-
-
 def write_t5(musicgen_pytorch: Path, folder: Path) -> Path:
     """``folder`` = nano-musicgen's text encoder (``T5EncoderModel.save_pretrained``) and its ``tokenizer.json``."""
     import shutil
@@ -74,36 +65,15 @@ def write_t5(musicgen_pytorch: Path, folder: Path) -> Path:
     return folder
 
 
-@contextlib.contextmanager
 def nano_t5(folder: Path, name: str = T5_NAME):
-    """Inside: audiocraft's ``T5Conditioner(name=name)`` loads the T5 encoder and tokenizer from ``folder``."""
-    install()
-    import json
-
-    from audiocraft.modules import conditioners as c
-    from transformers import T5EncoderModel
-
+    """Inside: audiocraft's ``T5Conditioner(name=name)`` loads the T5 encoder and tokenizer from ``folder``
+    (which is named ``name``): :func:`mglab.onnx.audiocraft_env.local_t5` over the folder holding it, the very
+    loading the export uses."""
     folder = Path(folder)
-
-    class Tokenizer:
-        @staticmethod
-        def from_pretrained(_name):
-            return tokenizer(folder)
-
-    class Encoder:
-        @staticmethod
-        def from_pretrained(_name):
-            return T5EncoderModel.from_pretrained(folder)
-
-    d_model = json.loads((folder / "config.json").read_text())["d_model"]
-    saved = c.T5Tokenizer, c.T5EncoderModel, c.T5Conditioner.MODELS, c.T5Conditioner.MODELS_DIMS
-    c.T5Tokenizer, c.T5EncoderModel = Tokenizer, Encoder
-    c.T5Conditioner.MODELS = [*saved[2], name]
-    c.T5Conditioner.MODELS_DIMS = {**saved[3], name: d_model}
-    try:
-        yield
-    finally:
-        c.T5Tokenizer, c.T5EncoderModel, c.T5Conditioner.MODELS, c.T5Conditioner.MODELS_DIMS = saved
+    if folder.name != name:
+        raise ValueError(f"the T5 folder {folder} must be named {name!r}, as the checkpoint's config names it")
+    install()
+    return local_t5(folder.parent)
 
 
 def build(cfg: dict, t5_folder: Path, seed: int = 0):

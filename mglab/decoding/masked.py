@@ -59,6 +59,9 @@ def no_hooks(name, value, step=None, layer=None):
     return value
 
 
+no_hooks.wants = lambda name: False                                        # as mglab.core.hooks.Hooks.wants
+
+
 def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int, span_len: int,
                  temperature: float, top_k: int, top_p: float, max_cfg_coef: float, min_cfg_coef: float,
                  guided: bool = True, keep: np.ndarray | None = None, hooks=no_hooks, step0: int = 0,
@@ -85,6 +88,8 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
         return codes
     current = np.where(keep, given, card)                                      # [B, T]: the stage's codebook
     scores = np.where(kept_spans, np.float32(KEEP), np.float32(0)).astype(np.float32)   # [B, spans]
+    every = hooks.wants("masked.hook_logits")            # guide every codebook only for a hook that sees them
+    books = slice(None) if every else slice(stage, stage + 1)
     for i, share in enumerate(mask_shares(n)):
         left = n - 1 - i
         span_mask = np.zeros((b, spans), dtype=bool)                           # [B, spans]
@@ -99,12 +104,15 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
         step = step0 + i
         hooks("masked.hook_mask", codes == card, step, stage)                  # [B, K, T]
         rows = np.concatenate([codes, codes]) if guided else codes             # [R, K, T]
-        logits = run(rows, stage, step)                                        # [R, K, T, card]
+        logits = run(rows, stage, step)[:, books]                              # [R, K or 1, T, card]
         if guided:
-            cond, uncond = logits[:b], logits[b:]                              # [B, K, T, card] each
+            cond, uncond = logits[:b], logits[b:]                              # [B, K or 1, T, card] each
             coef = share * max_cfg_coef + (1 - share) * min_cfg_coef
-            logits = uncond + (cond - uncond) * np.float32(coef)               # [B, K, T, card]
-        logits = hooks("masked.hook_logits", logits, step, stage)[:, stage]    # [B, T, card]
+            logits = uncond + (cond - uncond) * np.float32(coef)               # [B, K or 1, T, card]
+        if every:
+            logits = hooks("masked.hook_logits", logits, step, stage)[:, stage]   # [B, T, card]
+        else:
+            logits = logits[:, 0]                                              # [B, T, card]
         temp = max(temperature * left / n, 1e-2)                               # annealed to 0 (floor 0.01)
         probs = softmax(logits / np.float32(temp))                             # [B, T, card]
         tokens = _sample(probs, top_k, top_p, rngs)                            # [B, T]
