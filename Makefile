@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 REPORTS ?= reports
 
-.PHONY: demo test docs report tiny-model nano-model clean
+.PHONY: demo test docs report tiny-model nano-model nano-melody clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -91,6 +91,12 @@ tiny-model: $(VENV)/.test
 nano-model: $(VENV)/.test
 	$(PY) scripts/train_nano.py --out data/models/nano-musicgen
 	$(PY) benchmarks/eval_nano.py --fit
+
+## make nano-melody: train data/models/nano-melody from nano-musicgen's weights (about 50 min on 2 cores), export
+## it with mglab export, measure it (the card's scores)
+nano-melody: $(VENV)/.test
+	$(PY) scripts/train_nano_melody.py --out data/models/nano-melody
+	$(PY) benchmarks/eval_melody.py --model data/models/nano-melody --card
 
 clean:
 	rm -rf $(VENV) $(REPORTS) docs/_build docs/api/generated docs/api/flat.rst docs/gallery/*.ipynb

@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/bench_batch.py [--model DIR] [--steps 100]
 
 musicgen-small-shaped model (built on first use), merged decoder as published (q8; q4 with
-``matmul_accuracy=4``), greedy, guidance 3, one run, 2 threads. A step is split by hook timestamps into the
-decoder graph (``decoder.hook_input_ids`` -> ``guidance.hook_cond_logits``: ONNX Runtime, the KV-cache binding
-included) and the rest (guidance, sampling, the delay pattern, numpy). Prints a markdown table, writes JSON.
+``matmul_accuracy=4``) and the split pair with the in-place KV cache (q8), greedy, guidance 3, one run,
+2 threads. A step is split by hook timestamps into the decoder graph (``decoder.hook_input_ids`` ->
+``guidance.hook_cond_logits``: ONNX Runtime, the KV-cache binding included) and the rest (guidance, sampling,
+the delay pattern, numpy). Prints a markdown table, writes JSON.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ import mglab  # noqa: E402
 PROMPTS = ["lofi piano", "80s pop track with bassy drums and synth", "ambient pad with slow strings",
            "jazz trio with upright bass", "techno beat with a deep kick", "acoustic guitar folk song",
            "orchestral film score with horns", "hip hop beat with vinyl crackle"]
-ROWS = [("q8", "q8", None), ("q4, accuracy level 4", "q4", 4)]
+# (label, dtype, matmul accuracy level, decoder layout): the merged decoder as published (its If branch and
+# Concat copy outputs each step), and the split pair with mglab's in-place KV cache (no If, no Concat)
+ROWS = [("q8", "q8", None, "merged"), ("q4, accuracy level 4", "q4", 4, "merged"),
+        ("q8, split pair, in-place cache", "q8", None, "split")]
 
 
 def split_times(model, batch: int, steps: int) -> tuple[float, float, float]:
@@ -53,8 +57,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     path = args.model or ensure()
     rows, result = [], {}
-    for label, dtype, level in ROWS:
-        model = mglab.load(path, dtype={"decoder_model_merged": dtype}, decoder="merged", matmul_accuracy=level)
+    for label, dtype, level, layout in ROWS:
+        parts = ["decoder_model_merged"] if layout == "merged" else ["decoder_model", "decoder_with_past_model"]
+        model = mglab.load(path, dtype={p: dtype for p in parts}, decoder=layout, matmul_accuracy=level)
         model.generate(PROMPTS[:1], max_new_tokens=8, do_sample=False)                 # warm-up
         base = None
         for batch in (1, 2, 4, 8):
@@ -66,7 +71,7 @@ def main(argv=None) -> None:
                          f"{1e3 * rest:.2f}"])
             print(rows[-1], flush=True)
         del model
-    print(markdown_table(["merged decoder", "batch", "frames/s", "vs batch 1", "decoder ms/step",
+    print(markdown_table(["decoder", "batch", "frames/s", "vs batch 1", "decoder ms/step",
                           "rest ms/step"], rows))
     write_json(args.json, result)
 

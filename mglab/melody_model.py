@@ -28,6 +28,7 @@ from .core.settings import check_prompts, resolve
 from .decoding import guidance, longform, melody, sampling
 from .decoding.continuation import read as read_audio
 from .model import OTHER_LOADERS, MusicGen
+from .nano.synth import SynthCodec
 from .networks.codec import EncodecCodec
 from .networks.melody import Conditioner, MelodyDecoder
 from .networks.text import TextEncoder
@@ -64,9 +65,11 @@ def load_melody(spec) -> "MelodyMusicGen":
     dtype = lambda c: dtypes.get(c, dtypes["decoder_model"] if c == "melody_condition" else "fp32")   # noqa: E731
     paths = {c: found.find(c, dtype(c)) for c in PARTS}
     encoder = found.path("encodec_encode", "fp32")
-    codec = EncodecCodec(paths["encodec_decode"], sample_rate=config.sample_rate, hop_length=config.hop_length,
-                         channels=config.audio_channels, providers=providers,
-                         encoder_path=encoder if encoder.is_file() else None)
+    synth = raw.get("mglab_codec") == "synth"                                  # nano-melody: the synthesizer
+    extra = {} if synth else {"encoder_path": encoder if encoder.is_file() else None}
+    codec = (SynthCodec if synth else EncodecCodec)(paths["encodec_decode"], sample_rate=config.sample_rate,
+                                                    hop_length=config.hop_length, channels=config.audio_channels,
+                                                    providers=providers, **extra)
     text = TextEncoder(root / "tokenizer.json", paths["text_encoder"], providers)
     dec = MelodyDecoder({p: paths[p] for p in ("decoder_model", "decoder_with_past_model")}, config,
                         providers=providers, inplace_cache=spec.kv_cache == "inplace")

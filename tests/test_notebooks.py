@@ -12,6 +12,7 @@ from helpers import ROOT, TINY
 
 NANO = ROOT / "data" / "models" / "nano-musicgen"
 NANO_MAGNET = ROOT / "data" / "models" / "nano-magnet"
+NANO_MELODY = ROOT / "data" / "models" / "nano-melody"
 DOCS_EXECUTED = ROOT / "docs" / "_build" / "executed"
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -32,7 +33,8 @@ def run(name: str, tmp_path: Path, **params) -> dict:
     pm.execute_notebook(str(ROOT / "notebooks" / name), str(tmp_path / name), kernel_name="python3",
                         cwd=str(ROOT / "notebooks"), progress_bar=False,
                         parameters={"model": str(TINY), "out_dir": str(tmp_path), **params})
-    if params.get("model") in (str(NANO), str(NANO_MAGNET)):   # the gallery shows these (docs/_ext/mglab_docs.py)
+    if params.get("model") in (str(NANO), str(NANO_MAGNET), str(NANO_MELODY)):   # the gallery shows these
+        # (docs/_ext/mglab_docs.py)
         DOCS_EXECUTED.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(tmp_path / name, DOCS_EXECUTED / name)
     return json.loads((tmp_path / "metrics.json").read_text())
@@ -286,3 +288,24 @@ def test_masked_decoding_defaults_on_nano_magnet(tmp_path):
     assert m["own_stage"] and m["follows_cosine"] and m["vamp_kept_exact"]
     assert m["passes"] == {"autoregressive": 203.0, "masked": 50.0} and m["fewer_passes"] >= 4
     assert all(r["adherence"] is not None for r in m["rows"]), m["rows"]      # every clip measured
+
+
+def test_melody_defaults_on_nano_melody(tmp_path):
+    """Notebook 09 at its defaults on nano-melody: two melodies on three instruments follow the melody (chroma
+    cosine, recomputed here from the notebook's numbers) far more than the same prompts without it, the text still
+    picks the instrument, and rolling the chroma hook's bins transposes the clip by as many semitones."""
+    m = run("09_melody.ipynb", tmp_path, model=str(NANO_MELODY))
+    assert players(tmp_path, "09_melody.ipynb") >= 10        # 2 melodies, 6 clips, the transposition's 2
+    assert m["guidance"] == [1.0, 2.0, 3.0, 5.0]
+    rows = m["rows"]
+    assert len(rows) == 6 and m["chroma_with_melody"] == pytest.approx(np.mean([r["chroma"] for r in rows]))
+    # measured at the defaults (2026-12-04): 0.47 with the melody, 0.10 without (the model card's benchmark: 0.54
+    # and 0.07 over 192 clips); the issue's target, 0.8, is not met: see the card
+    assert m["chroma_with_melody"] >= 0.35 and m["chroma_no_melody"] <= 0.2, (m["chroma_with_melody"],
+                                                                              m["chroma_no_melody"])
+    assert m["instrument_share"] >= 4 / 6, rows
+    assert m["chroma_by_guidance"][-2] > m["chroma_by_guidance"][0]          # guidance 3 above guidance 1
+    t = m["transposed"]
+    assert t["moved_by"] == m["shift"] and t["share"] >= 0.5 and t["to_transposed"] >= t["to_original"] + 0.15, t
+    assert m["timing"]["within_one_frame"] > m["timing"]["same_frame"]     # a frame's tolerance recovers hits
+    written(tmp_path, ["melodies.png", "timing.png", "guidance.png", "transposed.png"])

@@ -60,7 +60,7 @@ def free_port() -> int:
 def lab_root(root: Path) -> Path:
     """A throwaway copy of the notebooks beside a link to the repo's ``data/`` (the UI saves what it runs)."""
     (root / "notebooks").mkdir()
-    for name in ("00_quickstart.ipynb", "08_masked_decoding.ipynb"):
+    for name in ("00_quickstart.ipynb", "08_masked_decoding.ipynb", "09_melody.ipynb"):
         shutil.copy(ROOT / "notebooks" / name, root / "notebooks")
     (root / "data").symlink_to(ROOT / "data")
     settings = root / "settings"

@@ -1,0 +1,309 @@
+"""Train nano-melody: nano-musicgen's melody sibling, a MusicGen-Melody trained on the nano corpus.
+
+    python scripts/train_nano_melody.py --out data/models/nano-melody        # make nano-melody
+
+transformers' ``MusicgenMelodyForConditionalGeneration`` at nano-musicgen's sizes: the same word-level T5 text
+encoder and 4 x 128 decoder, no cross-attention: the condition is a prefix of the decoder's input,
+``cat([chroma projected (CHROMA_LENGTH rows), text projected and masked])``. The melody given is the chroma of
+the clip's own rendering (the synthesizer's audio through :func:`mglab.audio.chroma.chroma`, the feature
+extractor's one-hot), so the model learns to play the pitch classes it is given, in the register, tempo and
+instrument the text asks for. Condition dropout of text and melody apart and together (:data:`DROP`), with
+the null condition transformers feeds guidance (text zeros, chroma one-hot in bin 0).
+
+Warm start: every weight nano-musicgen has that this model has (text encoder, decoder embeddings, self-
+attention, feed-forward, heads, the text projection) is copied from ``data/models/nano-musicgen/pytorch``;
+cross-attention is dropped, the chroma projection starts random. Then the training objective of
+``scripts/train_nano.py`` (weighted cross-entropy, new-note and tempo terms) on 4 s clips, and its guided stage
+(the guided logits of text + melody against the null condition). CPU, deterministic for a seed. Exported by
+:func:`mglab.onnx.export.export` (``python -m mglab export``: torch.onnx graphs for a melody checkpoint), with
+the synthesizer (:mod:`mglab.nano.synth`) in place of EnCodec. The card is written from
+``benchmarks/eval_melody.py``'s numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT))
+
+import train_nano as nano  # noqa: E402
+
+from mglab.audio.chroma import chroma as chroma_of  # noqa: E402
+from mglab.nano import corpus, synth  # noqa: E402
+
+PARENT = ROOT / "data" / "models" / "nano-musicgen" / "pytorch"
+SECONDS = 4.0
+CHROMA_LENGTH = 1 + int(SECONDS * synth.SAMPLE_RATE) // 4096     # 32 frames of 128 ms: a 4 s melody, whole
+# Each example draws one of: both conditions, text dropped, melody dropped, both dropped (the null condition).
+DROP = {"text": 0.15, "melody": 0.15, "both": 0.15}
+GUIDANCE = 3.0
+GUIDED_LR, GUIDED_WARMUP, GUIDED_SEED = 3e-4, 20, 7     # the guided stage: nano-musicgen's
+
+
+def build_model(seed: int, parent: Path = PARENT):
+    """A melody model at nano-musicgen's sizes, warm-started from ``parent`` (``MusicgenForConditionalGeneration``)."""
+    import torch
+    from transformers import (
+        MusicgenForConditionalGeneration,
+        MusicgenMelodyConfig,
+        MusicgenMelodyDecoderConfig,
+        MusicgenMelodyForConditionalGeneration,
+    )
+
+    torch.manual_seed(seed)
+    src = MusicgenForConditionalGeneration.from_pretrained(str(parent))
+    c = src.config
+    skip = ("model_type", "architectures", "transformers_version", "_name_or_path")
+    decoder = MusicgenMelodyDecoderConfig(**{k: v for k, v in c.decoder.to_dict().items() if k not in skip})
+    config = MusicgenMelodyConfig(text_encoder=c.text_encoder.to_dict(), audio_encoder=c.audio_encoder.to_dict(),
+                                  decoder=decoder.to_dict(), num_chroma=12, chroma_length=CHROMA_LENGTH)
+    model = MusicgenMelodyForConditionalGeneration(config)
+    missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
+    assert set(missing) == {"audio_enc_to_dec_proj.weight", "audio_enc_to_dec_proj.bias"}, missing
+    assert all(".encoder_attn" in k for k in unexpected), unexpected
+    model.config.decoder._attn_implementation = "eager"
+    model.generation_config = src.generation_config
+    return model
+
+
+def render(codes: np.ndarray) -> np.ndarray:
+    """Synthesizer audio ``[B, 1, samples]`` of codes ``[B, K, T]``."""
+    import torch
+
+    global _SYNTH
+    if _SYNTH is None:
+        _SYNTH = synth._Synth()
+    with torch.no_grad():
+        return _SYNTH(torch.from_numpy(codes)[None]).numpy()                   # [B, 1, samples]
+
+
+_SYNTH = None                                                   # the torch synthesizer, made on first use
+
+
+def melody_of(clips) -> np.ndarray:
+    """The one-hot chroma ``[B, F, 12]`` of the clips' own renderings."""
+    return chroma_of(  # [B, 1, samples]: a batch of mono clips (a 2-d array would be one clip's channels)
+        render(np.stack([c.codes for c in clips])), synth.SAMPLE_RATE)
+
+
+def null_chroma(batch: int):
+    import torch
+
+    null = torch.zeros(batch, 1, 12)
+    null[..., 0] = 1.0
+    return null
+
+
+def prefix(model, hidden, mask, chroma):
+    """``cat([chroma projected, repeated and cut to chroma_length, text projected and masked])`` ``[B, P, d]``,
+    as ``MusicgenMelodyForConditionalGeneration.forward`` builds it."""
+    text = model.enc_to_dec_proj(hidden) * mask[..., None]                      # [B, n, d]
+    audio = model.audio_enc_to_dec_proj(chroma)                                 # [B, F, d]
+    length = model.config.chroma_length
+    audio = audio.repeat(1, math.ceil(length / audio.shape[1]), 1)[:, :length]  # [B, L, d]
+    return __import__("torch").cat([audio, text], dim=1)                        # [B, L + n, d]
+
+
+def conditions(model, tok, clips, rng, drop: bool):
+    """Prefixes ``[B, P, d]`` of the clips (with condition dropout when ``drop``) and the null ones."""
+    import torch
+
+    ids, mask = tok_batch(tok, clips)
+    hidden = model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state   # [B, n, d_text]
+    given = torch.from_numpy(melody_of(clips))                                  # [B, F, 12]
+    null = null_chroma(len(clips)).expand(-1, given.shape[1], -1)              # [B, F, 12]
+    keep_text = torch.ones(len(clips))
+    keep_melody = torch.ones(len(clips))
+    if drop:
+        u = rng.random(len(clips))
+        cut = np.cumsum([DROP["text"], DROP["melody"], DROP["both"]])
+        keep_text = torch.from_numpy(~((u < cut[0]) | ((u >= cut[1]) & (u < cut[2])))).float()   # [B]
+        keep_melody = torch.from_numpy(~((u >= cut[0]) & (u < cut[2]))).float()
+    chroma = torch.where(keep_melody[:, None, None] > 0, given, null)           # [B, F, 12]
+    cond = prefix(model, hidden * keep_text[:, None, None], mask * keep_text[:, None].long(), chroma)
+    uncond = prefix(model, hidden * 0, mask * 0, null)
+    return cond, uncond
+
+
+def tok_batch(tok, clips):
+    import torch
+
+    tok.enable_padding(pad_id=0, pad_token="<pad>")
+    enc = tok.encode_batch([c.prompt for c in clips])
+    return (torch.tensor([e.ids for e in enc]), torch.tensor([e.attention_mask for e in enc]))
+
+
+def decode(model, prefixes, dec_in):
+    """Logits ``[B*K, S-1, V]`` at the code positions (the decoder returns the prefix's positions too)."""
+    logits = model.decoder(input_ids=dec_in, encoder_hidden_states=prefixes).logits   # [B*K, P + S-1, V]
+    return logits[:, -dec_in.shape[1]:]
+
+
+def train(model, tok, steps: int, batch_size: int, seed: int, lr: float, guided: bool = False, warmup: int = 100,
+          log_every: int = 50, probe_every: int = 250) -> dict:
+    """``steps`` steps, one cosine schedule: nano-musicgen's objective with condition dropout, or (``guided``) its
+    guided objective on half as many clips, each with its condition (text and melody) and the null one."""
+    import torch
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    start = model.config.decoder.bos_token_id
+    total = steps
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup) *
+                                              0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
+    history, probes, t0 = [], [], time.time()
+    for step in range(total):
+        model.train()
+        clips = [corpus.example(rng, SECONDS) for _ in range(batch_size // 2 if guided else batch_size)]
+        _, _, dec_in, targets, weights, first_end = (torch.from_numpy(np.ascontiguousarray(a))
+                                                     for a in nano.batch(clips, tok, start))
+        cond, uncond = conditions(model, tok, clips, rng, drop=not guided)
+        if not guided:
+            logits = decode(model, cond, dec_in)
+            loss = nano.objective(logits, dec_in, targets, weights, first_end)
+        else:
+            logits, loss = guided_loss(model, cond, uncond, dec_in, targets, weights, first_end)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            history.append(float(torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)))
+        if step % log_every == 0 or step == total - 1:
+            print(f"step {step:5d}  {'guided' if guided else 'plain '}  loss {np.mean(history[-log_every:]):.4f}"
+                  f"  {time.time() - t0:7.1f} s", flush=True)
+        if (step + 1) % probe_every == 0 or step == total - 1:
+            probes.append({"step": step + 1, **melody_accuracy(model, tok)})
+            print("  teacher-forced:", probes[-1], flush=True)
+    model.eval()
+    return {"steps": steps, "batch_size": batch_size, "lr": lr, "warmup": warmup,
+            "clip_seconds": SECONDS, "chroma_length": CHROMA_LENGTH, "drop": DROP, "seconds": time.time() - t0,
+            "final_loss": float(np.mean(history[-100:])), "loss_every_100": history[::100], "probes": probes}
+
+
+def guided_loss(model, cond, uncond, dec_in, targets, weights, first_end):
+    """Each clip with its condition (prefix ``cond``) and the null one (``uncond``) in one batch: the objective of
+    the conditional logits, of the unconditional ones and of their mix ``u + GUIDANCE * (c - u)``, which is what
+    guidance samples from. Returns the conditional logits and the loss."""
+    import torch
+
+    n = dec_in.shape[0]
+    both = decode(model, torch.cat([cond, uncond]), torch.cat([dec_in, dec_in]))   # [2*B*K, S-1, V]
+    c, u = both[:n], both[n:]
+    loss = sum(nano.objective(x, dec_in, targets, weights, first_end) for x in (c, u, u + GUIDANCE * (c - u)))
+    return c, loss
+
+
+def guided_stage(model, tok, steps: int, batch_size: int, seed: int) -> dict:
+    """The last stage, as nano-musicgen's (``train_nano.guided_stage``): a fresh optimizer and a short warm-up into
+    its own cosine schedule, clips the stage before did not draw first."""
+    log = train(model, tok, steps, batch_size, seed + GUIDED_SEED, GUIDED_LR, guided=True, warmup=GUIDED_WARMUP,
+                probe_every=10**9)
+    return {**log, "guidance": GUIDANCE}
+
+
+def melody_accuracy(model, tok, count: int = 48) -> dict:
+    """Teacher-forced on 4 s clips the training never draws (seed 10**6): the share of codebook 0's note
+    changes (onto a pitched note) whose most likely new note has the pitch class of the true one, given the
+    clip's melody (``melody``) and given text only (``text_only``, the melody dropped)."""
+    import torch
+
+    rng = np.random.default_rng(10**6)
+    clips = [corpus.example(rng, SECONDS) for _ in range(count)]
+    _, _, dec_in, _, _, _ = nano.batch(clips, tok, model.config.decoder.bos_token_id)
+    dec_in = torch.from_numpy(dec_in)
+    model.eval()
+    out = {}
+    with torch.no_grad():
+        ids, mask = tok_batch(tok, clips)
+        hidden = model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        given = torch.from_numpy(melody_of(clips))
+        for name, chroma in (("melody", given), ("text_only", null_chroma(count))):
+            logp = decode(model, prefix(model, hidden, mask, chroma), dec_in).reshape(count, 4, -1, synth.VOCAB)
+            hits = []
+            for b, c in enumerate(clips):
+                codes = c.codes[0]
+                for f in np.flatnonzero(np.diff(codes) != 0) + 1:
+                    if codes[f] > 0:
+                        change = logp[b, 0, f].clone()
+                        change[codes[f - 1]] = -np.inf
+                        guess = synth.token_to_midi(int(change.argmax()))
+                        hits.append(guess is not None and (guess - synth.token_to_midi(int(codes[f]))) % 12 == 0)
+            out[name] = round(float(np.mean(hits)), 3)
+    return out
+
+
+def lay_out(model, tok, out: Path, log: dict) -> None:
+    """Save the checkpoint, export it with ``mglab export`` (fp32 and q8), swap in the synthesizer codec."""
+    from mglab.onnx import export
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        tmp = Path(tmp)
+        model.save_pretrained(tmp / "pytorch")
+        tok.save(str(tmp / "pytorch" / "tokenizer.json"))
+        (tmp / "pytorch" / "tokenizer_config.json").write_text(json.dumps(
+            {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<pad>", "eos_token": "</s>",
+             "unk_token": "<unk>", "model_max_length": 64}, indent=2))          # as nano-musicgen's
+        stage = export.export(tmp / "pytorch", tmp / "out", dtypes=("fp32", "q8"))
+        for f in (stage / "onnx").glob("encodec_*.onnx"):                       # EnCodec's place: the synthesizer
+            f.unlink()
+        synth.build(stage / "onnx" / "encodec_decode.onnx")
+        shutil.copy(stage / "onnx" / "encodec_decode.onnx", stage / "onnx" / "encodec_decode_quantized.onnx")
+        config = json.loads((stage / "config.json").read_text())
+        config["mglab_codec"] = "synth"
+        (stage / "config.json").write_text(json.dumps(config, indent=2))
+        shutil.move(str(tmp / "pytorch"), stage / "pytorch")
+        (stage / "training.json").write_text(json.dumps(log, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.move(str(stage), out)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "data" / "models" / "nano-melody")
+    parser.add_argument("--parent", type=Path, default=PARENT, help="nano-musicgen's PyTorch weights (warm start)")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--guided-steps", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=24)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(args.parent / "tokenizer.json"))
+    model = build_model(args.seed, args.parent)
+    log = train(model, tok, args.steps, args.batch_size, args.seed, args.lr)
+    if args.guided_steps:
+        log["guided_stage"] = guided_stage(model, tok, args.guided_steps, args.batch_size, args.seed)
+    log.update(command=" ".join(["python", "scripts/train_nano_melody.py", *(argv or sys.argv[1:])]),
+               torch=torch.__version__, threads=args.threads, seed=args.seed, parent=str(args.parent.relative_to(ROOT))
+               if args.parent.is_relative_to(ROOT) else str(args.parent))
+    lay_out(model, tok, args.out, log)
+    minutes = (log["seconds"] + log.get("guided_stage", {}).get("seconds", 0.0)) / 60
+    print(f"wrote {args.out} ({minutes:.1f} min of training, final loss {log['final_loss']:.3f})")
+
+
+if __name__ == "__main__":
+    main()
