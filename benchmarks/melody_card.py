@@ -32,10 +32,10 @@ encoder, decoder embeddings, self-attention, feed-forward, heads, text projectio
 nano-musicgen's objective (`scripts/train_nano.py`: position-weighted cross-entropy with label smoothing, the
 new-note and tempo terms) on {seconds:g} s clips, batch {batch}, AdamW (lr {lr:g}, one cosine schedule), and
 {guided} steps of its guided objective with a fresh optimizer and schedule (each clip with text and melody and
-with the null condition, the loss of both and of their mix at guidance {guidance:g}). {minutes:.0f} minutes on {threads} CPU threads (2-core
-development machine), torch {torch}; final loss {loss:.3f}. Deterministic for a seed. Teacher-forced at the end
-of the first stage (`training.json`): the new note's pitch class is the true one at {melody:.0%} of note changes
-given the melody, {text_only:.0%} given the text alone.
+with the null condition, the loss of both and of their mix at guidance {guidance:g}). {minutes:.0f} minutes on
+{threads} CPU threads (2-core development machine), torch {torch}; final loss {loss:.3f}. Deterministic for a
+seed. Teacher-forced at the end of the first stage (`training.json`): the new note's pitch class is the true
+one at {melody:.0%} of note changes given the melody, {text_only:.0%} given the text alone.
 
 ## Scores
 `benchmarks/eval_melody.py`: nano-musicgen's {prompts} held-out prompts (half with attribute combinations never
