@@ -27,9 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table, write_json  # noqa: E402
-from eval_nano import combination  # noqa: E402
+from eval_nano import _MODEL, _load, combination  # noqa: E402
 
-import mglab  # noqa: E402
 from mglab.audio import evaluate, vocabulary  # noqa: E402
 from mglab.audio.chroma import chroma_cosine  # noqa: E402
 from mglab.nano import corpus  # noqa: E402
@@ -38,13 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 GUIDANCE = (1.0, 3.0, 5.0)
 MELODY_SEED = 424242                                    # the melodies' clips: a seed no training draws
 ATTRS = ("register", "tempo", "key+mode", "dynamics", "instrument")
-_MODEL = {}
-
-
-def _load(path: str) -> None:
-    _MODEL["model"] = mglab.load(path)
-
-
 def melodies(count: int, seconds: float) -> list:
     """``count`` corpus clips (their codes, attributes and notes) whose renderings are the melodies given."""
     rng = np.random.default_rng(MELODY_SEED)

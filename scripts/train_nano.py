@@ -91,6 +91,11 @@ GUIDED_STEPS, GUIDED_LR, GUIDED_WARMUP = 500, 3e-4, 20
 GUIDED_SEED = 7                   # added to --seed: clips the stages above did not draw first
 
 
+# transformers' (and transformers.js's) view of the word-level tokenizer.json
+TOKENIZER_CONFIG = {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<pad>", "eos_token": "</s>",
+                    "unk_token": "<unk>", "model_max_length": 64}
+
+
 def build_tokenizer():
     """Word-level: every word of the corpus's grammar, lower-cased, split on whitespace; ``</s>`` appended."""
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
@@ -370,9 +375,7 @@ def lay_out(model, tok, out: Path, log: dict) -> None:
         (stage / "config.json").write_text(json.dumps(config, indent=2))
         shutil.copy(stage / "pytorch" / "generation_config.json", stage / "generation_config.json")
         tok.save(str(stage / "tokenizer.json"))
-        (stage / "tokenizer_config.json").write_text(json.dumps(
-            {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<pad>", "eos_token": "</s>",
-             "unk_token": "<unk>", "model_max_length": 64}, indent=2))
+        (stage / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2))
         (stage / "training.json").write_text(json.dumps(log, indent=2))
         if out.exists():
             shutil.rmtree(out)

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 import train_nano as nano  # noqa: E402
 
 from mglab.audio.chroma import chroma as chroma_of  # noqa: E402
+from mglab.decoding import melody  # noqa: E402
 from mglab.nano import corpus, synth  # noqa: E402
 
 PARENT = ROOT / "data" / "models" / "nano-musicgen" / "pytorch"
@@ -97,32 +98,33 @@ def melody_of(clips) -> np.ndarray:
         render(np.stack([c.codes for c in clips])), synth.SAMPLE_RATE)
 
 
-def null_chroma(batch: int):
+def null_chroma(batch: int, frames: int = 1):
+    """:func:`mglab.decoding.melody.null_chroma` as a tensor ``[batch, frames, 12]``."""
     import torch
 
-    null = torch.zeros(batch, 1, 12)
-    null[..., 0] = 1.0
-    return null
+    return torch.from_numpy(melody.null_chroma(batch, frames))
 
 
 def prefix(model, hidden, mask, chroma):
     """``cat([chroma projected, repeated and cut to chroma_length, text projected and masked])`` ``[B, P, d]``,
     as ``MusicgenMelodyForConditionalGeneration.forward`` builds it."""
+    import torch
+
     text = model.enc_to_dec_proj(hidden) * mask[..., None]                      # [B, n, d]
     audio = model.audio_enc_to_dec_proj(chroma)                                 # [B, F, d]
     length = model.config.chroma_length
     audio = audio.repeat(1, math.ceil(length / audio.shape[1]), 1)[:, :length]  # [B, L, d]
-    return __import__("torch").cat([audio, text], dim=1)                        # [B, L + n, d]
+    return torch.cat([audio, text], dim=1)                                      # [B, L + n, d]
 
 
-def conditions(model, tok, clips, rng, drop: bool):
-    """Prefixes ``[B, P, d]`` of the clips (with condition dropout when ``drop``) and the null ones."""
+def conditions(model, ids, mask, clips, rng, drop: bool):
+    """Prefixes ``[B, P, d]`` of the clips, whose prompts are ``ids`` and ``mask`` ``[B, n]``
+    (:func:`train_nano.batch`), with condition dropout when ``drop``, and the null ones."""
     import torch
 
-    ids, mask = tok_batch(tok, clips)
     hidden = model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state   # [B, n, d_text]
     given = torch.from_numpy(melody_of(clips))                                  # [B, F, 12]
-    null = null_chroma(len(clips)).expand(-1, given.shape[1], -1)              # [B, F, 12]
+    null = null_chroma(len(clips)).expand(-1, given.shape[1], -1)              # [B, F, 12] (a view: as trained)
     keep_text = torch.ones(len(clips))
     keep_melody = torch.ones(len(clips))
     if drop:
@@ -134,14 +136,6 @@ def conditions(model, tok, clips, rng, drop: bool):
     cond = prefix(model, hidden * keep_text[:, None, None], mask * keep_text[:, None].long(), chroma)
     uncond = prefix(model, hidden * 0, mask * 0, null)
     return cond, uncond
-
-
-def tok_batch(tok, clips):
-    import torch
-
-    tok.enable_padding(pad_id=0, pad_token="<pad>")
-    enc = tok.encode_batch([c.prompt for c in clips])
-    return (torch.tensor([e.ids for e in enc]), torch.tensor([e.attention_mask for e in enc]))
 
 
 def decode(model, prefixes, dec_in):
@@ -167,9 +161,9 @@ def train(model, tok, steps: int, batch_size: int, seed: int, lr: float, guided:
     for step in range(total):
         model.train()
         clips = [corpus.example(rng, SECONDS) for _ in range(batch_size // 2 if guided else batch_size)]
-        _, _, dec_in, targets, weights, first_end = (torch.from_numpy(np.ascontiguousarray(a))
-                                                     for a in nano.batch(clips, tok, start))
-        cond, uncond = conditions(model, tok, clips, rng, drop=not guided)
+        ids, mask, dec_in, targets, weights, first_end = (torch.from_numpy(np.ascontiguousarray(a))
+                                                          for a in nano.batch(clips, tok, start))
+        cond, uncond = conditions(model, ids, mask, clips, rng, drop=not guided)
         if not guided:
             logits = decode(model, cond, dec_in)
             loss = nano.objective(logits, dec_in, targets, weights, first_end)
@@ -224,12 +218,11 @@ def melody_accuracy(model, tok, count: int = 48) -> dict:
 
     rng = np.random.default_rng(10**6)
     clips = [corpus.example(rng, SECONDS) for _ in range(count)]
-    _, _, dec_in, _, _, _ = nano.batch(clips, tok, model.config.decoder.bos_token_id)
-    dec_in = torch.from_numpy(dec_in)
+    start = model.config.decoder.bos_token_id
+    ids, mask, dec_in, _, _, _ = (torch.from_numpy(a) for a in nano.batch(clips, tok, start))
     model.eval()
     out = {}
     with torch.no_grad():
-        ids, mask = tok_batch(tok, clips)
         hidden = model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
         given = torch.from_numpy(melody_of(clips))
         for name, chroma in (("melody", given), ("text_only", null_chroma(count))):
@@ -256,9 +249,7 @@ def lay_out(model, tok, out: Path, log: dict) -> None:
         tmp = Path(tmp)
         model.save_pretrained(tmp / "pytorch")
         tok.save(str(tmp / "pytorch" / "tokenizer.json"))
-        (tmp / "pytorch" / "tokenizer_config.json").write_text(json.dumps(
-            {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<pad>", "eos_token": "</s>",
-             "unk_token": "<unk>", "model_max_length": 64}, indent=2))          # as nano-musicgen's
+        (tmp / "pytorch" / "tokenizer_config.json").write_text(json.dumps(nano.TOKENIZER_CONFIG, indent=2))
         stage = export.export(tmp / "pytorch", tmp / "out", dtypes=("fp32", "q8"))
         for f in (stage / "onnx").glob("encodec_*.onnx"):                       # EnCodec's place: the synthesizer
             f.unlink()

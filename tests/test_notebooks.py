@@ -307,5 +307,6 @@ def test_melody_defaults_on_nano_melody(tmp_path):
     assert m["chroma_by_guidance"][-2] > m["chroma_by_guidance"][0]          # guidance 3 above guidance 1
     t = m["transposed"]
     assert t["moved_by"] == m["shift"] and t["share"] >= 0.5 and t["to_transposed"] >= t["to_original"] + 0.15, t
-    assert m["timing"]["within_one_frame"] > m["timing"]["same_frame"]     # a frame's tolerance recovers hits
+    timing = m["timing"]                                     # measured 0.56 -> 0.72: a frame's tolerance recovers
+    assert timing["within_one_frame"] - timing["same_frame"] >= 0.1, timing   # a good share of the misses
     written(tmp_path, ["melodies.png", "timing.png", "guidance.png", "transposed.png"])

@@ -29,6 +29,12 @@ def tok():
     return Tokenizer.from_file(str(tm.PARENT / "tokenizer.json"))
 
 
+def prompts(tok, clips):
+    """The clips' prompts as the training tokenizes them: ``ids``, ``mask`` ``[B, n]`` tensors."""
+    ids, mask = tm.nano.batch(clips, tok, 0)[:2]
+    return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
 @pytest.fixture(scope="module")
 def clips():
     rng = np.random.default_rng(5)
@@ -48,7 +54,7 @@ def test_warm_start_copies_every_shared_weight():
 
 def test_prefix_and_logits_are_what_transformers_forward_builds(model, tok, clips):
     dec_in = torch.from_numpy(tm.nano.batch(clips, tok, model.config.decoder.bos_token_id)[2])
-    ids, mask = tm.tok_batch(tok, clips)
+    ids, mask = prompts(tok, clips)
     chroma = torch.from_numpy(tm.melody_of(clips))                               # [B, 16, 12]: 2 s, repeated
     with torch.no_grad():
         hidden = model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -69,11 +75,11 @@ def test_conditions_are_transformers_forward_with_each_clips_own_melody(model, t
     from mglab.audio.chroma import chroma
 
     dec_in = torch.from_numpy(tm.nano.batch(clips, tok, model.config.decoder.bos_token_id)[2])
-    ids, mask = tm.tok_batch(tok, clips)
+    ids, mask = prompts(tok, clips)
     own = torch.from_numpy(np.concatenate([chroma(tm.render(c.codes[None])[0, 0], synth.SAMPLE_RATE)
                                            for c in clips]))                    # [B, F, 12], clip by clip
     with torch.no_grad():
-        cond, uncond = tm.conditions(model, tok, clips, np.random.default_rng(0), drop=False)
+        cond, uncond = tm.conditions(model, *prompts(tok, clips), clips, np.random.default_rng(0), drop=False)
         theirs = model(input_ids=ids, attention_mask=mask, input_features=own, decoder_input_ids=dec_in).logits
         null = model(input_ids=ids, attention_mask=mask * 0, decoder_input_ids=dec_in).logits
         torch.testing.assert_close(tm.decode(model, cond, dec_in), theirs[:, -dec_in.shape[1]:], rtol=0, atol=1e-5)
@@ -92,7 +98,7 @@ def test_guided_loss_is_the_objective_of_cond_uncond_and_their_mix(model, tok, c
     _, _, dec_in, targets, weights, first_end = (torch.from_numpy(np.ascontiguousarray(a))
                                                  for a in tm.nano.batch(clips, tok, start))
     with torch.no_grad():
-        cond, uncond = tm.conditions(model, tok, clips, np.random.default_rng(0), drop=False)
+        cond, uncond = tm.conditions(model, *prompts(tok, clips), clips, np.random.default_rng(0), drop=False)
         logits, loss = tm.guided_loss(model, cond, uncond, dec_in, targets, weights, first_end)
         c, u = tm.decode(model, cond, dec_in), tm.decode(model, uncond, dec_in)
         parts = [tm.nano.objective(x, dec_in, targets, weights, first_end) for x in (c, u, u + 3.0 * (c - u))]
@@ -105,9 +111,9 @@ def test_the_guided_stage_drops_no_condition(model, tok, monkeypatch):
     seen = []
     real = tm.conditions
 
-    def spy(model, tok, clips, rng, drop):
+    def spy(model, ids, mask, clips, rng, drop):
         seen.append(drop)
-        return real(model, tok, clips, rng, drop)
+        return real(model, ids, mask, clips, rng, drop)
 
     monkeypatch.setattr(tm, "SECONDS", 0.5)
     monkeypatch.setattr(tm, "conditions", spy)
@@ -144,9 +150,9 @@ def test_condition_dropout_draws_each_case_at_its_rate(model, tok):
     L = model.config.chroma_length
     counts = {"both": 0, "text": 0, "melody": 0, "none": 0}
     with torch.no_grad():
-        ref, null = tm.conditions(model, tok, clips, rng, drop=False)          # [B, P, d] each
+        ref, null = tm.conditions(model, *prompts(tok, clips), clips, rng, drop=False)          # [B, P, d] each
         for _ in range(60):
-            cond, _ = tm.conditions(model, tok, clips, rng, drop=True)
+            cond, _ = tm.conditions(model, *prompts(tok, clips), clips, rng, drop=True)
             text_kept = (cond[:, L:] - ref[:, L:]).abs().amax((1, 2)) < 1e-6     # [B]
             text_gone = cond[:, L:].abs().amax((1, 2)) == 0
             melody_kept = (cond[:, :L] - ref[:, :L]).abs().amax((1, 2)) < 1e-6

@@ -78,26 +78,31 @@ def run_all(page, timeout: float = 240) -> None:
         page.wait_for_timeout(500)
 
 
-@pytest.fixture(scope="module")
-def notebook(lab, browser, shots):
-    """JupyterLab opened at its launcher; the quickstart opened from the file browser and run with Run > Run All
-    Cells; the page, once every cell ran."""
+def open_and_run(lab, browser, shots, name: str, shot: str, timeout: float = 240):
+    """A page with ``notebooks/<name>`` opened in JupyterLab and run through Run All (``shot``.png saved, or
+    ``shot``_stuck.png when it does not finish)."""
     url, token, _ = lab
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(60_000)
     page.goto(f"{url}/lab?token={token}")
     page.locator(".jp-LauncherCard", has_text="Python 3").first.wait_for(timeout=90_000)   # kernels listed
     page.locator(".jp-DirListing-item", has_text="notebooks").dblclick()
-    page.locator(".jp-DirListing-item", has_text="00_quickstart.ipynb").dblclick()
+    page.locator(".jp-DirListing-item", has_text=name).dblclick()
     page.wait_for_selector(".jp-Notebook .jp-CodeCell")
     try:
         kernel_ready(page)
-        run_all(page)
+        run_all(page, timeout=timeout)
     except AssertionError:
-        page.screenshot(path=str(shots / "quickstart_stuck.png"))
+        page.screenshot(path=str(shots / f"{shot}_stuck.png"))
         raise
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
-    page.screenshot(path=str(shots / "quickstart.png"))
+    page.screenshot(path=str(shots / f"{shot}.png"))
+    return page
+
+
+@pytest.fixture(scope="module")
+def notebook(lab, browser, shots):
+    page = open_and_run(lab, browser, shots, "00_quickstart.ipynb", "quickstart")
     yield page
     page.close()
 

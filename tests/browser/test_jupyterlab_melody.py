@@ -3,26 +3,12 @@ quickstart is: every cell runs without an error, the players load their clips (t
 clips played from them, the untransposed and the transposed clip), the figures render."""
 
 import pytest
-from test_jupyterlab import AUDIO_DURATIONS, IMAGES, kernel_ready, run_all
+from test_jupyterlab import AUDIO_DURATIONS, IMAGES, open_and_run
 
 
 @pytest.fixture(scope="module")
 def notebook(lab, browser, shots):
-    url, token, _ = lab
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(60_000)
-    page.goto(f"{url}/lab?token={token}")
-    page.locator(".jp-LauncherCard", has_text="Python 3").first.wait_for(timeout=90_000)
-    page.locator(".jp-DirListing-item", has_text="notebooks").dblclick()
-    page.locator(".jp-DirListing-item", has_text="09_melody.ipynb").dblclick()
-    page.wait_for_selector(".jp-Notebook .jp-CodeCell")
-    try:
-        kernel_ready(page)
-        run_all(page, timeout=360)
-    except AssertionError:
-        page.screenshot(path=str(shots / "melody_stuck.png"))
-        raise
-    page.screenshot(path=str(shots / "melody.png"))
+    page = open_and_run(lab, browser, shots, "09_melody.ipynb", "melody", timeout=360)
     yield page
     page.close()
 
