@@ -75,7 +75,7 @@ docs: $(VENV)/.test
 tiny-magnet: $(VENV)/.test
 	$(PY) scripts/build_tiny_magnet.py --out data/models/tiny-magnet
 
-## make nano-magnet: train nano-magnet (about 45 min on 2 cores), bundle it, measure vamping and adherence (card)
+## make nano-magnet: train nano-magnet (about 35 min on 2 cores, from nano-musicgen), bundle it, measure vamping and adherence (card)
 NANO_MAGNET_CKPT ?= $(or $(MGLAB_CACHE),.cache)/nano-magnet-checkpoint
 nano-magnet: $(VENV)/.test
 	$(PY) scripts/train_nano_magnet.py --out $(NANO_MAGNET_CKPT)

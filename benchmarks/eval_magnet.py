@@ -127,7 +127,7 @@ CARD = """# nano-magnet
 A MAGNeT (audiocraft's masked decoder, `MagnetLMModel`) trained here on the synthetic corpus that nano-musicgen
 learned from, so that masked decoding can be heard and measured offline: {layers} non-causal layers x {dim},
 {heads} heads, 4 codebooks of 64 tokens, spans of 3 frames, local attention |i - j| <= 5 after the first stage,
-{segment:g} s segments. Text: nano-musicgen's trained T5 encoder, frozen, with audiocraft's `output_proj` trained.
+{segment:g} s segments, GELU. Text: nano-musicgen's trained T5 encoder, frozen, with audiocraft's `output_proj` trained.
 Codec: nano-musicgen's synthesizer (`mglab/nano/synth.py`), **not EnCodec**. Everything it knows is **synthetic**.
 `audiocraft/` holds the checkpoint as audiocraft saves it; the ONNX graphs were made from it by
 `python -m mglab export audiocraft/ .`, the one path the parity tests prove on tiny-magnet.
@@ -138,6 +138,8 @@ same attributes and the same four held-out combinations as nano-musicgen ({held_
 examples get the null condition (one zero text vector), which guidance feeds.
 
 ## Training
+{warm}
+
 `{command}`: audiocraft MAGNeT's objective (`solvers/magnet.py`) with the stage drawn per example: codebooks
 below it given, above it masked, its own codebook masked in spans at a cosine-scheduled rate, cross-entropy on
 those positions; label smoothing {smoothing:g}; {steps} steps of batch {batch}, AdamW lr {lr:g}, {warmup} warm-up
@@ -167,6 +169,18 @@ Targets (at MAGNeT's defaults, within 5 points of nano-musicgen at guidance 3):
 """
 
 
+VAMP_NOTE = """The sources are nano-musicgen's 6 s clips (the benchmark's `--source`), vamped by this model, as VampNet
+vamps a given recording. The evaluator's key finder reads whole clips (the first and last notes are its tonic
+evidence): on the source's own middle 2 s it finds the whole clip's key+mode only as often as its ceiling row says.
+So "keeps key+mode" is measured inside the scale: at least 90% of the middle's voiced frames have pitch classes of
+the source's key and mode (as the evaluator reads the whole source). It tells C major from C minor but not from A
+minor. Its ceiling row is the source's own middle, its control row that middle a semitone higher (another key),
+which the measure must reject. The evaluator's 2 s key+mode is reported beside it. An attribute the evaluator
+abstains on (too few notes in 2 s to read an instrument's attack) is counted apart.
+
+"""
+
+
 def write_card(folder: Path, result: dict, vamp: dict | None = None) -> None:
     """``folder/README.md`` from ``training.json``, ``config.json`` and the measured ``result`` (and a vamping
     summary from ``benchmarks/vamp_nano.py`` when given)."""
@@ -181,9 +195,7 @@ def write_card(folder: Path, result: dict, vamp: dict | None = None) -> None:
                          ["claim", "share", "measured", "abstained", "target"],
                          [[k, f"{100 * v['share']:.0f}%", v["measured"], v["abstained"],
                            "-" if v["target"] != v["target"] else f">= {100 * v['target']:.0f}%"]
-                          for k, v in vamp.items()]) + "\n\nThe ceiling rows: the evaluator on the source's own "
-                     "middle 2 s against the whole source, i.e. what a keeps-claim can reach with this measurement "
-                     "(2 s hold few notes).\n\n")
+                          for k, v in vamp.items()]) + "\n\n" + VAMP_NOTE)
     card = CARD.format(
         layers=cfg["num_layers"], dim=cfg["hidden_size"], heads=cfg["num_heads"], segment=cfg["segment_duration"],
         seed=log["seed"], held_out="; ".join(", ".join(f"{k} {v}" for k, v in c.items()) for c in corpus.HELD_OUT),
@@ -192,8 +204,30 @@ def write_card(folder: Path, result: dict, vamp: dict | None = None) -> None:
         threads=log["threads"], torch=log["torch"], loss=log["final_loss"], prompts=result["prompts"],
         seeds=result["seeds"], duration=result["duration"], table=render(result["table"]),
         targets="\n".join(f"- {k}: {v}" for k, v in result["targets"].items()) or "- (no comparison run)",
-        vamp=vamp_text, weak=weak(result["table"], log), speed=speed(result["table"]))
+        vamp=vamp_text, weak=weak(result["table"], log), speed=speed(result["table"]), warm=warm(log, folder))
     (folder / "README.md").write_text(card)
+
+
+def warm(log: dict, folder: Path) -> str:
+    """The card's paragraph on where the weights started (and the controlled run that chose it, when bundled)."""
+    import json
+
+    if not log.get("parent"):
+        return "Weights start at torch's defaults (no warm start)."
+    text = (f"Warm start: every weight of the transformer, the embeddings, the output heads and the text projection "
+            f"is copied from nano-musicgen (`{log['parent']}`, `scripts/nano_magnet.py: warm_start`): the two are "
+            "the same network at the same sizes, which a test proves by running the copy as MusicGen runs "
+            "(causal mask, delayed codes) and getting transformers' logits. Only what it was trained to do differs "
+            "(causal, delay pattern).")
+    exp = folder / "warm_start_experiment.json"
+    if exp.is_file():
+        runs = json.loads(exp.read_text())["runs"]
+        (cold, c), (hot, h) = [(name, r["probes"][-1] | {"lr": r["lr"]}) for name, r in runs.items()]
+        text += (f" In a run of {h['step']} steps from the same seed and data (`{exp.name}`), codebook 0 got "
+                 f"{100 * h['acc_stage0']:.0f}% of its masked positions right from the warm start (lr {h['lr']:g}) "
+                 f"against {100 * c['acc_stage0']:.0f}% from {cold} (lr {c['lr']:g}, the earlier nano-magnet's), "
+                 f"and the first pass found the key {100 * h['key']:.0f}% against {100 * c['key']:.0f}%.")
+    return text
 
 
 def weak(table: dict, log: dict) -> str:

@@ -22,6 +22,10 @@ sys.path.insert(0, str(ROOT))
 from mglab.nano import synth  # noqa: E402
 from mglab.onnx import magnet_checkpoint  # noqa: E402
 
+# kept from the bundle it replaces: the card, and the controlled run that chose the warm start (its two training.json
+# logs, 400 steps from the same seed: from nano-musicgen and from torch's initialization)
+KEPT = ("README.md", "warm_start_experiment.json")
+
 
 def bundle(ckpt: Path, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -30,8 +34,9 @@ def bundle(ckpt: Path, out: Path) -> Path:
                                             codecs={magnet_checkpoint.SYNTH: synth.build_for_export})
         shutil.copytree(ckpt, exported / "audiocraft", ignore=shutil.ignore_patterns("training.json"))
         shutil.copy(ckpt / "training.json", exported / "training.json")
-        if (out / "README.md").is_file():                       # the card stays until the evaluation rewrites it
-            shutil.copy(out / "README.md", exported / "README.md")
+        for kept in KEPT:                                       # the card stays until the evaluation rewrites it
+            if (out / kept).is_file():
+                shutil.copy(out / kept, exported / kept)
         if out.exists():
             shutil.rmtree(out)
         shutil.move(str(exported), out)

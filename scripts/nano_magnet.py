@@ -29,14 +29,15 @@ SIZES = dict(dim=128, num_heads=4, num_layers=4, hidden_scale=3)
 def config(segment_duration: int = 6, dropout: float = 0.2, **sizes) -> dict:
     """The ``xp.cfg`` of nano-magnet (a plain dict; ``sizes`` override :data:`SIZES`).
 
-    Weights start at torch's defaults (audiocraft's ``lm/default``), not MusicGen's ``gaussian`` init: that one
-    draws the token embeddings at std 1/sqrt(dim), 8x below the sinusoidal positions, and codebooks 0-1 (which
-    must be read off the neighbours) learned visibly slower (masked cross-entropy 3.0 against 2.4 after 200
-    steps of stages 0-1, same data)."""
+    GELU, as audiocraft's MAGNeT and MusicGen configs (and nano-musicgen, whose weights :func:`warm_start` copies).
+    Without a warm start, weights start at torch's defaults (audiocraft's ``lm/default``), not MusicGen's
+    ``gaussian`` init: that one draws the token embeddings at std 1/sqrt(dim), 8x below the sinusoidal positions,
+    and codebooks 0-1 (which must be read off the neighbours) learned visibly slower (masked cross-entropy 3.0
+    against 2.4 after 200 steps of stages 0-1, same data)."""
     lm = dict(n_q=4, card=synth.VOCAB, **{**SIZES, **sizes}, causal=False, cross_attention=True, custom=True,
               memory_efficient=False, norm_first=True, norm="layer_norm", positional_embedding="sin",
-              bias_proj=False, bias_ff=False, bias_attn=False, weight_init=None, depthwise_init=None,
-              zero_bias_init=False, subcodes_context=5, compression_model_framerate=FRAME_RATE,
+              bias_proj=False, bias_ff=False, bias_attn=False, activation="gelu", weight_init=None,
+              depthwise_init=None, zero_bias_init=False, subcodes_context=5, compression_model_framerate=FRAME_RATE,
               segment_duration=segment_duration, span_len=3)
     return {
         "lm_model": "transformer_lm_magnet", "device": "cpu", "dtype": "float32", "solver": "magnet",
@@ -186,3 +187,41 @@ def load(folder: Path):
         lm = builders.get_lm_model(cfg)
     lm.load_state_dict(pkg["best_state"])
     return mask_padded_text(lm).eval()
+
+
+def warm_start(lm, musicgen_pytorch: Path):
+    """Copy nano-musicgen's trained decoder into ``lm`` (in place, returned): the two are the same transformer at
+    the same sizes (pre-norm layers without linear biases, sinusoidal positions, a summed embedding per codebook
+    whose extra row is MusicGen's BOS/pad and MAGNeT's mask token), so every tensor maps one to one; audiocraft's
+    attention keeps ``q, k, v`` in one ``in_proj_weight``. The text projection ``enc_to_dec_proj`` becomes the
+    conditioner's ``output_proj``. What differs is what the weights were trained to do (causal, delay pattern):
+    a start, not the answer."""
+    import torch
+    from transformers import MusicgenForConditionalGeneration
+
+    src = MusicgenForConditionalGeneration.from_pretrained(musicgen_pytorch).state_dict()
+    dec = "decoder.model.decoder."
+    out = {"condition_provider.conditioners.description.output_proj.weight": src["enc_to_dec_proj.weight"],
+           "condition_provider.conditioners.description.output_proj.bias": src["enc_to_dec_proj.bias"],
+           "out_norm.weight": src[dec + "layer_norm.weight"], "out_norm.bias": src[dec + "layer_norm.bias"]}
+    for k in range(lm.num_codebooks):
+        out[f"emb.{k}.weight"] = src[f"{dec}embed_tokens.{k}.weight"]
+        out[f"linears.{k}.weight"] = src[f"decoder.lm_heads.{k}.weight"]
+    pairs = {"self_attn": "self_attn", "cross_attention": "encoder_attn"}
+    norms = {"norm1": "self_attn_layer_norm", "norm_cross": "encoder_attn_layer_norm", "norm2": "final_layer_norm"}
+    for i in range(len(lm.transformer.layers)):
+        a, m = f"transformer.layers.{i}.", f"{dec}layers.{i}."
+        for ours, theirs in pairs.items():
+            out[a + ours + ".in_proj_weight"] = torch.cat([src[f"{m}{theirs}.{p}_proj.weight"] for p in "qkv"])
+            out[a + ours + ".out_proj.weight"] = src[f"{m}{theirs}.out_proj.weight"]
+        for ours, theirs in norms.items():
+            out[a + ours + ".weight"], out[a + ours + ".bias"] = src[m + theirs + ".weight"], src[m + theirs + ".bias"]
+        out[a + "linear1.weight"], out[a + "linear2.weight"] = src[m + "fc1.weight"], src[m + "fc2.weight"]
+    own = lm.state_dict()
+    missing = sorted(set(own) - set(out))
+    if missing:
+        raise ValueError(f"warm_start: no nano-musicgen tensor for {missing}")
+    with torch.no_grad():
+        for name, t in out.items():
+            own[name].copy_(t)
+    return lm

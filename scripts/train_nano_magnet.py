@@ -1,11 +1,14 @@
 """Train nano-magnet: audiocraft's MAGNeT (masked decoding) trained here, on the corpus of :mod:`mglab.nano.corpus`.
 
-    python scripts/train_nano_magnet.py --out /work/nano-magnet-ckpt        # ~45 min on 2 CPU threads
+    python scripts/train_nano_magnet.py --out /work/nano-magnet-ckpt        # ~35 min on 2 CPU threads
 
 The model is audiocraft's ``MagnetLMModel`` built by its own builders (``scripts/nano_magnet.py``: 4 codebooks of
 64 tokens, the synthesizer codec :mod:`mglab.nano.synth`, 50 frames/s), conditioned on text by audiocraft's
 ``T5Conditioner`` over nano-musicgen's trained T5 encoder (frozen; only ``output_proj`` trains), with
-cross-attention that ignores padded text positions. The objective is audiocraft's (``solvers/magnet.py``), with
+cross-attention that ignores padded text positions. It starts from nano-musicgen's trained decoder
+(``--parent``, :func:`nano_magnet.warm_start`: the same transformer at the same sizes, copied tensor for
+tensor); from torch's initialization (``--parent none``) 400 steps reached 22% of codebook 0's masked positions,
+against 75% from the warm start (same seed and data). The objective is audiocraft's (``solvers/magnet.py``), with
 the stage drawn per example rather than per batch:
 
 - stage ``s`` uniform in 0..3; codebooks below it given, above it all masked (token ``card``), and the
@@ -229,11 +232,13 @@ def reload_check(lm, out: Path) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/work/nano-magnet-ckpt"))
-    parser.add_argument("--steps", type=int, default=2800)
+    parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--parent", type=Path, default=MUSICGEN,
+                        help="warm start from this nano-musicgen (PyTorch weights); 'none': torch's initialization")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--probe-every", type=int, default=500)
     args = parser.parse_args(argv)
@@ -245,10 +250,13 @@ def main(argv=None) -> None:
     cfg = magnet.config(dropout=DROPOUT)
     t5 = magnet.write_t5(MUSICGEN, args.out / magnet.T5_NAME)
     lm = magnet.build(cfg, t5, seed=args.seed)
+    if str(args.parent) != "none":
+        magnet.warm_start(lm, args.parent)
     command = " ".join(["python", "scripts/train_nano_magnet.py", *(sys.argv[1:] if argv is None else argv)])
     extra = dict(command=command, seed=args.seed, threads=args.threads, torch=torch.__version__,
                  clip_seconds=SECONDS, clip_seconds_p=SECONDS_P, dropout=DROPOUT, label_smoothing=LABEL_SMOOTHING,
-                 stage="per example, uniform", cfg=cfg)
+                 stage="per example, uniform", cfg=cfg,
+                 parent=None if str(args.parent) == "none" else os.path.relpath(args.parent, ROOT))
 
     def write(lm, log, finished=False):
         magnet.save(lm, cfg, args.out)

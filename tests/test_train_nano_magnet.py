@@ -175,3 +175,28 @@ def test_training_is_deterministic(t5, monkeypatch):
         losses.append(log["loss_every_100"])
     assert hashes[0] == hashes[1] and losses[0] == losses[1]
     assert hashes[0] != tm.state_hash(magnet.build(magnet.config(**SMALL), t5, seed=5))
+
+
+def test_warm_start_is_nano_musicgen_under_its_causal_mask(t5):
+    """The warm-started LM, run as MusicGen runs (causal mask, delayed codes), gives transformers' logits: every
+    nano-musicgen tensor landed where audiocraft's transformer reads it."""
+    from transformers import MusicgenForConditionalGeneration
+
+    lm = magnet.warm_start(magnet.build(magnet.config(), t5, seed=1), tm.MUSICGEN).eval()
+    ref = MusicgenForConditionalGeneration.from_pretrained(tm.MUSICGEN).eval()
+    prompts = ["a slow low organ melody in d minor played loud", "fast flute"]
+    codes = torch.randint(0, 65, (2, 4, 20))                                     # [B, K, T]
+    t = codes.shape[-1]
+    causal = torch.full((t, t), float("-inf")).triu(1)[None, None]               # [1, 1, T, T]
+    with torch.no_grad():
+        x = sum(lm.emb[k](codes[:, k]) for k in range(4))                        # [B, T, dim]
+        x, cross = lm.fuser(x, {"description": magnet.conditions(lm, prompts)})
+        out = lm.out_norm(lm.transformer(x, cross_attention_src=cross, src_mask=causal))
+        ours = torch.stack([lm.linears[k](out) for k in range(4)], dim=1)        # [B, K, T, V]
+        cond = lm.condition_provider.conditioners["description"]
+        ids = cond.tokenize(prompts)
+        theirs = ref(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"],
+                     decoder_input_ids=codes.reshape(-1, t)).logits                # [B*K, T, V]
+    assert torch.allclose(ours, theirs.reshape(2, 4, t, -1), atol=1e-4)
+    assert not torch.allclose(ours, magnet.forward(lm, codes, magnet.conditions(lm, prompts), torch.ones(2)),
+                              atol=1e-2)   # the control: MAGNeT's own mask reads other frames

@@ -1,0 +1,52 @@
+"""The vamping benchmark's measures (benchmarks/vamp_nano.py) against the corpus's ground truth: a corpus clip's
+middle 2 s lies in the scale of the key and mode its grammar drew (not in the scale a semitone away), and the seam
+check finds a step that is there and none where the audio is the source's own."""
+
+import sys
+
+import numpy as np
+import pytest
+from helpers import ROOT
+
+import mglab
+from mglab.nano import corpus
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import vamp_nano as v  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def clips():
+    model = mglab.load(ROOT / "data" / "models" / "nano-musicgen")
+    rng = np.random.default_rng(31)
+    out = []
+    for _ in range(6):
+        clip = corpus.example(rng, v.SECONDS)
+        audio = model.codec.decode(clip.codes[None])[0, 0]                      # [samples]
+        out.append((clip, audio, model.codec.sample_rate))
+    return out
+
+
+def test_a_corpus_middle_is_in_its_drawn_scale_and_not_a_semitone_away(clips):
+    measured = 0
+    for clip, audio, sr in clips:
+        truth = {"key": clip.attributes["key"], "mode": clip.attributes["mode"]}
+        mid = v.middle(audio, sr)
+        assert mid.size == int(2 * sr)
+        share = v.scale_share(mid, sr, truth["key"], truth["mode"])
+        if share is None:                                                       # a rest-heavy middle: abstains
+            continue
+        measured += 1
+        assert share >= v.IN_SCALE and v.in_scale(mid, sr, truth) is True, (clip.prompt, share)
+        assert v.in_scale(mid, sr, truth, shift=1) is False, clip.prompt          # the control: another key
+    assert measured >= 4
+    assert v.in_scale(clips[0][1], clips[0][2], {"key": None, "mode": "major"}) is None
+
+
+def test_seam_clicks_finds_a_step_only_where_there_is_one(clips):
+    _, audio, sr = clips[0]
+    assert not v.seam_clicks(audio, audio, sr)
+    clicked = audio.copy()
+    at = int(v.MIDDLE[0] * sr)
+    clicked[at:] += 2 * np.abs(np.diff(audio)).max()                            # a step larger than any in the source
+    assert v.seam_clicks(clicked, audio, sr)
