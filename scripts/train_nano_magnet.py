@@ -8,7 +8,8 @@ The model is audiocraft's ``MagnetLMModel`` built by its own builders (``scripts
 cross-attention that ignores padded text positions. It starts from nano-musicgen's trained decoder
 (``--parent``, :func:`nano_magnet.warm_start`: the same transformer at the same sizes, copied tensor for
 tensor); from torch's initialization (``--parent none``) 400 steps reached 22% of codebook 0's masked positions,
-against 75% from the warm start (same seed and data). The objective is audiocraft's (``solvers/magnet.py``), with
+against 75% from the warm start (same seed and data; lr 2e-3 from scratch as the earlier model, 1e-3
+warm). The objective is audiocraft's (``solvers/magnet.py``), with
 the stage drawn per example rather than per batch:
 
 - stage ``s`` uniform in 0..3; codebooks below it given, above it all masked (token ``card``), and the
@@ -250,13 +251,14 @@ def main(argv=None) -> None:
     cfg = magnet.config(dropout=DROPOUT)
     t5 = magnet.write_t5(MUSICGEN, args.out / magnet.T5_NAME)
     lm = magnet.build(cfg, t5, seed=args.seed)
-    if str(args.parent) != "none":
-        magnet.warm_start(lm, args.parent)
+    parent = None if str(args.parent) == "none" else args.parent
+    if parent:
+        magnet.warm_start(lm, parent)
     command = " ".join(["python", "scripts/train_nano_magnet.py", *(sys.argv[1:] if argv is None else argv)])
     extra = dict(command=command, seed=args.seed, threads=args.threads, torch=torch.__version__,
                  clip_seconds=SECONDS, clip_seconds_p=SECONDS_P, dropout=DROPOUT, label_smoothing=LABEL_SMOOTHING,
                  stage="per example, uniform", cfg=cfg,
-                 parent=None if str(args.parent) == "none" else os.path.relpath(args.parent, ROOT))
+                 parent=parent and os.path.relpath(parent, ROOT))
 
     def write(lm, log, finished=False):
         magnet.save(lm, cfg, args.out)
