@@ -89,6 +89,15 @@ LABEL_SMOOTHING = 1e-3
 GUIDANCE, GUIDED_WEIGHT = 3.0, 1.0
 GUIDED_STEPS, GUIDED_LR, GUIDED_WARMUP = 500, 3e-4, 20
 GUIDED_SEED = 7                   # added to --seed: clips the stages above did not draw first
+GUIDED_SAY = None                 # the guided stage's prompts: corpus.SAY
+# Held-out combinations (corpus.HELD_OUT) make the attributes dependent: a marimba clip is never low, so a prompt
+# "a marimba melody" (register left out) teaches that the word marimba means "not low". Asked "a low marimba
+# melody", the model trained that way played a low first note, then its conditional put 0.5% on leaving the
+# register at the first note change (0.006% for low piano), its unconditional 0.1%, and guidance 3, which
+# multiplies their ratio, 32%: low marimba was low in 75% of clips (benchmarks/compose_nano.py --diagnose).
+# UNINFORMATIVE: prompts leave out only what the words said tell nothing about (corpus.uninformative_keep).
+UNINFORMATIVE = False
+UNCOND_SMOOTHING = LABEL_SMOOTHING
 
 
 # transformers' (and transformers.js's) view of the word-level tokenizer.json
@@ -144,10 +153,11 @@ def first_note_end(codes: np.ndarray) -> np.ndarray:
 
 def train(model, tok, steps: int, batch_size: int, seed: int, lr: float, opening_steps: int = OPENING_STEPS,
           middle_steps: int = MIDDLE_STEPS, guided_steps: int = 0, log_every: int = 50, probe_every: int = 500,
-          warmup: int = 200):
+          warmup: int = 200, say: dict | None = None, uncond_smoothing: float = LABEL_SMOOTHING):
     """``opening_steps`` steps on :data:`OPENING_SECONDS` clips, ``middle_steps`` on :data:`MIDDLE_SECONDS`
     clips, then ``steps`` on :data:`SECONDS` clips; one cosine learning-rate schedule over all. The last
-    ``guided_steps`` of them train with :func:`guided_loss` on half as many clips."""
+    ``guided_steps`` of them train with :func:`guided_loss` on half as many clips, whose prompts name each
+    attribute with the probabilities ``say`` (:func:`mglab.nano.corpus.prompt_for`)."""
     import torch
 
     torch.manual_seed(seed)
@@ -163,7 +173,8 @@ def train(model, tok, steps: int, batch_size: int, seed: int, lr: float, opening
         seconds = (OPENING_SECONDS if step < opening_steps else
                    MIDDLE_SECONDS if step < opening_steps + middle_steps else SECONDS)
         guided = step >= total - guided_steps                                   # each clip twice: half as many
-        clips = [corpus.example(rng, seconds) for _ in range(batch_size // 2 if guided else batch_size)]
+        clips = [corpus.example(rng, seconds, say=say if guided else None, uninformative=UNINFORMATIVE)
+                 for _ in range(batch_size // 2 if guided else batch_size)]
         ids, mask, dec_in, targets, weights, first_end = (torch.from_numpy(np.ascontiguousarray(a))
                                                           for a in batch(clips, tok, start))
         hidden = model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state   # [B, L, D]
@@ -173,7 +184,7 @@ def train(model, tok, steps: int, batch_size: int, seed: int, lr: float, opening
                            decoder_input_ids=dec_in).logits                    # [B*K, S-1, V] null: zeros, mask 0
             loss = objective(logits, dec_in, targets, weights, first_end)
         else:
-            logits, loss = guided_loss(model, hidden, mask, dec_in, targets, weights, first_end)
+            logits, loss = guided_loss(model, hidden, mask, dec_in, targets, weights, first_end, uncond_smoothing)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -192,33 +203,35 @@ def train(model, tok, steps: int, batch_size: int, seed: int, lr: float, opening
     model.eval()
     return {"steps": steps, "opening_steps": opening_steps, "opening_seconds": OPENING_SECONDS,
             "middle_steps": middle_steps, "middle_seconds": MIDDLE_SECONDS, "clip_seconds": SECONDS,
-            "label_smoothing": LABEL_SMOOTHING, "first_note_weight": FIRST_NOTE_WEIGHT,
+            "label_smoothing": LABEL_SMOOTHING, "first_note_weight": FIRST_NOTE_WEIGHT, "uninformative": UNINFORMATIVE,
             "batch_size": batch_size, "seconds": time.time() - t0,
             "final_loss": float(np.mean(history[-100:])), "loss_every_100": history[::100], "probes": probes}
 
 
-def guided_stage(model, tok, steps: int, batch_size: int, seed: int) -> dict:
+def guided_stage(model, tok, steps: int, batch_size: int, seed: int, say: dict | None = GUIDED_SAY,
+                 uncond_smoothing: float = UNCOND_SMOOTHING) -> dict:
     """The last stage: ``steps`` steps of :func:`guided_loss` on :data:`SECONDS` clips, ``batch_size // 2``
     clips a step (each runs twice), a fresh optimizer and a short warm-up into its own cosine schedule."""
     log = train(model, tok, steps, batch_size, seed + GUIDED_SEED, GUIDED_LR, 0, 0, guided_steps=steps,
-                probe_every=10**9, warmup=GUIDED_WARMUP)
-    return {**log, "lr": GUIDED_LR, "guidance": GUIDANCE, "guided_weight": GUIDED_WEIGHT}
+                probe_every=10**9, warmup=GUIDED_WARMUP, say=say, uncond_smoothing=uncond_smoothing)
+    return {**log, "lr": GUIDED_LR, "guidance": GUIDANCE, "guided_weight": GUIDED_WEIGHT, "say": say,
+            "uncond_smoothing": uncond_smoothing}
 
 
-def objective(logits, dec_in, targets, weights, first_end):
-    """The training loss of ``logits`` ``[B*K, S-1, V]``: weighted, smoothed cross-entropy, plus the new-note
-    and the when terms (their weights above)."""
+def objective(logits, dec_in, targets, weights, first_end, smoothing: float = LABEL_SMOOTHING):
+    """The training loss of ``logits`` ``[B*K, S-1, V]``: weighted cross-entropy smoothed by ``smoothing``,
+    plus the new-note and the when terms (their weights above)."""
     import torch
 
     ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                            ignore_index=-100, reduction="none",
-                                           label_smoothing=LABEL_SMOOTHING)            # [B*K*(S-1)]
+                                           label_smoothing=smoothing)                  # [B*K*(S-1)]
     return ((ce * weights.reshape(-1)).sum() / weights.sum()
             + NEW_NOTE_WEIGHT * new_note_loss(logits, dec_in, targets)
             + WHEN_WEIGHT * when_loss(logits, dec_in, targets, first_end))
 
 
-def guided_loss(model, hidden, mask, dec_in, targets, weights, first_end):
+def guided_loss(model, hidden, mask, dec_in, targets, weights, first_end, uncond_smoothing: float = LABEL_SMOOTHING):
     """Every clip twice, with its condition and with the null one; the objective of the conditional, of the
     unconditional and, weighted :data:`GUIDED_WEIGHT`, of the guided logits ``u + GUIDANCE * (c - u)``.
     Returns the conditional logits and the loss."""
@@ -229,8 +242,9 @@ def guided_loss(model, hidden, mask, dec_in, targets, weights, first_end):
                    decoder_input_ids=torch.cat([dec_in, dec_in])).logits        # [2*B*K, S-1, V]
     cond, uncond = logits[:n], logits[n:]                                       # [B*K, S-1, V] each
     guided = uncond + GUIDANCE * (cond - uncond)                                # [B*K, S-1, V]
-    loss = (objective(cond, dec_in, targets, weights, first_end) + objective(uncond, dec_in, targets, weights,
-            first_end) + GUIDED_WEIGHT * objective(guided, dec_in, targets, weights, first_end))
+    loss = (objective(cond, dec_in, targets, weights, first_end)
+            + objective(uncond, dec_in, targets, weights, first_end, uncond_smoothing)
+            + GUIDED_WEIGHT * objective(guided, dec_in, targets, weights, first_end))
     return cond, loss
 
 
@@ -401,6 +415,9 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--unguided", type=Path, default=None,
+                        help="also save the PyTorch weights before the guided stage here (its pytorch/ folder), "
+                             "the start of benchmarks/compose_nano.py's controlled runs")
     args = parser.parse_args(argv)
 
     import torch
@@ -411,6 +428,8 @@ def main(argv=None) -> None:
     model = build_torch_model(tok.get_vocab_size(), args.seed, SIZES)
     model.config.decoder._attn_implementation = "eager"
     log = train(model, tok, args.steps, args.batch_size, args.seed, args.lr, args.opening_steps, args.middle_steps)
+    if args.unguided:
+        model.save_pretrained(args.unguided / "pytorch")
     if args.guided_steps:
         log["guided_stage"] = guided_stage(model, tok, args.guided_steps, args.batch_size, args.seed)
     log.update(command=" ".join(["python", "scripts/train_nano.py", *(argv or sys.argv[1:])]),

@@ -81,3 +81,17 @@ def test_the_same_seed_gives_the_same_corpus():
 def test_every_prompt_word_is_in_the_vocabulary(clips):
     vocab = set(corpus.vocabulary())
     assert all(w in vocab for c in clips for w in c.prompt.split())
+
+
+def test_say_sets_how_often_each_attribute_is_named_without_moving_the_draws():
+    """``say`` changes the prompt only: the same seed draws the same attributes, and at 1.0 every one is named,
+    at 0.0 none (the parser reads what the prompt says)."""
+    for seed in range(20):
+        plain = corpus.example(np.random.default_rng(seed), 1.0)
+        every = corpus.example(np.random.default_rng(seed), 1.0, say=dict.fromkeys(corpus.SAY, 1.0))
+        none = corpus.example(np.random.default_rng(seed), 1.0, say=dict.fromkeys(corpus.SAY, 0.0))
+        assert plain.attributes == every.attributes == none.attributes
+        named = {"register", "key", "mode", "instrument", "dynamics", "figure", "tempo"}
+        assert set(every.said) - {"bpm"} == named and corpus.attributes(every.prompt)[0] == every.said
+        assert none.said == {}
+    assert corpus.example(np.random.default_rng(3)).prompt == corpus.example(np.random.default_rng(3), say={}).prompt

@@ -78,3 +78,27 @@ def test_the_guided_stage_trains_the_logits_guidance_samples_from(clips):
     terms = [(1.0, c), (1.0, u), (train_nano.GUIDED_WEIGHT, u + train_nano.GUIDANCE * (c - u))]
     expected = sum(w * float(train_nano.objective(x, dec_in, targets, weights, end)) for w, x in terms)
     assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_unconditional_branch_can_be_smoothed_on_its_own(clips):
+    """``uncond_smoothing`` changes only the unconditional term's cross-entropy: by (eps_u - eps) times the
+    weighted mean of (uniform cross-entropy - target NLL), computed here from log-softmax."""
+    tok = train_nano.build_tokenizer()
+    model = train_nano.build_torch_model(tok.get_vocab_size(), 0, train_nano.SIZES).eval()
+    model.config.decoder._attn_implementation = "eager"
+    ids, mask, dec_in, targets, weights, end = (torch.from_numpy(np.ascontiguousarray(a))
+                                                for a in train_nano.batch(clips[:2], tok, START))
+    with torch.no_grad():
+        hidden = model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state   # [B, L, D]
+        _, base = train_nano.guided_loss(model, hidden, mask, dec_in, targets, weights, end)
+        _, smooth = train_nano.guided_loss(model, hidden, mask, dec_in, targets, weights, end, uncond_smoothing=0.05)
+        u = model(encoder_outputs=(torch.zeros_like(hidden),), attention_mask=torch.zeros_like(mask),
+                  decoder_input_ids=dec_in).logits                                   # [B*K, S-1, V]
+    logp = torch.log_softmax(u, -1)                                                  # [B*K, S-1, V]
+    ok = targets >= 0
+    nll = -logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0]                  # [B*K, S-1]
+    uniform = -logp.mean(-1)                                                         # [B*K, S-1]
+    w = weights * ok
+    shift = (0.05 - train_nano.LABEL_SMOOTHING) * float(((uniform - nll) * w).sum() / w.sum())
+    assert abs(shift) > 1e-4
+    assert float(smooth - base) == pytest.approx(shift, rel=1e-4, abs=1e-7)

@@ -163,10 +163,18 @@ def render_codes(a: dict, notes, frames: int, rng: np.random.Generator) -> np.nd
     return codes
 
 
-def prompt_for(a: dict, rng: np.random.Generator) -> tuple[str, dict]:
-    """A prompt naming some of ``a`` in varied words, and the attributes it names."""
-    keep = {k: rng.random() < p for k, p in (("register", 0.8), ("tempo", 0.8), ("key", 0.7),
-                                             ("instrument", 0.85), ("dynamics", 0.6), ("figure", 0.7))}
+SAY = {"register": 0.8, "tempo": 0.8, "key": 0.7, "instrument": 0.85, "dynamics": 0.6, "figure": 0.7}
+
+
+def prompt_for(a: dict, rng: np.random.Generator, say: dict | None = None,
+               uninformative: bool = False) -> tuple[str, dict]:
+    """A prompt naming some of ``a`` in varied words, and the attributes it names: each attribute with its
+    probability in ``say`` (default :data:`SAY`; the same random draws whatever the probabilities).
+    ``uninformative``: what the prompt leaves out is also independent of what it says (:func:`uninformative`)."""
+    say = {**SAY, **(say or {})}
+    keep = {k: rng.random() < say[k] for k in SAY}
+    if uninformative:
+        keep = uninformative_keep(a, keep)
     said = {}
     adjectives = []
     if keep["tempo"] and a["tempo"] != "bpm":
@@ -212,17 +220,49 @@ def prompt_for(a: dict, rng: np.random.Generator) -> tuple[str, dict]:
     return words, said
 
 
+def _named(attribute: str) -> str:
+    """The prompt part that names ``attribute`` (the key's part names the mode too)."""
+    return "key" if attribute == "mode" else attribute
+
+
+def uninformative_keep(a: dict, keep: dict) -> dict:
+    """``keep`` (attribute -> named), with more named so that the words said carry nothing about the attributes
+    left out. :data:`HELD_OUT` makes attributes dependent: a marimba clip is never low, so "a marimba melody"
+    (register unsaid) would teach that the word marimba means "not low". Where a clip has the said part of a
+    held-out combination and leaves the rest out, the rest is named too.
+
+    >>> a = {"instrument": "marimba", "register": "mid", "tempo": "slow", "figure": "scale", "mode": "major"}
+    >>> uninformative_keep(a, {"instrument": True, "register": False, "tempo": False, "figure": True, "key": False})
+    {'instrument': True, 'register': True, 'tempo': False, 'figure': True, 'key': False}
+    >>> uninformative_keep({**a, "instrument": "piano", "register": "low"},
+    ...                    {"instrument": False, "register": True, "tempo": False, "figure": True, "key": False})
+    {'instrument': True, 'register': True, 'tempo': False, 'figure': True, 'key': False}
+    """
+    keep = dict(keep)
+    changed = True
+    while changed:                                          # naming one part can start another combination
+        changed = False
+        for combo in HELD_OUT:
+            said = [k for k in combo if keep[_named(k)]]
+            if said and len(said) < len(combo) and all(a[k] == combo[k] for k in said):
+                for k in combo:
+                    changed |= not keep[_named(k)]
+                    keep[_named(k)] = True
+    return keep
+
+
 def _key_name(pitch_name: str, rng: np.random.Generator) -> str:
     """A spelling of the key: enharmonic names are synonyms (c# or db)."""
     spellings = [k for k, v in KEYS.items() if v == KEYS[pitch_name]]
     return str(rng.choice(spellings))
 
 
-def example(rng: np.random.Generator, seconds: float = 5.0, held_out: bool = False) -> Clip:
-    """One (prompt, codes) pair of ``seconds`` seconds."""
+def example(rng: np.random.Generator, seconds: float = 5.0, held_out: bool = False, say: dict | None = None,
+            uninformative: bool = False) -> Clip:
+    """One (prompt, codes) pair of ``seconds`` seconds; ``say`` and ``uninformative``: :func:`prompt_for`'s."""
     frames = int(round(seconds * FRAME_RATE))
     a = draw_attributes(rng, held_out)
     notes = melody(a, frames, rng)
     codes = render_codes(a, notes, frames, rng)
-    prompt, said = prompt_for(a, rng)
+    prompt, said = prompt_for(a, rng, say, uninformative)
     return Clip(prompt, a, said, codes, notes)
