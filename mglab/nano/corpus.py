@@ -170,7 +170,7 @@ def prompt_for(a: dict, rng: np.random.Generator, say: dict | None = None,
                uninformative: bool = False) -> tuple[str, dict]:
     """A prompt naming some of ``a`` in varied words, and the attributes it names: each attribute with its
     probability in ``say`` (default :data:`SAY`; the same random draws whatever the probabilities).
-    ``uninformative``: what the prompt leaves out is also independent of what it says (:func:`uninformative`)."""
+    ``uninformative``: what the prompt leaves out is also independent of what it says (:func:`uninformative_keep`)."""
     say = {**SAY, **(say or {})}
     keep = {k: rng.random() < say[k] for k in SAY}
     if uninformative:
