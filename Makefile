@@ -87,10 +87,12 @@ nano-magnet: $(VENV)/.test
 tiny-model: $(VENV)/.test
 	$(PY) scripts/build_tiny_model.py --out data/models/tiny-musicgen
 
-## make nano-model: train data/models/nano-musicgen (about 60 min on 2 cores), refit the evaluator, measure it
+## make nano-model: train data/models/nano-musicgen (about 40 min on 2 cores), refit the evaluator, measure it,
+## then probe it and train the SAE it ships with (the folder is replaced whole: the old SAE read other weights)
 nano-model: $(VENV)/.test
 	$(PY) scripts/train_nano.py --out data/models/nano-musicgen
 	$(PY) benchmarks/eval_nano.py --fit
+	OMP_NUM_THREADS=1 $(PY) benchmarks/probe_nano.py --ship --card
 
 ## make nano-melody: train data/models/nano-melody from nano-musicgen's weights (about 50 min on 2 cores), export
 ## it with mglab export, measure it (the card's scores)

@@ -7,10 +7,11 @@ once per variant of its prompts, each measured on held-out and seen combinations
 at guidance 3, the probability the conditional, the unconditional and the guided logits give to a note
 outside the register the prompt asks for (``leave_register``).
 
-Every variant starts from the same weights (``--start``, default the bundled nano-musicgen), draws the same
-clips in the same order and trains the same steps; only the prompts' wording differs (``VARIANTS``: the share
-of prompts naming each attribute). Each result is ``eval_nano.py --guidance 3`` on ``--prompts`` prompts x 2
-seeds. Writes ``reports/compose_nano.json``.
+Every variant starts from the same weights (``--start``, default the bundled nano-musicgen), trains the same
+steps from the same seed and differs only in its prompts (``VARIANTS``: the share of prompts naming each
+attribute) or its smoothing. The floor variants draw the same clips as ``plain``; the wording variants draw the
+same first attributes, but the prompt's words use the random stream, so later clips differ.
+Each result is ``eval_nano.py --guidance 3`` on ``--prompts`` prompts x 2 seeds. Writes ``reports/compose_nano.json``.
 """
 
 from __future__ import annotations

@@ -208,6 +208,11 @@ def write_card(folder: Path, result: dict, vamp: dict | None = None) -> None:
     (folder / "README.md").write_text(card)
 
 
+def _at(log: dict) -> str:
+    """Where the parent's weights were when they were copied: `` as bundled at commit X`` when the log says."""
+    return f" as bundled at commit `{log['parent_commit']}`" if log.get("parent_commit") else ""
+
+
 def warm(log: dict, folder: Path) -> str:
     """The card's paragraph on where the weights started (and the controlled run that chose it, when bundled)."""
     import json
@@ -215,8 +220,8 @@ def warm(log: dict, folder: Path) -> str:
     if not log.get("parent"):
         return "Weights start at torch's defaults (no warm start)."
     text = (f"Warm start: every weight of the transformer, the embeddings, the output heads and the text projection "
-            f"is copied from nano-musicgen (`{log['parent']}`, `scripts/nano_magnet.py: warm_start`): the two are "
-            "the same network at the same sizes, which a test proves by running the copy as MusicGen runs "
+            f"is copied from nano-musicgen (`{log['parent']}`{_at(log)}, `scripts/nano_magnet.py: warm_start`): "
+            "the two are the same network at the same sizes, which a test proves by running the copy as MusicGen runs "
             "(causal mask, delayed codes) and getting transformers' logits. Only what it was trained to do differs "
             "(causal, delay pattern).")
     exp = folder / "warm_start_experiment.json"

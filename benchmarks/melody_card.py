@@ -80,7 +80,9 @@ def write(model: Path, result: dict, cell, columns: list[str]) -> None:
         + log["batch_size"] // 2 * guided["steps"], seconds=log["clip_seconds"], seed=log["seed"],
         drop=f"{drop['text']:.0%} of examples without the text, {drop['melody']:.0%} without the melody (the null "
              f"chroma), {drop['both']:.0%} without both (the null condition guidance feeds)",
-        command=log["command"], parent=log["parent"], steps=log["steps"], batch=log["batch_size"], lr=log["lr"],
+        command=log["command"], parent=log["parent"] + (f"` as bundled at commit `{log['parent_commit']}"
+                                                        if log.get("parent_commit") else ""),
+        steps=log["steps"], batch=log["batch_size"], lr=log["lr"],
         guided=guided["steps"], guidance=guided["guidance"], minutes=(log["seconds"] + guided["seconds"]) / 60,
         threads=log["threads"],
         torch=log["torch"], loss=log["final_loss"], melody=probe["melody"], text_only=probe["text_only"],

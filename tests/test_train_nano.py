@@ -102,3 +102,27 @@ def test_the_unconditional_branch_can_be_smoothed_on_its_own(clips):
     shift = (0.05 - train_nano.LABEL_SMOOTHING) * float(((uniform - nll) * w).sum() / w.sum())
     assert abs(shift) > 1e-4
     assert float(smooth - base) == pytest.approx(shift, rel=1e-4, abs=1e-7)
+
+
+def test_training_draws_uninformative_prompts_in_both_stages(monkeypatch):
+    """train() asks corpus.example for UNINFORMATIVE prompts, and the guided stage passes its ``say``."""
+    import train_nano
+
+    tok = train_nano.build_tokenizer()
+    model = train_nano.build_torch_model(tok.get_vocab_size(), 0, train_nano.SIZES)
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(rng, seconds, **kw):
+        calls.append(kw)
+        raise Stop
+
+    monkeypatch.setattr(train_nano.corpus, "example", spy)
+    with pytest.raises(Stop):
+        train_nano.train(model, tok, 10, 4, 0, 1e-3, 0, 0)
+    with pytest.raises(Stop):
+        train_nano.guided_stage(model, tok, 10, 4, 0, say={"register": 1.0})
+    assert train_nano.UNINFORMATIVE is True
+    assert calls == [{"say": None, "uninformative": True}, {"say": {"register": 1.0}, "uninformative": True}]

@@ -169,7 +169,8 @@ SAY = {"register": 0.8, "tempo": 0.8, "key": 0.7, "instrument": 0.85, "dynamics"
 def prompt_for(a: dict, rng: np.random.Generator, say: dict | None = None,
                uninformative: bool = False) -> tuple[str, dict]:
     """A prompt naming some of ``a`` in varied words, and the attributes it names: each attribute with its
-    probability in ``say`` (default :data:`SAY`; the same random draws whatever the probabilities).
+    probability in ``say`` (default :data:`SAY`; one keep draw per attribute whatever the probabilities, but the
+    words drawn after them depend on what is kept, so a later clip from the same ``rng`` can differ).
     ``uninformative``: what the prompt leaves out is also independent of what it says (:func:`uninformative_keep`)."""
     say = {**SAY, **(say or {})}
     keep = {k: rng.random() < say[k] for k in SAY}
