@@ -338,7 +338,7 @@ def write_card(folder: Path, result: dict) -> None:
         held_out_limit=held_out_limit(result["table"], combos),
         weak=", ".join(f"{a} ({100 * v[0]:.0f}%)" for a, v in result["table"]["guidance 3 (all)"].items()
                        if a in ATTRS and v[0] < 0.8) or "none",
-        moved=moved(old_card, rows))
+        moved=moved(old_card, rows, log["final_loss"]))
     (folder / "README.md").write_text(card + kept_sections(old_card))
 
 
@@ -373,9 +373,10 @@ def _last_fit(old_card: str) -> str:
     return found.group(1) if found else "n/a"
 
 
-def moved(old_card: str, rows: list[list[str]]) -> str:
+def moved(old_card: str, rows: list[list[str]], loss: float | None = None) -> str:
     """The card's sentence on what changed against the card it replaces: each (run, attribute) whose rounded
-    share differs, from the two Scores tables."""
+    share differs, from the two Scores tables; for another model (the card's final ``loss`` differs), the old
+    table's guidance 3 rows only."""
     old = {}
     for line in old_card.split("## Scores", 1)[-1].splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -386,6 +387,14 @@ def moved(old_card: str, rows: list[list[str]]) -> str:
     header = ["run", *ATTRS, "abstained"]
     pairs = [(r[0], h, old[(r[0], h)], c) for r in rows for h, c in zip(header[1:], r[1:]) if (r[0], h) in old]
     changes = [(run, h, a, b) for run, h, a, b in pairs if a != b]
+    if loss is not None and old_card and f"final loss {loss:.3f}" not in old_card:
+        before = "; ".join(f"{run.removeprefix('guidance 3 ')} " + ", ".join(f"{h} {old[(run, h)]}" for h in ATTRS)
+                           for run in ("guidance 3 (seen)", "guidance 3 (held-out)") if (run, ATTRS[0]) in old)
+        import textwrap
+
+        return textwrap.fill("A retrained model: the table of the one it replaced is in git history (`git log -p "
+                             "data/models/nano-musicgen/README.md`); at guidance 3 it had " + before + ".", 114,
+                             break_on_hyphens=False)
     if not pairs:
         return "No earlier table to compare with."
     if not changes:
