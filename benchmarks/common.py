@@ -1,12 +1,15 @@
-"""What the benchmarks share: timing, a fresh optimized-graph cache per row, markdown tables, JSON out."""
+"""What the benchmarks share: timing, a fresh optimized-graph cache per row, worker processes, markdown tables,
+JSON out."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -63,6 +66,16 @@ def fresh_cache():
             os.environ.pop("MGLAB_CACHE", None)
         else:
             os.environ["MGLAB_CACHE"] = old
+
+
+def process_pool(workers: int, initializer, initargs: tuple = ()) -> ProcessPoolExecutor:
+    """``workers`` processes started by spawn (no forked ONNX Runtime threads), each running ``initializer``.
+
+    Not ``multiprocessing.Pool``: its ``map`` waits forever when a worker dies (a segfault in native code, such
+    as a stale numba cache of librosa's pyin), where this one's raises ``BrokenProcessPool``.
+    """
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=initializer,
+                               initargs=initargs)
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

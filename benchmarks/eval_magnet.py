@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from common import markdown_table, write_json
+from common import markdown_table, process_pool, write_json
 from eval_nano import ATTRS, by_combination, combination, score
 
 import mglab
@@ -61,15 +61,13 @@ def settings(compare: bool) -> list[tuple]:
 
 
 def run(args) -> dict:
-    import multiprocessing
-
     paths = {"masked": str(args.model), **({"compare": str(args.compare)} if args.compare else {})}
     rng = np.random.default_rng(98765)                                         # eval_nano.py's prompts
     clips = [corpus.example(rng, args.duration, held_out=i % 2 == 1) for i in range(args.prompts)]
     tasks = [(s, c.prompt, c.said, combination(c.attributes), args.seeds, args.duration)
              for s in settings(bool(args.compare)) for c in clips]
     t0 = time.time()
-    with multiprocessing.get_context("spawn").Pool(args.workers, _load, (paths,)) as pool:
+    with process_pool(args.workers, _load, (paths,)) as pool:
         rows = [r for rows_ in pool.map(_run, tasks, chunksize=4) for r in rows_]
     result = {"model": paths["masked"], "compare": paths.get("compare"), "prompts": args.prompts,
               "seeds": args.seeds, "duration": args.duration, "seconds": time.time() - t0, "rows": rows}

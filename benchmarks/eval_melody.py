@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, write_json  # noqa: E402
+from common import markdown_table, process_pool, write_json  # noqa: E402
 from eval_nano import _MODEL, _load, combination  # noqa: E402
 
 from mglab.audio import evaluate, vocabulary  # noqa: E402
@@ -116,8 +116,6 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", type=Path, default=ROOT / "reports" / "eval_melody.json")
     parser.add_argument("--card", action="store_true", help="rewrite the model card's scores")
     args = parser.parse_args(argv)
-    import multiprocessing
-
     rng = np.random.default_rng(98765)                                         # eval_nano.py's prompts
     clips = [corpus.example(rng, args.duration, held_out=i % 2 == 1) for i in range(args.prompts)]
     lines = melodies(args.prompts, args.duration)
@@ -125,7 +123,7 @@ def main(argv=None) -> dict:
     tasks = [(g, m, c.prompt, c.said, c.attributes, combination(c.attributes), line, args.seeds, args.duration)
              for g, m in runs for c, line in zip(clips, lines)]
     t0 = time.time()
-    with multiprocessing.get_context("spawn").Pool(args.workers, _load, (str(args.model),)) as pool:
+    with process_pool(args.workers, _load, (str(args.model),)) as pool:
         rows = [r for rows_ in pool.map(_run, tasks, chunksize=4) for r in rows_]
     table = summarize(rows)
     result = {"model": str(args.model), "prompts": args.prompts, "seeds": args.seeds, "duration": args.duration,

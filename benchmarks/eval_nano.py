@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, write_json  # noqa: E402
+from common import markdown_table, process_pool, write_json  # noqa: E402
 
 import mglab  # noqa: E402
 from mglab.audio import evaluate  # noqa: E402
@@ -52,7 +52,7 @@ def _features(task):
 
 def fit(pool, count: int, seed: int, seconds: float) -> float:
     """Refit the instrument classifier on ``count`` renderings; its accuracy on a held-out half first."""
-    examples = pool.map(_features, [(seed + i, seconds) for i in range(count)])
+    examples = list(pool.map(_features, [(seed + i, seconds) for i in range(count)]))
     evaluate.fit_instruments(examples[: count // 2])
     hits = [evaluate.classify_instrument(f) == n for f, n in examples[count // 2:]]
     evaluate.fit_instruments(examples)
@@ -137,20 +137,18 @@ def main(argv=None) -> dict:
 
         args.compare = args.compare or eval_magnet.default_compare(args.model)
         return eval_magnet.run(args)
-    import multiprocessing
-
     result = {"model": str(args.model), "prompts": args.prompts, "seeds": args.seeds, "duration": args.duration}
     rng = np.random.default_rng(98765)                                         # never used by training
     clips = [corpus.example(rng, args.duration, held_out=i % 2 == 1) for i in range(args.prompts)]
     tasks = [(g, i, c.prompt, c.said, combination(c.attributes), args.seeds, args.duration)
              for g in args.guidance for i, c in enumerate(clips)]
     t0 = time.time()
-    with multiprocessing.get_context("spawn").Pool(args.workers, _load, (str(args.model),)) as pool:
+    with process_pool(args.workers, _load, (str(args.model),)) as pool:
         if args.fit:
             result["instrument_fit_accuracy"] = fit(pool, 240, seed=1_000_000, seconds=args.duration)
             print(f"instrument classifier refitted: {100 * result['instrument_fit_accuracy']:.1f}% on held-out "
                   "renderings (fitted on the other half, then on all)", flush=True)
-        result["ceiling"] = score(pool.map(_ceiling, clips))
+        result["ceiling"] = score(list(pool.map(_ceiling, clips)))
         rows = [r for rows_ in pool.map(_run, tasks, chunksize=4) for r in rows_]
     result["seconds"] = time.time() - t0
     result["rows"] = rows
