@@ -23,7 +23,7 @@ Everything it knows is **synthetic**: it has never heard real music, and its cod
 {count} synthetic clips of {seconds:g} s drawn on the fly from the grammar of `mglab/nano/corpus.py` (seed
 {seed}), as for nano-musicgen (the same held-out attribute combinations are never drawn). The melody given with
 each clip is the chroma of the clip's own rendering (the synthesizer's audio through
-`mglab.audio.chroma.chroma`, transformers' feature extractor's one-hot). Condition dropout: {drop}.
+`mglab.audio.chroma.chroma`, transformers' feature extractor's one-hot). Condition dropout: {drop}.{padding}
 
 ## Training
 `{command}` (`make nano-melody`). Warm start: every weight of nano-musicgen's that this architecture has (text
@@ -33,7 +33,7 @@ nano-musicgen's objective (`scripts/train_nano.py`: position-weighted cross-entr
 new-note and tempo terms) on {seconds:g} s clips, batch {batch}, AdamW (lr {lr:g}, one cosine schedule), and
 {guided} steps of its guided objective with a fresh optimizer and schedule (each clip with text and melody and
 with the null condition, the loss of both and of their mix at guidance {guidance:g}). {minutes:.0f} minutes on
-{threads} CPU threads (2-core development machine), torch {torch}; final loss {loss:.3f}. Deterministic for a
+{threads} CPU threads (2-core development machine{machine}), torch {torch}; final loss {loss:.3f}. Deterministic for a
 seed. Teacher-forced at the end of the first stage (`training.json`): the new note's pitch class is the true
 one at {melody:.0%} of note changes given the melody, {text_only:.0%} given the text alone.
 
@@ -57,9 +57,7 @@ the melody's, and the prompt's (so "key+mode", the prompt's, is low with a melod
   note changes only to within a frame.
 - {seconds:g} s melodies: a longer one is cut to {chroma_length} chroma frames, a shorter one repeated (as
   transformers does); one window only (mglab's melody models have no long form).
-- `prompt=None` gives one zero text position (`""` is one token); training dropped the text as zeros over the
-  batch's prompt length, so no-text generation sits at code positions it never trained on.
-- Monophonic melodies of six synthetic timbres; no real audio.
+{no_text}- Monophonic melodies of six synthetic timbres; no real audio.
 - Scores come from automatic measurements with their own errors.
 
 ## Rebuild
@@ -87,11 +85,32 @@ def write(model: Path, result: dict, cell, columns: list[str]) -> None:
         threads=log["threads"],
         torch=log["torch"], loss=log["final_loss"], melody=probe["melody"], text_only=probe["text_only"],
         prompts=result["prompts"], seeds=result["seeds"], duration=result["duration"], table=table,
-        gap=_gap(result["table"]))
+        gap=_gap(result["table"]), machine=f": {log['machine']}" if log.get("machine") else "",
+        padding=_padding(log), no_text=_no_text(log))
     path = Path(model) / "README.md"
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def _padding(log: dict) -> str:
+    n = log.get("text_length")
+    return "" if n is None else (
+        f"\nEvery prompt is padded to {n} tokens, in training and when generating (`tokenizer.json`'s padding, which "
+        "mglab keeps; transformers: `padding=\"max_length\"`), so a code frame sits at the same position, and the "
+        "same distance from its chroma frame, whatever the prompt (and alone or in a batch).")
+
+
+def _no_text(log: dict) -> str:
+    if log.get("text_length") is not None:
+        return ""
+    return ("- `prompt=None` gives one zero text position (`\"\"` is one token); training dropped the text as zeros "
+            "over the\n  batch's prompt length, so no-text generation sits at code positions it never trained on.\n"
+            "- A prompt's tokens depend on the prompts batched with it: prompts are padded to the batch's longest, "
+            "so a\n  longer neighbour moves its codes further from its chroma (greedy, 47% of a short prompt's tokens "
+            "changed\n  beside a longer one). Generate it alone to reproduce it; `scripts/train_nano_melody.py "
+            "--text-length`\n  trains a model whose prompts are padded to a fixed length instead (a controlled "
+            "run of it is described beside `TEXT_LENGTH` in the script).\n")
 
 
 def _gap(table: dict) -> str:

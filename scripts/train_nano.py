@@ -137,7 +137,7 @@ def position_weights(frames: int) -> np.ndarray:
 def batch(clips: list, tok, start: int):
     """Prompts' ids and mask, delayed decoder inputs ``[B*K, S-1]``, targets (-100 where forced) and their
     loss weights ``[B*K, S-1]`` of ``clips`` (:func:`mglab.nano.corpus.example`)."""
-    tok.enable_padding(pad_id=0, pad_token="<pad>")
+    tok.enable_padding(pad_id=0, pad_token="<pad>", length=(tok.padding or {}).get("length"))   # a fixed one kept
     enc = tok.encode_batch([c.prompt for c in clips])
     ids = np.array([e.ids for e in enc])
     mask = np.array([e.attention_mask for e in enc])

@@ -46,6 +46,14 @@ from mglab.nano import corpus, synth  # noqa: E402
 PARENT = ROOT / "data" / "models" / "nano-musicgen" / "pytorch"
 SECONDS = 4.0
 CHROMA_LENGTH = 1 + int(SECONDS * synth.SAMPLE_RATE) // 4096     # 32 frames of 128 ms: a 4 s melody, whole
+# --text-length N pads every prompt to N tokens (saved in tokenizer.json's padding, which mglab's text encoder
+# keeps; transformers: padding="max_length"), so a code frame sits at the same position, and the same distance
+# from its chroma frame, whatever the prompt, and a prompt's tokens do not depend on the prompts beside it. The
+# bundle pads to the batch's longest prompt (None). A controlled run with 32 (parent a13b50d, seed 0, the same
+# steps; 2026-12-06) scored chroma cosine 0.56 against the bundle's 0.54 (eval_melody.py), the melody hook's
+# transposition moved the pitches by 3 semitones instead of 5 in 3 of 4 seeds (the bundle: 0 of 4), and took
+# 68 minutes on a machine where the bundle's steps take 1.22 s (1.29 s padded): it was not shipped.
+TEXT_LENGTH = None
 # Each example draws one of: both conditions, text dropped, melody dropped, both dropped (the null condition).
 DROP = {"text": 0.15, "melody": 0.15, "both": 0.15}
 GUIDANCE = 3.0
@@ -249,7 +257,9 @@ def lay_out(model, tok, out: Path, log: dict) -> None:
         tmp = Path(tmp)
         model.save_pretrained(tmp / "pytorch")
         tok.save(str(tmp / "pytorch" / "tokenizer.json"))
-        (tmp / "pytorch" / "tokenizer_config.json").write_text(json.dumps(nano.TOKENIZER_CONFIG, indent=2))
+        length = (tok.padding or {}).get("length")
+        config = {**nano.TOKENIZER_CONFIG, **({"model_max_length": length} if length else {})}   # "max_length"
+        (tmp / "pytorch" / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
         stage = export.export(tmp / "pytorch", tmp / "out", dtypes=("fp32", "q8"))
         for f in (stage / "onnx").glob("encodec_*.onnx"):                       # EnCodec's place: the synthesizer
             f.unlink()
@@ -265,6 +275,16 @@ def lay_out(model, tok, out: Path, log: dict) -> None:
         shutil.move(str(stage), out)
 
 
+def parent_commit(parent: Path) -> str | None:
+    """The last commit that changed ``parent`` (None outside the repository or with uncommitted changes)."""
+    import subprocess
+
+    run = lambda *a: subprocess.run(["git", *a, "--", str(parent)], cwd=ROOT, capture_output=True, text=True)  # noqa: E731
+    if run("status", "--porcelain").stdout.strip():
+        return None
+    return run("log", "-1", "--format=%h").stdout.strip() or None
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "models" / "nano-melody")
@@ -275,6 +295,10 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--text-length", type=int, default=TEXT_LENGTH,
+                        help="pad every prompt to this many tokens (default: the batch's longest)")
+    parser.add_argument("--parent-commit", default=None,
+                        help="the commit --parent's weights were bundled at (default: git's last commit of --parent)")
     args = parser.parse_args(argv)
 
     import torch
@@ -284,13 +308,16 @@ def main(argv=None) -> None:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(args.parent / "tokenizer.json"))
+    if args.text_length:
+        tok.enable_padding(pad_id=0, pad_token="<pad>", length=args.text_length)
     model = build_model(args.seed, args.parent)
     log = train(model, tok, args.steps, args.batch_size, args.seed, args.lr)
     if args.guided_steps:
         log["guided_stage"] = guided_stage(model, tok, args.guided_steps, args.batch_size, args.seed)
     log.update(command=" ".join(["python", "scripts/train_nano_melody.py", *(argv or sys.argv[1:])]),
                torch=torch.__version__, threads=args.threads, seed=args.seed, parent=str(args.parent.relative_to(ROOT))
-               if args.parent.is_relative_to(ROOT) else str(args.parent))
+               if args.parent.is_relative_to(ROOT) else str(args.parent),
+               parent_commit=args.parent_commit or parent_commit(args.parent), text_length=args.text_length)
     lay_out(model, tok, args.out, log)
     minutes = (log["seconds"] + log.get("guided_stage", {}).get("seconds", 0.0)) / 60
     print(f"wrote {args.out} ({minutes:.1f} min of training, final loss {log['final_loss']:.3f})")

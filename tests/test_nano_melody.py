@@ -84,3 +84,42 @@ def test_it_plays_the_melody_on_the_asked_instrument(model):
              for p, a in zip(prompts, with_melody.audio)]
     assert sum(bool(h) for h in heard) >= 5, heard
     assert chroma(with_melody.audio[0, 0], SR).shape == (1, 32, 12)
+
+
+
+def test_a_fixed_text_length_makes_a_prompt_independent_of_its_batch(tmp_path):
+    """Padded to the batch's longest prompt (as nano-melody trained), a prompt's codes sit further from its
+    chroma beside a longer prompt, so its greedy tokens differ alone and in a batch (measured: 47% of them).
+    With tokenizer.json's padding fixed (``train_nano_melody.py --text-length``), mglab pads to that length
+    (transformers: ``padding="max_length"``), alone equals in a batch, and a longer prompt is refused before
+    anything runs."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    prompts = ["flute", "a slow low organ melody in d minor with a flute"]
+    melodies = [line([60, 64, 67, 72]), line([69, 65, 62, 57])]
+    kw = dict(max_new_tokens=60, do_sample=False, guidance_scale=3.0)
+
+    def alone_and_batched(m):
+        return m.generate(prompts[:1], melody=melodies[:1], **kw).tokens[0], m.generate(prompts, melody=melodies,
+                                                                                         **kw).tokens[0]
+    a, b = alone_and_batched(mglab.load(NANO_MELODY))
+    assert (a != b).mean() > 0.2
+    fixed = tmp_path / "nano-melody"
+    shutil.copytree(NANO_MELODY, fixed)
+    spec = json.loads((fixed / "tokenizer.json").read_text())
+    spec["padding"] = {"strategy": {"Fixed": 32}, "direction": "Right", "pad_to_multiple_of": None, "pad_id": 0,
+                       "pad_type_id": 0, "pad_token": "<pad>"}
+    (fixed / "tokenizer.json").write_text(json.dumps(spec))
+    (fixed / "pytorch" / "tokenizer.json").write_text(json.dumps(spec))
+    m = mglab.load(fixed)
+    ids, mask = m.text.tokenize(prompts)
+    theirs = AutoTokenizer.from_pretrained(fixed / "pytorch")(prompts, padding="max_length", max_length=32,
+                                                               return_tensors="np")
+    assert ids.shape == (2, 32) and mask.sum(1).tolist() == [2, 12]
+    np.testing.assert_array_equal(ids, theirs["input_ids"])
+    a, b = alone_and_batched(m)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="prompt must be at most 32 tokens"):
+        m.generate(" ".join(["flute"] * 32), melody=melodies[0], **kw)

@@ -167,6 +167,21 @@ def test_condition_dropout_draws_each_case_at_its_rate(model, tok):
         assert abs(counts[case] / 1200 - rate) < 0.04, (case, counts)
 
 
+def test_text_length_pads_every_prompt_to_it(tok, clips):
+    """``--text-length 32`` pads every prompt of a batch to 32 tokens (a code frame's distance from its chroma frame
+    then does not move with the prompt); the default pads to the batch's longest; no corpus prompt is longer."""
+    assert tm.TEXT_LENGTH is None
+    fixed = Tokenizer.from_str(tok.to_str())
+    fixed.enable_padding(pad_id=0, pad_token="<pad>", length=32)                 # as main() sets it
+    ids, mask = tm.nano.batch(clips, fixed, 0)[:2]
+    lengths = [len(tok.encode(c.prompt).ids) for c in clips]
+    assert ids.shape == (len(clips), 32) and mask.sum(1).tolist() == lengths
+    assert tm.nano.batch(clips, tok, 0)[0].shape[1] == max(lengths) < 32
+    rng = np.random.default_rng(0)
+    longest = max(len(tok.encode(corpus.prompt_for(corpus.draw_attributes(rng), rng)[0]).ids) for _ in range(3000))
+    assert 15 <= longest <= 32
+
+
 def test_training_is_deterministic_for_a_seed(tok, monkeypatch):
     monkeypatch.setattr(tm, "SECONDS", 0.5)
     monkeypatch.setattr(tm, "melody_accuracy", lambda model, tok: {})
