@@ -34,6 +34,19 @@ def test_probe_recovers_a_planted_signal_and_not_noise():
     assert r["kind"] == "r2" and r["score"] > 0.99
 
 
+def test_the_mlp_probe_reads_an_xor_that_the_linear_probe_cannot():
+    """The label is the XOR of two features' signs (as the mode is of the tonic and the pitch classes): no
+    linear probe beats chance, SynTheory's MLP probe reads it."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1200, 6))
+    y = np.where((x[:, 0] > 0) ^ (x[:, 1] > 0), "minor", "major")
+    groups = np.arange(1200)
+    assert pr.probe(x, y, groups, folds=3)["score"] < 0.6
+    assert pr.probe(x, y, groups, folds=3, make=pr.mlp)["score"] > 0.9
+    r = pr.probe(x, x[:, 0] * x[:, 1], groups, folds=3, make=pr.mlp)               # a product: R^2
+    assert r["kind"] == "r2" and r["score"] > 0.8
+
+
 def test_grouped_folds_never_share_a_clip_and_grouping_defeats_memorisation():
     from sklearn.model_selection import KFold, cross_val_score
 

@@ -14,6 +14,7 @@ its inputs rather than reading the attribute; the score minus the control score 
     r = probe(ds.clips("decoder.layers.2.hook_resid_post"), table["instrument"], groups=table["clip"],
               control_by=table["prompt"])
     r["score"], r["control"], r["selectivity"]           # accuracy, control accuracy, points
+    probe(x, y, groups, make=mlp)                         # SynTheory's 512-unit MLP probe instead
     table = layer_table(ds, ["instrument", "register"])   # every point x attribute
     plot_layers(table)
 
@@ -47,6 +48,20 @@ def estimator(kind: str, seed: int = 0):
     if kind == "accuracy":
         return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
     return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13)))
+
+
+def mlp(kind: str, seed: int = 0, hidden: int = 512):
+    """SynTheory's probe: ``StandardScaler`` then one hidden layer of ``hidden`` ReLU units (scikit-learn's
+    ``MLPClassifier`` for ``kind='accuracy'``, ``MLPRegressor`` for ``'r2'``; Adam, early stopping on a tenth of
+    the training rows). Pass it as ``probe(..., make=mlp)``: it reads functions of the features that no linear
+    probe can (an XOR of two of them; the mode from the tonic and the pitch classes played)."""
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    net = MLPClassifier if kind == "accuracy" else MLPRegressor
+    return make_pipeline(StandardScaler(), net(hidden_layer_sizes=(hidden,), alpha=1e-3, max_iter=500,
+                                               early_stopping=True, random_state=seed))
 
 
 def folds_of(y, groups, kind: str, folds: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
