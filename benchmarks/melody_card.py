@@ -33,7 +33,7 @@ nano-musicgen's objective (`scripts/train_nano.py`: position-weighted cross-entr
 new-note and tempo terms) on {seconds:g} s clips, batch {batch}, AdamW (lr {lr:g}, one cosine schedule), and
 {guided} steps of its guided objective with a fresh optimizer and schedule (each clip with text and melody and
 with the null condition, the loss of both and of their mix at guidance {guidance:g}). {minutes:.0f} minutes on
-{threads} CPU threads (2-core development machine{machine}), torch {torch}; final loss {loss:.3f}. Deterministic for a
+{threads} CPU threads (2-core development machine), torch {torch}; final loss {loss:.3f}. Deterministic for a
 seed. Teacher-forced at the end of the first stage (`training.json`): the new note's pitch class is the true
 one at {melody:.0%} of note changes given the melody, {text_only:.0%} given the text alone.
 
@@ -85,8 +85,7 @@ def write(model: Path, result: dict, cell, columns: list[str]) -> None:
         threads=log["threads"],
         torch=log["torch"], loss=log["final_loss"], melody=probe["melody"], text_only=probe["text_only"],
         prompts=result["prompts"], seeds=result["seeds"], duration=result["duration"], table=table,
-        gap=_gap(result["table"]), machine=f": {log['machine']}" if log.get("machine") else "",
-        padding=_padding(log), no_text=_no_text(log))
+        gap=_gap(result["table"]), padding=_padding(log), no_text=_no_text(log))
     path = Path(model) / "README.md"
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text)

@@ -57,6 +57,7 @@ def main(argv=None) -> None:
     t = ds.table("clips")
     assert not t["said"].map(lambda s: "key" in s).any()
     y, g, by, key = (t[c].to_numpy(dtype=object) for c in ("mode", "clip", "prompt", "key"))
+    print(f"mode: chance (the larger class's share) {max(np.mean(y == 'major'), np.mean(y == 'minor')):.3f}")
     print("| features | probe | mode | control | key | mode within each key |\n|---|---|---|---|---|---|")
     for label, x in [("the notes (24 numbers)", note_features(clips))] + [(n, np.asarray(ds.clips(n))) for n in names]:
         within = sum(pr.probe(x[key == k], y[key == k], g[key == k], folds=3)["score"] * (key == k).sum()

@@ -137,8 +137,12 @@ def position_weights(frames: int) -> np.ndarray:
 def batch(clips: list, tok, start: int):
     """Prompts' ids and mask, delayed decoder inputs ``[B*K, S-1]``, targets (-100 where forced) and their
     loss weights ``[B*K, S-1]`` of ``clips`` (:func:`mglab.nano.corpus.example`)."""
-    tok.enable_padding(pad_id=0, pad_token="<pad>", length=(tok.padding or {}).get("length"))   # a fixed one kept
+    length = (tok.padding or {}).get("length")                                 # a fixed length is kept
+    tok.enable_padding(pad_id=0, pad_token="<pad>", length=length)
     enc = tok.encode_batch([c.prompt for c in clips])
+    if length is not None and max(len(e.ids) for e in enc) > length:
+        raise ValueError(f"a prompt has {max(len(e.ids) for e in enc)} tokens, more than the fixed text length "
+                         f"{length}: give a longer text length")
     ids = np.array([e.ids for e in enc])
     mask = np.array([e.attention_mask for e in enc])
     codes = np.stack([c.codes for c in clips])                                  # [B, K, T]

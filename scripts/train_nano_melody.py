@@ -276,13 +276,19 @@ def lay_out(model, tok, out: Path, log: dict) -> None:
 
 
 def parent_commit(parent: Path) -> str | None:
-    """The last commit that changed ``parent`` (None outside the repository or with uncommitted changes)."""
+    """The last commit that changed ``parent`` (None outside the repository, with uncommitted changes, or
+    without git)."""
     import subprocess
 
-    run = lambda *a: subprocess.run(["git", *a, "--", str(parent)], cwd=ROOT, capture_output=True, text=True)  # noqa: E731
-    if run("status", "--porcelain").stdout.strip():
+    def run(*a):
+        return subprocess.run(["git", *a, "--", str(Path(parent).resolve())], cwd=ROOT, capture_output=True, text=True)
+    try:
+        status, log = run("status", "--porcelain"), run("log", "-1", "--format=%h")
+    except OSError:
         return None
-    return run("log", "-1", "--format=%h").stdout.strip() or None
+    if status.returncode or log.returncode or status.stdout.strip():
+        return None
+    return log.stdout.strip() or None
 
 
 def main(argv=None) -> None:
@@ -300,6 +306,10 @@ def main(argv=None) -> None:
     parser.add_argument("--parent-commit", default=None,
                         help="the commit --parent's weights were bundled at (default: git's last commit of --parent)")
     args = parser.parse_args(argv)
+    if args.text_length is not None and args.text_length < 1:
+        parser.error(f"--text-length {args.text_length}: give a positive number of tokens (the corpus's longest "
+                     "prompt is 21)")
+    commit = args.parent_commit or parent_commit(args.parent)       # before training: the parent as it was read
 
     import torch
 
@@ -308,7 +318,7 @@ def main(argv=None) -> None:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(args.parent / "tokenizer.json"))
-    if args.text_length:
+    if args.text_length is not None:
         tok.enable_padding(pad_id=0, pad_token="<pad>", length=args.text_length)
     model = build_model(args.seed, args.parent)
     log = train(model, tok, args.steps, args.batch_size, args.seed, args.lr)
@@ -317,7 +327,7 @@ def main(argv=None) -> None:
     log.update(command=" ".join(["python", "scripts/train_nano_melody.py", *(argv or sys.argv[1:])]),
                torch=torch.__version__, threads=args.threads, seed=args.seed, parent=str(args.parent.relative_to(ROOT))
                if args.parent.is_relative_to(ROOT) else str(args.parent),
-               parent_commit=args.parent_commit or parent_commit(args.parent), text_length=args.text_length)
+               parent_commit=commit, text_length=args.text_length)
     lay_out(model, tok, args.out, log)
     minutes = (log["seconds"] + log.get("guided_stage", {}).get("seconds", 0.0)) / 60
     print(f"wrote {args.out} ({minutes:.1f} min of training, final loss {log['final_loss']:.3f})")

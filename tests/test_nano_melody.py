@@ -86,7 +86,6 @@ def test_it_plays_the_melody_on_the_asked_instrument(model):
     assert chroma(with_melody.audio[0, 0], SR).shape == (1, 32, 12)
 
 
-
 def test_a_fixed_text_length_makes_a_prompt_independent_of_its_batch(tmp_path):
     """Padded to the batch's longest prompt (as nano-melody trained), a prompt's codes sit further from its
     chroma beside a longer prompt, so its greedy tokens differ alone and in a batch (measured: 47% of them).
@@ -123,3 +122,5 @@ def test_a_fixed_text_length_makes_a_prompt_independent_of_its_batch(tmp_path):
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="prompt must be at most 32 tokens"):
         m.generate(" ".join(["flute"] * 32), melody=melodies[0], **kw)
+    with pytest.raises(ValueError, match="negative_prompt: prompt has 33 tokens"):
+        m.generate("flute", negative_prompt=" ".join(["organ"] * 32), melody=melodies[0], **kw)

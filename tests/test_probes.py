@@ -43,8 +43,9 @@ def test_the_mlp_probe_reads_an_xor_that_the_linear_probe_cannot():
     groups = np.arange(1200)
     assert pr.probe(x, y, groups, folds=3)["score"] < 0.6
     assert pr.probe(x, y, groups, folds=3, make=pr.mlp)["score"] > 0.9
-    r = pr.probe(x, x[:, 0] * x[:, 1], groups, folds=3, make=pr.mlp)               # a product: R^2
-    assert r["kind"] == "r2" and r["score"] > 0.8
+    for offset in (0.0, 120.0):                                                   # in bpm-like units too
+        r = pr.probe(x, 30 * x[:, 0] * x[:, 1] + offset, groups, folds=3, make=pr.mlp)   # a product: R^2
+        assert r["kind"] == "r2" and r["score"] > 0.8, (offset, r["score"])
 
 
 def test_grouped_folds_never_share_a_clip_and_grouping_defeats_memorisation():

@@ -180,6 +180,9 @@ def test_text_length_pads_every_prompt_to_it(tok, clips):
     rng = np.random.default_rng(0)
     longest = max(len(tok.encode(corpus.prompt_for(corpus.draw_attributes(rng), rng)[0]).ids) for _ in range(3000))
     assert 15 <= longest <= 32
+    fixed.enable_padding(pad_id=0, pad_token="<pad>", length=4)                  # shorter than a prompt: refused
+    with pytest.raises(ValueError, match="more than the fixed text length 4"):
+        tm.nano.batch(clips, fixed, 0)
 
 
 def test_training_is_deterministic_for_a_seed(tok, monkeypatch):

@@ -52,16 +52,21 @@ def estimator(kind: str, seed: int = 0):
 
 def mlp(kind: str, seed: int = 0, hidden: int = 512):
     """SynTheory's probe: ``StandardScaler`` then one hidden layer of ``hidden`` ReLU units (scikit-learn's
-    ``MLPClassifier`` for ``kind='accuracy'``, ``MLPRegressor`` for ``'r2'``; Adam, early stopping on a tenth of
-    the training rows). Pass it as ``probe(..., make=mlp)``: it reads functions of the features that no linear
-    probe can (an XOR of two of them; the mode from the tonic and the pitch classes played)."""
+    ``MLPClassifier`` for ``kind='accuracy'``, ``MLPRegressor`` for ``'r2'``, its target standardized too; Adam,
+    early stopping on a tenth of the training rows). Pass it as ``probe(..., make=mlp)``: it reads functions of
+    the features that no linear probe can (an XOR of two of them; the mode from the tonic and the pitches)."""
+    from sklearn.compose import TransformedTargetRegressor
     from sklearn.neural_network import MLPClassifier, MLPRegressor
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    net = MLPClassifier if kind == "accuracy" else MLPRegressor
-    return make_pipeline(StandardScaler(), net(hidden_layer_sizes=(hidden,), alpha=1e-3, max_iter=500,
-                                               early_stopping=True, random_state=seed))
+    if kind not in ("accuracy", "r2"):
+        raise ValueError(f"kind={kind!r} is not allowed: kind must be 'accuracy' or 'r2'")
+    settings = dict(hidden_layer_sizes=(hidden,), alpha=1e-3, max_iter=500, early_stopping=True, random_state=seed)
+    if kind == "accuracy":
+        return make_pipeline(StandardScaler(), MLPClassifier(**settings))
+    return TransformedTargetRegressor(make_pipeline(StandardScaler(), MLPRegressor(**settings)),
+                                      transformer=StandardScaler())      # bpm, MIDI: the target scaled too
 
 
 def folds_of(y, groups, kind: str, folds: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
