@@ -168,10 +168,7 @@ class MelodyMusicGen(MusicGen):
     def _check_positions(self, prompts: list[str], s) -> None:
         """The prefix and every step must fit the positional table: a clear error before any model runs."""
         if s.negative_prompt:
-            try:
-                self.text.tokenize(list(s.negative_prompt))
-            except ValueError as e:
-                raise ValueError(f"negative_prompt: {e}") from None
+            self.text.tokenize(list(s.negative_prompt), argument="negative_prompt")      # refuses one too long
         text = self.text.tokenize(list(prompts))[0].shape[1]
         prefix = self.conditioner.chroma_length + text
         steps = s.frames + max(self.config.delays)

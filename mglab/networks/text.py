@@ -28,15 +28,15 @@ class TextEncoder:
         self.tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="<pad>", length=self.length)
         self.session = Session(onnx_path, providers)
 
-    def tokenize(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def tokenize(self, prompts: list[str], argument: str = "prompt") -> tuple[np.ndarray, np.ndarray]:
         """Token ids and attention mask, right-padded to the longest prompt, or to the fixed length that
         ``tokenizer.json``'s padding sets (a melody model's codes then sit at the same positions whatever the
-        prompt; a longer prompt is refused): both ``[batch, text_len]``."""
+        prompt; a longer prompt is refused, the error naming ``argument``): both ``[batch, text_len]``."""
         enc = self.tokenizer.encode_batch(prompts)
         longest = max((len(e.ids) for e in enc), default=0)
         if self.length is not None and longest > self.length:
-            raise ValueError(f"prompt has {longest} tokens: this model's prompts are padded to a fixed length, "
-                             f"prompt must be at most {self.length} tokens")
+            raise ValueError(f"{argument} has {longest} tokens: this model's prompts are padded to a fixed length, "
+                             f"{argument} must be at most {self.length} tokens")
         ids = np.array([e.ids for e in enc], dtype=np.int64)                   # [batch, text_len]
         mask = np.array([e.attention_mask for e in enc], dtype=np.int64)       # [batch, text_len]
         return ids, mask
