@@ -27,11 +27,19 @@ def test_committed_without_outputs(path):
         assert not cell.get("outputs") and cell.get("execution_count") is None, "strip outputs before committing"
 
 
+# A notebook's run takes under 3 minutes on 2 cores. A cell still running after CELL_TIMEOUT fails its test instead
+# of holding CI to its limit (once, a kernel hung there); a kernel alive past DUMP_AFTER prints every thread's Python
+# stack to stderr first (faulthandler), so the failure report shows where it hung.
+CELL_TIMEOUT, DUMP_AFTER = 600, 540
+KERNEL_ARGS = [f"--IPKernelApp.exec_lines=import faulthandler; faulthandler.dump_traceback_later({DUMP_AFTER})"]
+
+
 def run(name: str, tmp_path: Path, **params) -> dict:
     import papermill as pm
 
     pm.execute_notebook(str(ROOT / "notebooks" / name), str(tmp_path / name), kernel_name="python3",
                         cwd=str(ROOT / "notebooks"), progress_bar=False,
+                        execution_timeout=CELL_TIMEOUT, extra_arguments=KERNEL_ARGS,
                         parameters={"model": str(TINY), "out_dir": str(tmp_path), **params})
     if params.get("model") in (str(NANO), str(NANO_MAGNET), str(NANO_MELODY)):   # the gallery shows these
         # (docs/_ext/mglab_docs.py)
