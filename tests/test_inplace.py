@@ -44,6 +44,45 @@ def test_each_layer_is_one_attention_op_writing_the_cache(model):
     assert {"seqlens_k", "total_sequence_length"} <= {i.name for i in g.input}
 
 
+def test_each_residual_add_and_norm_is_one_kernel_in_float32(model, tiny_path):
+    """mglab.onnx.fuse on the in-place graph: every layer norm of an fp32 decoder takes its residual add in
+    (the tokens test above checks the result against the exported graph); an fp16 graph keeps its norms."""
+    ops = Counter(n.op_type for n in onnx.load(str(model.decoder.inplace.path), load_external_data=False).graph.node)
+    assert ops["LayerNormalization"] == 0 and ops["SkipLayerNormalization"] == 3 * model.config.num_layers + 1, ops
+    half = mglab.load(tiny_path, decoder="split", dtype={"decoder": "fp16"})
+    ops = Counter(n.op_type for n in onnx.load(str(half.decoder.inplace.path), load_external_data=False).graph.node)
+    assert ops["SkipLayerNormalization"] == 0 and ops["LayerNormalization"] > 0, ops
+
+
+def test_skip_layer_norm_keeps_the_sum_that_is_read_again():
+    """y = LayerNorm(x + r) and z = (x + r) + y: the fused graph gives ONNX Runtime's plain result for both,
+    the sum coming back from the fused kernel's fourth output."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mglab.onnx import fuse
+
+    rng = np.random.default_rng(0)
+    d = 8
+    g = helper.make_graph(
+        [helper.make_node("Add", ["x", "r"], ["s"]),
+         helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-5),
+         helper.make_node("Add", ["s", "y"], ["z"])],
+        "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3, d]) for n in ("x", "r")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3, d]) for n in ("y", "z")],
+        [numpy_helper.from_array(rng.normal(size=d).astype(np.float32), n) for n in ("gamma", "beta")])
+    plain = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    fused = onnx.ModelProto()
+    fused.CopyFrom(plain)
+    assert fuse.skip_layer_norm(fused.graph) == 1
+    fused.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    assert [n.op_type for n in fused.graph.node] == ["SkipLayerNormalization", "Add"]
+    feeds = {n: rng.normal(size=(2, 3, d)).astype(np.float32) for n in ("x", "r")}
+    want, got = (ort.InferenceSession(m.SerializeToString()).run(None, feeds) for m in (plain, fused))
+    for a, b in zip(want, got):
+        np.testing.assert_allclose(b, a, atol=1e-5)
+
+
 def test_the_cache_is_one_buffer_written_in_place(model):
     seen = []                                    # the live cache each step: views, not copies
     with model.hooks([("decoder.layers.0.hook_key", lambda v, hook: seen.append((v, v.copy())))]):

@@ -9,6 +9,7 @@ Imports ``core`` only. ::
     graphfile.py       load/save a graph, the cache of rewritten graphs, a merged decoder's branch cut out
     attention.py       rewrite: attention probabilities as outputs
     inplace_kv.py      rewrite: the self-attention KV cache as a buffer written in place
+    fuse.py            rewrite: residual add + layer norm as one SkipLayerNormalization
     residual_graph.py  rewrite: the residual stream's points as outputs and replaceable inputs
     codec_graph.py     the codec graph's codebook tables, and the graph cut at its latent
     accuracy.py        rewrite: the accuracy level of 4-bit matmuls

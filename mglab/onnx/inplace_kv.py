@@ -29,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
+from . import fuse
 from . import graphfile as graphs
 from . import residual_graph as residual
 from .graphfile import Unmatched
 
-TAG = "inplace-v9"
+TAG = "inplace-v11"
 PASS = ("Identity", "Cast")         # nodes walked through when following a tensor
 
 
@@ -62,6 +63,8 @@ def _build(src: Path, dst: Path, num_layers: int, num_heads: int, resid: bool = 
     if resid:
         residual.rewrite(model.graph, num_layers)
     rewrite(model.graph, num_layers, num_heads)
+    if not resid:                        # the residual graph's points stay plain Adds (hooks read and edit them)
+        fuse.skip_layer_norm(model.graph)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
     graphs.save(model, dst)
