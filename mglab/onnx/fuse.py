@@ -44,12 +44,11 @@ def skip_layer_norm(g) -> int:
         if any(i in constants for i in add.input) or None in weights:
             continue
         sum_read = readers[add.output[0]] > 1 or add.output[0] in outputs
-        eps = [a for a in ln.attribute if a.name == "epsilon"]
-        fused = helper.make_node(
+        eps = next((helper.get_attribute_value(a) for a in ln.attribute if a.name == "epsilon"), 1e-5)
+        fused = helper.make_node(                  # epsilon always set: the two ops' defaults differ (1e-12)
             "SkipLayerNormalization", [add.input[0], add.input[1], *weights],
             [ln.output[0], *(["", "", add.output[0]] if sum_read else [])],
-            name=f"{ln.name}/SkipLayerNorm", domain="com.microsoft")
-        fused.attribute.extend(eps)
+            name=f"{ln.name}/SkipLayerNorm", domain="com.microsoft", epsilon=eps)
         replaced[id(add)] = fused                  # where the Add was: its inputs are ready, y's readers follow
         gone.add(id(ln))
     if not replaced:
