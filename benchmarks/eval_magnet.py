@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from common import markdown_table, process_pool, write_json
-from eval_nano import ATTRS, by_combination, combination, score
+from eval_nano import ATTRS, by_combination, combination, held_out_clips, score
 
 import mglab
 from mglab.audio import evaluate
@@ -62,8 +62,7 @@ def settings(compare: bool) -> list[tuple]:
 
 def run(args) -> dict:
     paths = {"masked": str(args.model), **({"compare": str(args.compare)} if args.compare else {})}
-    rng = np.random.default_rng(98765)                                         # eval_nano.py's prompts
-    clips = [corpus.example(rng, args.duration, held_out=i % 2 == 1) for i in range(args.prompts)]
+    clips = held_out_clips(args.prompts, args.duration)
     tasks = [(s, c.prompt, c.said, combination(c.attributes), args.seeds, args.duration)
              for s in settings(bool(args.compare)) for c in clips]
     t0 = time.time()

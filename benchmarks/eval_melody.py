@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table, process_pool, write_json  # noqa: E402
-from eval_nano import _MODEL, _load, combination  # noqa: E402
+from eval_nano import _MODEL, _load, combination, held_out_clips  # noqa: E402
 
 from mglab.audio import evaluate, vocabulary  # noqa: E402
 from mglab.audio.chroma import chroma_cosine  # noqa: E402
@@ -116,8 +116,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", type=Path, default=ROOT / "reports" / "eval_melody.json")
     parser.add_argument("--card", action="store_true", help="rewrite the model card's scores")
     args = parser.parse_args(argv)
-    rng = np.random.default_rng(98765)                                         # eval_nano.py's prompts
-    clips = [corpus.example(rng, args.duration, held_out=i % 2 == 1) for i in range(args.prompts)]
+    clips = held_out_clips(args.prompts, args.duration)
     lines = melodies(args.prompts, args.duration)
     runs = [(g, True) for g in GUIDANCE] + [(3.0, False)]
     tasks = [(g, m, c.prompt, c.said, c.attributes, combination(c.attributes), line, args.seeds, args.duration)

@@ -59,6 +59,13 @@ def fit(pool, count: int, seed: int, seconds: float) -> float:
     return float(np.mean(hits))
 
 
+def held_out_clips(n: int, duration: float) -> list:
+    """The card's prompts: ``n`` corpus clips from a seed training never used, every second one a held-out
+    combination (eval_magnet, eval_melody and magnet_settings score the same ones)."""
+    rng = np.random.default_rng(98765)
+    return [corpus.example(rng, duration, held_out=i % 2 == 1) for i in range(n)]
+
+
 def combination(attributes: dict) -> str | None:
     """The held-out combination (``corpus.HELD_OUT``) a clip's attributes contain, as words, or None."""
     for combo in corpus.HELD_OUT:
@@ -138,8 +145,7 @@ def main(argv=None) -> dict:
         args.compare = args.compare or eval_magnet.default_compare(args.model)
         return eval_magnet.run(args)
     result = {"model": str(args.model), "prompts": args.prompts, "seeds": args.seeds, "duration": args.duration}
-    rng = np.random.default_rng(98765)                                         # never used by training
-    clips = [corpus.example(rng, args.duration, held_out=i % 2 == 1) for i in range(args.prompts)]
+    clips = held_out_clips(args.prompts, args.duration)
     tasks = [(g, i, c.prompt, c.said, combination(c.attributes), args.seeds, args.duration)
              for g in args.guidance for i, c in enumerate(clips)]
     t0 = time.time()

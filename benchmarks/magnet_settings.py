@@ -14,12 +14,9 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 from common import markdown_table, process_pool, write_json
 from eval_magnet import _load, _run
-from eval_nano import ATTRS, combination, score
-
-from mglab.nano import corpus
+from eval_nano import ATTRS, combination, held_out_clips, score
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {
@@ -46,8 +43,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", type=Path, default=ROOT / "reports" / "magnet_settings.json")
     args = parser.parse_args(argv)
     chosen = {k: v for k, v in SETTINGS.items() if args.only is None or k in args.only}
-    rng = np.random.default_rng(98765)                                         # eval_nano.py's prompts
-    clips = [corpus.example(rng, args.duration, held_out=i % 2 == 1) for i in range(args.prompts)]
+    clips = held_out_clips(args.prompts, args.duration)
     tasks = [(("masked", label, kw), c.prompt, c.said, combination(c.attributes), args.seeds, args.duration)
              for label, kw in chosen.items() for c in clips]
     t0 = time.time()

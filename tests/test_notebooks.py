@@ -57,7 +57,7 @@ def run(name: str, tmp_path: Path, **params) -> dict:
         except (CellTimeoutError, DeadKernelError) as err:
             if attempt == 2:
                 raise
-            where = stacks.read_text()[-4000:] if stacks.is_file() else "(no stacks written)"
+            where = (stacks.read_text()[-4000:] if stacks.is_file() else "") or "(none: it lived under DUMP_AFTER)"
             warnings.warn(f"{name}: the kernel hung or died ({type(err).__name__}: {str(err)[:200]}); running the "
                           f"notebook once more. The kernel's threads:\n{where}", RuntimeWarning, stacklevel=2)
     if params.get("model") in (str(NANO), str(NANO_MAGNET), str(NANO_MELODY)):   # the gallery shows these
