@@ -23,7 +23,7 @@ Everything it knows is **synthetic**: it has never heard real music, and its cod
 {count} synthetic clips of {seconds:g} s drawn on the fly from the grammar of `mglab/nano/corpus.py` (seed
 {seed}), as for nano-musicgen (the same held-out attribute combinations are never drawn). The melody given with
 each clip is the chroma of the clip's own rendering (the synthesizer's audio through
-`mglab.audio.chroma.chroma`, transformers' feature extractor's one-hot). Condition dropout: {drop}.{padding}
+`mglab.audio.chroma.chroma`, transformers' feature extractor's one-hot). Condition dropout: {drop}.{warp}{padding}
 
 ## Training
 `{command}` (`make nano-melody`). Warm start: every weight of nano-musicgen's that this architecture has (text
@@ -85,11 +85,20 @@ def write(model: Path, result: dict, cell, columns: list[str]) -> None:
         threads=log["threads"],
         torch=log["torch"], loss=log["final_loss"], melody=probe["melody"], text_only=probe["text_only"],
         prompts=result["prompts"], seeds=result["seeds"], duration=result["duration"], table=table,
-        gap=_gap(result["table"]), padding=_padding(log), no_text=_no_text(log))
+        gap=_gap(result["table"]), padding=_padding(log), no_text=_no_text(log), warp=_warp(log))
     path = Path(model) / "README.md"
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def _warp(log: dict) -> str:
+    share = log.get("warp", 0.0)
+    return "" if not share else (
+        f"\nRe-timed: {share:.0%} of the clips given with their melody have each note's length scaled by its own "
+        f"factor from {log['warp_range'][0]:g} to {log['warp_range'][1]:g} (`train_nano_melody.warp`): the corpus's "
+        "rhythm is a steady grid, on which the notes already played say when the next one starts; on these only the "
+        "melody does.")
 
 
 def _padding(log: dict) -> str:

@@ -111,9 +111,9 @@ def test_the_guided_stage_drops_no_condition(model, tok, monkeypatch):
     seen = []
     real = tm.conditions
 
-    def spy(model, ids, mask, clips, rng, drop):
+    def spy(model, ids, mask, clips, rng, drop, keep=None):
         seen.append(drop)
-        return real(model, ids, mask, clips, rng, drop)
+        return real(model, ids, mask, clips, rng, drop, keep)
 
     monkeypatch.setattr(tm, "SECONDS", 0.5)
     monkeypatch.setattr(tm, "conditions", spy)
@@ -165,6 +165,89 @@ def test_condition_dropout_draws_each_case_at_its_rate(model, tok):
     given["both"] = 1 - sum(given.values())
     for case, rate in given.items():
         assert abs(counts[case] / 1200 - rate) < 0.04, (case, counts)
+
+
+def test_warp_keeps_the_pitches_in_order_and_re_times_each_note():
+    """Against the corpus's own notes: the warped clip plays the same pitches in the same order (those that fit),
+    back to back, each note's length its own within WARP_RANGE of the original (the last rings to the end), and
+    its codes say so (codebook 0 the note's pitch throughout, codebook 1 a strike at each start); within a clip
+    the factors differ (an irregular rhythm, not another tempo)."""
+    rng = np.random.default_rng(11)
+    ratios, spreads = [], []
+    for _ in range(30):
+        c = corpus.example(rng, 4.0)
+        w = tm.warp(c, rng)
+        frames = c.codes.shape[1]
+        assert w.codes.shape == c.codes.shape and w.prompt == c.prompt and w.attributes == c.attributes
+        assert [n[0] for n in w.notes] == [n[0] for n in c.notes][:len(w.notes)]
+        assert w.notes[0][1] == 0 and w.notes[-1][1] + w.notes[-1][2] == frames
+        for (midi, start, length), nxt in zip(w.notes, w.notes[1:] + [None]):
+            assert nxt is None or nxt[1] == start + length                       # back to back
+            assert (w.codes[0, start:start + length] == synth.midi_to_token(midi)).all()
+            assert w.codes[1, start] // 8 == 1                                   # the strike
+        clip = [new / old for (_, _, new), (_, _, old) in zip(w.notes[:-1], c.notes[:-1])]
+        for (_, _, new), (_, _, old) in zip(w.notes[:-1], c.notes[:-1]):
+            lo, hi = (max(2, int(round(old * r))) for r in tm.WARP_RANGE)
+            assert lo <= new <= hi
+        ratios += clip
+        if len(clip) >= 4:
+            spreads.append(np.std(clip))
+    assert 0.9 < np.mean(ratios) < 1.1                                          # the tempo kept on average
+    assert len(spreads) > 10 and min(spreads) > 0.1, spreads                    # each clip's rhythm irregular
+
+
+def test_conditions_follow_the_keep_they_are_given(model, tok, clips):
+    """``keep`` decides alone: the melody dropped where it says so even with dropout on, and nothing drawn."""
+    n = len(clips)
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        ref, null = tm.conditions(model, *prompts(tok, clips), clips, rng, drop=False)           # [B, P, d] each
+        state = rng.bit_generator.state
+        cond, _ = tm.conditions(model, *prompts(tok, clips), clips, rng, drop=True,
+                                keep=(np.ones(n, bool), np.zeros(n, bool)))
+    L = model.config.chroma_length
+    torch.testing.assert_close(cond[:, :L], null[:, :L])                         # the null chroma's rows
+    torch.testing.assert_close(cond[:, L:], ref[:, L:])                          # the text kept
+    assert rng.bit_generator.state == state
+
+
+def test_without_warp_a_step_draws_what_it_drew_before_warping_existed(tok, monkeypatch):
+    """At ``warped=0`` a plain step draws its clips and one dropout uniform per clip, nothing more: the random
+    stream the bundles before warping were trained on."""
+    monkeypatch.setattr(tm, "SECONDS", 0.5)
+    monkeypatch.setattr(tm, "melody_accuracy", lambda model, tok: {})
+    streams = []
+    real = tm.keeps
+    monkeypatch.setattr(tm, "keeps", lambda rng, count, drop: (streams.append(rng), real(rng, count, drop))[1])
+    tm.train(tm.build_model(seed=0), tok, steps=1, batch_size=4, seed=5, lr=1e-4, log_every=10**9, warped=0.0)
+    expected = np.random.default_rng(5)
+    [corpus.example(expected, 0.5) for _ in range(4)]
+    expected.random(4)
+    assert streams[0].bit_generator.state == expected.bit_generator.state
+
+
+def test_only_clips_given_their_melody_are_warped(tok, monkeypatch):
+    """With every such clip warped (``warped=1``): in the plain stage a clip is re-timed exactly when its melody
+    is kept, so no text-only or null-condition example plays an irregular rhythm; with ``warped=0`` nothing is."""
+    seen = []
+    monkeypatch.setattr(tm, "SECONDS", 0.5)
+    monkeypatch.setattr(tm, "melody_accuracy", lambda model, tok: {})
+    monkeypatch.setattr(tm, "warp", lambda clip, rng: corpus.Clip("warped " + clip.prompt, clip.attributes,
+                                                                   clip.said, clip.codes, clip.notes))
+    real = tm.conditions
+
+    def spy(model, ids, mask, clips, rng, drop, keep=None):
+        seen.append(([c.prompt.startswith("warped ") for c in clips], keep[1].tolist()))
+        return real(model, ids, mask, clips, rng, drop, keep)
+
+    monkeypatch.setattr(tm, "conditions", spy)
+    m = tm.build_model(seed=0)
+    tm.train(m, tok, steps=3, batch_size=16, seed=0, lr=1e-4, log_every=10**9, warped=1.0)
+    warped, kept = (sum((s[i] for s in seen), []) for i in (0, 1))
+    assert warped == kept and 0 < sum(kept) < len(kept)
+    seen.clear()
+    tm.train(m, tok, steps=1, batch_size=16, seed=0, lr=1e-4, log_every=10**9, warped=0.0)
+    assert not any(seen[0][0])
 
 
 def test_text_length_pads_every_prompt_to_it(tok, clips):
