@@ -16,7 +16,12 @@ Two measurements that tell the two apart:
   frames whose pitch class is one the melody has, and the pitch-class changes per clip, the melody's and the
   generated clip's.
 
-Prints both tables and writes JSON.
+- attention (teacher-forced, 8 of those clips): for each layer and head, the share of a code position's
+  self-attention on the chroma prefix, and how well the attended chroma frame (the attention-weighted mean
+  index) follows the code position's own chroma frame (``t * 640 / 4096``), as a correlation over code frames
+  20 on: a head that reads the melody where the clip is in it draws that diagonal.
+
+Prints the tables and writes JSON.
 """
 
 from __future__ import annotations
@@ -72,6 +77,38 @@ def teacher_forced(path: Path, count: int) -> dict:
     return out
 
 
+def attention(path: Path, count: int = 8) -> list[dict]:
+    """Per layer and head: the chroma prefix's share of the code positions' attention, and the correlation of the
+    attended chroma frame with the code position's own."""
+    import torch
+    import train_nano as nano
+    import train_nano_melody as tm
+    from tokenizers import Tokenizer
+    from transformers import MusicgenMelodyForConditionalGeneration
+
+    model = MusicgenMelodyForConditionalGeneration.from_pretrained(str(path / "pytorch")).eval()
+    model.config.decoder._attn_implementation = "eager"
+    tok = Tokenizer.from_file(str(path / "pytorch" / "tokenizer.json"))
+    rng = np.random.default_rng(10**6)
+    clips = [corpus.example(rng, tm.SECONDS) for _ in range(count)]
+    start = model.config.decoder.bos_token_id
+    ids, mask, dec_in, _, _, _ = (torch.from_numpy(a) for a in nano.batch(clips, tok, start))
+    with torch.no_grad():
+        hidden = model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state    # [B, n, d_text]
+        pre = tm.prefix(model, hidden, mask, torch.from_numpy(tm.melody_of(clips)))       # [B, L + n, d]
+        out = model.decoder(input_ids=dec_in, encoder_hidden_states=pre, output_attentions=True)
+    length, rows = model.config.chroma_length, []
+    for layer, a in enumerate(out.attentions):                                  # [B*K, H, P + S, P + S]
+        a = a[:, :, pre.shape[1]:, :length].numpy()                             # [B*K, H, S, L]: codes -> chroma
+        mass = a.sum(-1)                                                        # [B*K, H, S]
+        index = (a * np.arange(length)).sum(-1) / np.maximum(mass, 1e-9)        # [B*K, H, S] attended frame
+        own = np.arange(a.shape[2]) * synth.HOP / 4096                          # [S] the code frame's chroma frame
+        for head in range(a.shape[1]):
+            rows.append({"layer": layer, "head": head, "chroma share": float(mass[:, head].mean()),
+                         "follows position": float(np.corrcoef(index[:, head].mean(0)[20:], own[20:])[0, 1])})
+    return rows
+
+
 def free_running(path: Path, count: int) -> list[dict]:
     """Each held-out clip with its own prompt and melody: frame matches of the generated clip's chroma."""
     model = mglab.load(path)
@@ -102,6 +139,11 @@ def main(argv=None) -> dict:
     forced = teacher_forced(args.model, args.prompts)
     print(markdown_table(["teacher-forced", *forced],
                          [["new note's pitch class", *(f"{v:.3f}" for v in forced.values())]]))
+    heads = attention(args.model)
+    print()
+    print(markdown_table(["layer.head", "chroma share", "follows position"],
+                         [[f"{h['layer']}.{h['head']}", f"{h['chroma share']:.2f}", f"{h['follows position']:.2f}"]
+                          for h in heads]))
     rows = free_running(args.model, args.prompts)
     columns = ["match", "best shift", "in melody's set", "changes (melody)", "changes (generated)"]
     table = {t: {k: float(np.mean([r[k] for r in rows if r["tempo"] == t])) for k in columns}
@@ -113,7 +155,7 @@ def main(argv=None) -> dict:
                            *(f"{v[k]:.2f}" if k in columns[:3] else f"{v[k]:.1f}" for k in columns)]
                           for t, v in table.items()]))
     result = {"model": str(args.model), "prompts": args.prompts, "seconds": time.time() - t0,
-              "teacher_forced": forced, "free_running": table, "rows": rows}
+              "teacher_forced": forced, "attention": heads, "free_running": table, "rows": rows}
     write_json(args.json, result)
     return result
 
