@@ -57,15 +57,17 @@ TEXT_LENGTH = None
 # Each example draws one of: both conditions, text dropped, melody dropped, both dropped (the null condition).
 DROP = {"text": 0.15, "melody": 0.15, "both": 0.15}
 # --warp P re-times a share P of the clips given with their melody (:func:`warp`): each note's length scaled by its
-# own factor in WARP_RANGE. The corpus's rhythm is a steady grid, so the notes already played say when the next
-# one starts and a model can ignore where it is in the melody: the bundle at commit 36182b1 (no warp) follows the
-# melody's pitch classes (99% of its frames are in the melody's set) but not its timing (benchmarks/
-# melody_timing.py: teacher-forced, shifting its chroma 2 frames, 256 ms, moves its new-note accuracy only from
-# 0.91 to 0.89). A controlled run with --warp 0.5 (the same parent, seed and steps; 2026-12-07, 92 minutes on this
-# 2-core machine) grew a head that reads the chroma where the clip is (layer 2 head 3: 88% of its attention on the
+# own factor in WARP_RANGE. The corpus's rhythm is a steady grid, so the notes already played say when the next one
+# starts and a model can ignore where it is in the melody: the bundle at commit 36182b1 (no warp) follows the melody's
+# pitch classes (99% of its frames are in the melody's set) but not its timing (benchmarks/melody_timing.py: teacher-
+# forced, shifting its chroma 2 frames, 256 ms, moves its new-note accuracy only from 0.91 to 0.89). A run with --warp
+# 0.5 (seed and steps as the bundle's; 2026-12-07, 92 minutes on a 2-core machine whose steps took 1.6-1.9 s) -- not a
+# controlled one: its parent was nano-musicgen as bundled at 81b9b05, after the 2026-12-06 retrain, where the bundle's
+# was a13b50d -- grew a head that reads the chroma where the clip is (layer 2 head 3: 88% of its attention on the
 # chroma, its attended frame following the code frame's at correlation 0.99; the bundle's best 0.79 at 25%), but
 # played worse: with each held-out clip's own prompt and melody, frame match 0.55 against 0.59 (48 clips), with
-# another clip's melody 0.50 against 0.54, the prompt's tempo 48% against 88%; it was not shipped.
+# another clip's melody 0.50 against 0.54, the prompt's tempo 48% against 88%; it was not shipped. Which of the two
+# changes cost the timing is not measured (the controlled run: --warp 0.5 --parent <a13b50d's weights>).
 WARP = 0.0
 WARP_RANGE = (0.5, 1.5)
 GUIDANCE = 3.0
