@@ -21,6 +21,11 @@ Two measurements that tell the two apart:
   index) follows the code position's own chroma frame (``t * 640 / 4096``), as a correlation over code frames
   20 on: a head that reads the melody where the clip is in it draws that diagonal.
 
+- when (teacher-forced, 32 clips as they are and 32 re-timed by ``train_nano_melody.warp``, each note its own
+  length): how well the model's probability that codebook 0 changes at a frame (1 - p(the note before)) picks the
+  frames where a note starts (AUROC), given the melody, the melody shifted 2 frames, and none. A model that takes
+  its timing from the melody does better with it than without, and worse with it shifted.
+
 Prints the tables and writes JSON.
 """
 
@@ -109,6 +114,43 @@ def attention(path: Path, count: int = 8) -> list[dict]:
     return rows
 
 
+def onsets(path: Path, count: int = 32) -> dict:
+    """AUROC of the model's probability of a note change for the frames where one happens, per rhythm (steady,
+    re-timed) and melody (given, shifted 2 frames, none)."""
+    import torch
+    import train_nano as nano
+    import train_nano_melody as tm
+    from sklearn.metrics import roc_auc_score
+    from tokenizers import Tokenizer
+    from transformers import MusicgenMelodyForConditionalGeneration
+
+    model = MusicgenMelodyForConditionalGeneration.from_pretrained(str(path / "pytorch")).eval()
+    model.config.decoder._attn_implementation = "eager"
+    tok = Tokenizer.from_file(str(path / "pytorch" / "tokenizer.json"))
+    out = {}
+    for rhythm in ("steady", "re-timed"):
+        rng = np.random.default_rng(10**6 + 1)
+        clips = [corpus.example(rng, tm.SECONDS) for _ in range(count)]
+        if rhythm == "re-timed":
+            clips = [tm.warp(c, rng) for c in clips]
+        start = model.config.decoder.bos_token_id
+        ids, mask, dec_in, _, _, _ = (torch.from_numpy(a) for a in nano.batch(clips, tok, start))
+        with torch.no_grad():
+            hidden = model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state    # [B, n, d_text]
+            given = torch.from_numpy(tm.melody_of(clips))                                        # [B, F, 12]
+            for name, chroma in (("melody", given), ("shift 2", torch.roll(given, 2, 1)),
+                                 ("no melody", tm.null_chroma(count))):
+                logits = tm.decode(model, tm.prefix(model, hidden, mask, chroma), dec_in)         # [B*K, T, V]
+                p = logits.reshape(count, synth.K, -1, synth.VOCAB).softmax(-1)[:, 0]           # [B, T, V]
+                truth, score = [], []
+                for b, c in enumerate(clips):
+                    codes = c.codes[0]                                                            # [T]
+                    truth += list(codes[1:] != codes[:-1])
+                    score += list(1 - p[b, np.arange(1, len(codes)), codes[:-1]].numpy())
+                out[f"{rhythm}, {name}"] = float(roc_auc_score(truth, score))
+    return out
+
+
 def free_running(path: Path, count: int) -> list[dict]:
     """Each held-out clip with its own prompt and melody: frame matches of the generated clip's chroma."""
     model = mglab.load(path)
@@ -144,6 +186,9 @@ def main(argv=None) -> dict:
     print(markdown_table(["layer.head", "chroma share", "follows position"],
                          [[f"{h['layer']}.{h['head']}", f"{h['chroma share']:.2f}", f"{h['follows position']:.2f}"]
                           for h in heads]))
+    when = onsets(args.model)
+    print()
+    print(markdown_table(["note-change AUROC", *when], [["", *(f"{v:.3f}" for v in when.values())]]))
     rows = free_running(args.model, args.prompts)
     columns = ["match", "best shift", "in melody's set", "changes (melody)", "changes (generated)"]
     table = {t: {k: float(np.mean([r[k] for r in rows if r["tempo"] == t])) for k in columns}
@@ -155,7 +200,7 @@ def main(argv=None) -> dict:
                            *(f"{v[k]:.2f}" if k in columns[:3] else f"{v[k]:.1f}" for k in columns)]
                           for t, v in table.items()]))
     result = {"model": str(args.model), "prompts": args.prompts, "seconds": time.time() - t0,
-              "teacher_forced": forced, "attention": heads, "free_running": table, "rows": rows}
+              "teacher_forced": forced, "attention": heads, "onsets": when, "free_running": table, "rows": rows}
     write_json(args.json, result)
     return result
 
