@@ -45,32 +45,46 @@ from common import markdown_table, write_json  # noqa: E402
 from eval_nano import held_out_clips  # noqa: E402
 
 import mglab  # noqa: E402
-from mglab.audio.chroma import chroma  # noqa: E402
+from mglab.audio.chroma import HOP, chroma  # noqa: E402
 from mglab.nano import corpus, synth  # noqa: E402
 
 SHIFTS = (0, 1, 2, 4)
 
 
-def teacher_forced(path: Path, count: int) -> dict:
-    """New-note pitch-class accuracy given the chroma shifted by each of :data:`SHIFTS` frames (both ways, mean),
-    and given none."""
-    import torch
-    import train_nano as nano
-    import train_nano_melody as tm
+def load_torch(path: Path):
+    """The model's PyTorch weights (eager attention, so attentions can be returned) and its tokenizer."""
     from tokenizers import Tokenizer
     from transformers import MusicgenMelodyForConditionalGeneration
 
     model = MusicgenMelodyForConditionalGeneration.from_pretrained(str(path / "pytorch")).eval()
     model.config.decoder._attn_implementation = "eager"
-    tok = Tokenizer.from_file(str(path / "pytorch" / "tokenizer.json"))
-    rng = np.random.default_rng(10**6)                                          # melody_accuracy's clips
-    clips = [corpus.example(rng, tm.SECONDS) for _ in range(count)]
+    return model, Tokenizer.from_file(str(path / "pytorch" / "tokenizer.json"))
+
+
+def forced(model, tok, clips):
+    """The clips as the training feeds them: text states, mask, decoder input and their melodies' chroma."""
+    import torch
+    import train_nano as nano
+    import train_nano_melody as tm
+
     start = model.config.decoder.bos_token_id
     ids, mask, dec_in, _, _, _ = (torch.from_numpy(a) for a in nano.batch(clips, tok, start))
-    out = {}
     with torch.no_grad():
         hidden = model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state    # [B, n, d_text]
-        given = torch.from_numpy(tm.melody_of(clips))                                        # [B, F, 12]
+    return hidden, mask, dec_in, torch.from_numpy(tm.melody_of(clips))                       # chroma [B, F, 12]
+
+
+def teacher_forced(model, tok, count: int) -> dict:
+    """New-note pitch-class accuracy given the chroma shifted by each of :data:`SHIFTS` frames (both ways, mean),
+    and given none."""
+    import torch
+    import train_nano_melody as tm
+
+    rng = np.random.default_rng(10**6)                                          # melody_accuracy's clips
+    clips = [corpus.example(rng, tm.SECONDS) for _ in range(count)]
+    hidden, mask, dec_in, given = forced(model, tok, clips)
+    out = {}
+    with torch.no_grad():
         runs = {f"shift {s}": [torch.roll(given, d, 1) for d in ({s, -s})] for s in SHIFTS}
         runs["no melody"] = [tm.null_chroma(count)]
         for name, chromas in runs.items():
@@ -82,62 +96,44 @@ def teacher_forced(path: Path, count: int) -> dict:
     return out
 
 
-def attention(path: Path, count: int = 8) -> list[dict]:
+def attention(model, tok, count: int = 8) -> list[dict]:
     """Per layer and head: the chroma prefix's share of the code positions' attention, and the correlation of the
     attended chroma frame with the code position's own."""
     import torch
-    import train_nano as nano
     import train_nano_melody as tm
-    from tokenizers import Tokenizer
-    from transformers import MusicgenMelodyForConditionalGeneration
 
-    model = MusicgenMelodyForConditionalGeneration.from_pretrained(str(path / "pytorch")).eval()
-    model.config.decoder._attn_implementation = "eager"
-    tok = Tokenizer.from_file(str(path / "pytorch" / "tokenizer.json"))
     rng = np.random.default_rng(10**6)
-    clips = [corpus.example(rng, tm.SECONDS) for _ in range(count)]
-    start = model.config.decoder.bos_token_id
-    ids, mask, dec_in, _, _, _ = (torch.from_numpy(a) for a in nano.batch(clips, tok, start))
+    hidden, mask, dec_in, given = forced(model, tok, [corpus.example(rng, tm.SECONDS) for _ in range(count)])
     with torch.no_grad():
-        hidden = model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state    # [B, n, d_text]
-        pre = tm.prefix(model, hidden, mask, torch.from_numpy(tm.melody_of(clips)))       # [B, L + n, d]
+        pre = tm.prefix(model, hidden, mask, given)                             # [B, L + n, d]
         out = model.decoder(input_ids=dec_in, encoder_hidden_states=pre, output_attentions=True)
     length, rows = model.config.chroma_length, []
     for layer, a in enumerate(out.attentions):                                  # [B*K, H, P + S, P + S]
         a = a[:, :, pre.shape[1]:, :length].numpy()                             # [B*K, H, S, L]: codes -> chroma
         mass = a.sum(-1)                                                        # [B*K, H, S]
         index = (a * np.arange(length)).sum(-1) / np.maximum(mass, 1e-9)        # [B*K, H, S] attended frame
-        own = np.arange(a.shape[2]) * synth.HOP / 4096                          # [S] the code frame's chroma frame
+        own = np.arange(a.shape[2]) * synth.HOP / HOP                          # [S] the code frame's chroma frame
         for head in range(a.shape[1]):
             rows.append({"layer": layer, "head": head, "chroma share": float(mass[:, head].mean()),
                          "follows position": float(np.corrcoef(index[:, head].mean(0)[20:], own[20:])[0, 1])})
     return rows
 
 
-def onsets(path: Path, count: int = 32) -> dict:
+def onsets(model, tok, count: int = 32) -> dict:
     """AUROC of the model's probability of a note change for the frames where one happens, per rhythm (steady,
     re-timed) and melody (given, shifted 2 frames, none)."""
     import torch
-    import train_nano as nano
     import train_nano_melody as tm
     from sklearn.metrics import roc_auc_score
-    from tokenizers import Tokenizer
-    from transformers import MusicgenMelodyForConditionalGeneration
 
-    model = MusicgenMelodyForConditionalGeneration.from_pretrained(str(path / "pytorch")).eval()
-    model.config.decoder._attn_implementation = "eager"
-    tok = Tokenizer.from_file(str(path / "pytorch" / "tokenizer.json"))
     out = {}
     for rhythm in ("steady", "re-timed"):
         rng = np.random.default_rng(10**6 + 1)
         clips = [corpus.example(rng, tm.SECONDS) for _ in range(count)]
         if rhythm == "re-timed":
             clips = [tm.warp(c, rng) for c in clips]
-        start = model.config.decoder.bos_token_id
-        ids, mask, dec_in, _, _, _ = (torch.from_numpy(a) for a in nano.batch(clips, tok, start))
+        hidden, mask, dec_in, given = forced(model, tok, clips)
         with torch.no_grad():
-            hidden = model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state    # [B, n, d_text]
-            given = torch.from_numpy(tm.melody_of(clips))                                        # [B, F, 12]
             for name, chroma in (("melody", given), ("shift 2", torch.roll(given, 2, 1)),
                                  ("no melody", tm.null_chroma(count))):
                 logits = tm.decode(model, tm.prefix(model, hidden, mask, chroma), dec_in)         # [B*K, T, V]
@@ -178,15 +174,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", type=Path, default=ROOT / "reports" / "melody_timing.json")
     args = parser.parse_args(argv)
     t0 = time.time()
-    forced = teacher_forced(args.model, args.prompts)
-    print(markdown_table(["teacher-forced", *forced],
-                         [["new note's pitch class", *(f"{v:.3f}" for v in forced.values())]]))
-    heads = attention(args.model)
+    model, tok = load_torch(args.model)
+    accuracy = teacher_forced(model, tok, args.prompts)
+    print(markdown_table(["teacher-forced", *accuracy],
+                         [["new note's pitch class", *(f"{v:.3f}" for v in accuracy.values())]]))
+    heads = attention(model, tok)
     print()
     print(markdown_table(["layer.head", "chroma share", "follows position"],
                          [[f"{h['layer']}.{h['head']}", f"{h['chroma share']:.2f}", f"{h['follows position']:.2f}"]
                           for h in heads]))
-    when = onsets(args.model)
+    when = onsets(model, tok)
     print()
     print(markdown_table(["note-change AUROC", *when], [["", *(f"{v:.3f}" for v in when.values())]]))
     rows = free_running(args.model, args.prompts)
@@ -200,7 +197,7 @@ def main(argv=None) -> dict:
                            *(f"{v[k]:.2f}" if k in columns[:3] else f"{v[k]:.1f}" for k in columns)]
                           for t, v in table.items()]))
     result = {"model": str(args.model), "prompts": args.prompts, "seconds": time.time() - t0,
-              "teacher_forced": forced, "attention": heads, "onsets": when, "free_running": table, "rows": rows}
+              "teacher_forced": accuracy, "attention": heads, "onsets": when, "free_running": table, "rows": rows}
     write_json(args.json, result)
     return result
 
