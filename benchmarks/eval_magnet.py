@@ -123,7 +123,7 @@ CARD = """# nano-magnet
 ## What it is
 A MAGNeT (audiocraft's masked decoder, `MagnetLMModel`) trained here on the synthetic corpus that nano-musicgen
 learned from, so that masked decoding can be heard and measured offline: {layers} non-causal layers x {dim},
-{heads} heads, 4 codebooks of 64 tokens, spans of 3 frames, local attention |i - j| <= 5 after the first stage,
+{heads} heads, 4 codebooks of 64 tokens, spans of 3 frames, {attention},
 {segment:g} s segments, GELU. Text: nano-musicgen's trained T5 encoder, frozen, with audiocraft's `output_proj` trained.
 Codec: nano-musicgen's synthesizer (`mglab/nano/synth.py`), **not EnCodec**. Everything it knows is **synthetic**.
 `audiocraft/` holds the checkpoint as audiocraft saves it; the ONNX graphs were made from it by
@@ -195,6 +195,7 @@ def write_card(folder: Path, result: dict, vamp: dict | None = None) -> None:
                           for k, v in vamp.items()]) + "\n\n" + VAMP_NOTE)
     card = CARD.format(
         layers=cfg["num_layers"], dim=cfg["hidden_size"], heads=cfg["num_heads"], segment=cfg["segment_duration"],
+        attention=attention(cfg["subcodes_context"]),
         seed=log["seed"], held_out="; ".join(", ".join(f"{k} {v}" for k, v in c.items()) for c in corpus.HELD_OUT),
         dropout=log["dropout"], command=log["command"], smoothing=log["label_smoothing"], steps=log["steps"],
         batch=log["batch_size"], lr=log["lr"], warmup=log["warmup"], minutes=log["seconds"] / 60,
@@ -203,6 +204,13 @@ def write_card(folder: Path, result: dict, vamp: dict | None = None) -> None:
         targets="\n".join(f"- {k}: {v}" for k, v in result["targets"].items()) or "- (no comparison run)",
         vamp=vamp_text, weak=weak(result["table"], log), speed=speed(result["table"]), warm=warm(log, folder))
     (folder / "README.md").write_text(card)
+
+
+def attention(context: int) -> str:
+    """The card's words for the self-attention of stages > 0 (audiocraft's ``subcodes_context``; -1: unrestricted)."""
+    if context < 0:
+        return "full self-attention at every stage (audiocraft's `subcodes_context` -1)"
+    return f"local attention |i - j| <= {context} after the first stage"
 
 
 def _at(log: dict) -> str:

@@ -26,7 +26,7 @@ FRAME_RATE = 50
 SIZES = dict(dim=128, num_heads=4, num_layers=4, hidden_scale=3)
 
 
-def config(segment_duration: int = 6, dropout: float = 0.2, **sizes) -> dict:
+def config(segment_duration: int = 6, dropout: float = 0.2, context: int = 5, **sizes) -> dict:
     """The ``xp.cfg`` of nano-magnet (a plain dict; ``sizes`` override :data:`SIZES`).
 
     GELU, as audiocraft's MAGNeT and MusicGen configs (and nano-musicgen, whose weights :func:`warm_start` copies).
@@ -37,8 +37,8 @@ def config(segment_duration: int = 6, dropout: float = 0.2, **sizes) -> dict:
     lm = dict(n_q=4, card=synth.VOCAB, **{**SIZES, **sizes}, causal=False, cross_attention=True, custom=True,
               memory_efficient=False, norm_first=True, norm="layer_norm", positional_embedding="sin",
               bias_proj=False, bias_ff=False, bias_attn=False, activation="gelu", weight_init=None,
-              depthwise_init=None, zero_bias_init=False, subcodes_context=5, compression_model_framerate=FRAME_RATE,
-              segment_duration=segment_duration, span_len=3)
+              depthwise_init=None, zero_bias_init=False, subcodes_context=context,
+              compression_model_framerate=FRAME_RATE, segment_duration=segment_duration, span_len=3)
     return {
         "lm_model": "transformer_lm_magnet", "device": "cpu", "dtype": "float32", "solver": "magnet",
         "sample_rate": synth.SAMPLE_RATE, "channels": 1, "compression_model_checkpoint": "mglab:nano-synth",

@@ -240,6 +240,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parent", type=Path, default=MUSICGEN,
                         help="warm start from this nano-musicgen (PyTorch weights); 'none': torch's initialization")
+    parser.add_argument("--context", type=int, default=5,
+                        help="stages > 0 attend |i - j| <= context frames (audiocraft's subcodes_context; -1: all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--probe-every", type=int, default=500)
     args = parser.parse_args(argv)
@@ -248,10 +250,12 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    cfg = magnet.config(dropout=DROPOUT)
-    t5 = magnet.write_t5(MUSICGEN, args.out / magnet.T5_NAME)
-    lm = magnet.build(cfg, t5, seed=args.seed)
+    if args.context < -1:
+        parser.error(f"--context {args.context} is not allowed: give -1 (no limit) or a number of frames >= 0")
     parent = None if str(args.parent) == "none" else args.parent
+    cfg = magnet.config(dropout=DROPOUT, context=args.context)
+    t5 = magnet.write_t5(parent or MUSICGEN, args.out / magnet.T5_NAME)      # the text encoder the parent learned
+    lm = magnet.build(cfg, t5, seed=args.seed)
     if parent:
         magnet.warm_start(lm, parent)
     command = " ".join(["python", "scripts/train_nano_magnet.py", *(sys.argv[1:] if argv is None else argv)])

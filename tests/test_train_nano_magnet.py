@@ -165,6 +165,31 @@ def test_checkpoint_loads_through_audiocrafts_loader(small, t5, tmp_path):
     assert torch.equal(_logits(magnet.load(tmp_path), prompts, codes, stages), _logits(lm, prompts, codes, stages))
 
 
+@pytest.mark.parametrize("context", [5, -1])
+def test_context_reaches_the_checkpoint_as_audiocraft_reads_it(t5, tmp_path, context):
+    """``--context`` (audiocraft's subcodes_context) lands in the checkpoint: the stage masks audiocraft's loaded
+    MagnetLMModel builds for itself (None: unrestricted) are the ones training applies, at every stage."""
+    cfg = magnet.config(context=context, **SMALL)
+    magnet.save(magnet.build(cfg, t5, seed=3), cfg, tmp_path)
+    shutil.copytree(t5, tmp_path / magnet.T5_NAME)
+    from audiocraft.models import loaders
+    with magnet.nano_t5(tmp_path / magnet.T5_NAME):
+        back = loaders.load_lm_model_magnet(tmp_path / "state_dict.bin", compression_model_frame_rate=50)
+    assert back.subcodes_context == context
+    frames = 50 * cfg["dataset"]["segment_duration"]
+    ours = magnet.stage_masks(torch.arange(4), frames, context)                # [4, 1, T, T]
+    for stage, theirs in enumerate(back.attn_mask_per_stage):
+        theirs = torch.zeros(frames, frames) if theirs is None else theirs[0, 0, :frames, :frames]
+        assert torch.equal(ours[stage, 0], theirs), stage
+    assert bool(torch.isinf(ours[1:]).any()) == (context >= 0)
+
+
+def test_context_flag_is_checked_before_training(capsys):
+    with pytest.raises(SystemExit):
+        tm.main(["--context", "-2", "--out", "/nonexistent/never-written"])
+    assert "--context -2 is not allowed" in capsys.readouterr().err
+
+
 def test_training_is_deterministic(t5, monkeypatch):
     monkeypatch.setattr(tm, "PROBE_COUNT", 8)
     hashes, losses = [], []

@@ -1,0 +1,42 @@
+"""The stage benchmark's code measures (benchmarks/magnet_stages.py) against the corpus's ground truth: the strikes
+a second are the notes the grammar wrote, and the corpus's one instrument a clip has no timbre switch while a
+stretch of another instrument has two."""
+
+import sys
+
+import numpy as np
+from helpers import ROOT
+
+from mglab.nano import corpus, synth
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import magnet_stages as ms  # noqa: E402
+
+
+def _clips(n=12, seconds=4.0):
+    rng = np.random.default_rng(17)
+    return [corpus.example(rng, seconds) for _ in range(n)]
+
+
+def test_strikes_a_second_are_the_notes_the_grammar_wrote():
+    for clip in _clips():
+        seconds = clip.codes.shape[-1] / 50
+        assert ms.strikes_per_second(clip.codes) * seconds == len(clip.notes), clip.prompt
+
+
+def test_a_held_note_without_its_strike_is_not_counted():
+    clip = _clips(1)[0]
+    codes = clip.codes.copy()
+    start = clip.notes[1][1]
+    codes[1, start] = 2 * 8 + codes[1, start] % 8                                   # the strike -> age stage 2
+    assert ms.strikes_per_second(codes) * 4 == len(clip.notes) - 1
+
+
+def test_timbre_switches_count_a_stretch_of_another_instrument_twice():
+    for clip in _clips():
+        assert ms.timbre_switches(clip.codes) == 0
+        codes = clip.codes.copy()
+        sounding = np.flatnonzero(codes[0] > 0)
+        stretch = sounding[len(sounding) // 3: len(sounding) // 2]
+        codes[2, stretch] = (codes[2, stretch] + 1) % synth.VOCAB                 # the next instrument
+        assert ms.timbre_switches(codes) == 2
