@@ -14,19 +14,19 @@ codec's codebooks are attributes (:mod:`mglab.nano.synth`: 0 pitch, 1 strikes an
     codebook 0            1, 2, 3
     none                  0, 1, 2, 3: generation from the prompt
 
-The clips are ``eval_nano.py``'s held-out prompts (half with combinations training never saw), 4 s, ``--seeds``
-seeds each. Adherence to what each prompt says is measured from the audio by ``mglab.audio.evaluate``; beside
-it, read from the codes: note strikes a second against the ground truth's (``strikes``, ``truth``), and timbre
-switches per clip (sounding frames whose codebook-2 instrument differs from the sounding frame before; the
-corpus plays one instrument a clip, so the truth has none). Several ``--model`` run in one pool, on the same
-clips and seeds.
+The clips are ``eval_nano.py``'s held-out prompts (half with combinations training never saw), 4 s cut to
+whole spans of ``span_len`` (3.96 s: MAGNeT decodes whole spans, so every code of a decoded codebook is the
+model's), ``--seeds`` seeds each. Adherence to what each prompt says is measured from the audio by
+``mglab.audio.evaluate``; beside it, read from the codes: note strikes a second against the ground truth's
+(``strikes``, ``truth``), and timbre switches per clip (sounding frames whose codebook-2 instrument differs from
+the sounding frame before; the corpus plays one instrument a clip, so the truth has none). Several ``--model``
+run in one pool, on the same clips and seeds.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from eval_nano import ATTRS, held_out_clips, score  # noqa: E402
 import mglab  # noqa: E402
 from mglab.audio import evaluate  # noqa: E402
 from mglab.decoding import masks  # noqa: E402
+from mglab.masked_model import is_masked  # noqa: E402
 from mglab.nano import synth  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +60,6 @@ def timbre_switches(codes: np.ndarray) -> int:
 
 
 def _load(paths: list[str]) -> None:
-    warnings.simplefilter("ignore")                  # the last frames past a whole span: kept, as the truth's
     for p in paths:
         _MODELS[p] = mglab.load(p)
 
@@ -68,7 +68,8 @@ def _run(task) -> list[dict]:
     """One clip, one model, one number of kept codebooks, every seed: decode, then measure each clip."""
     path, kept, clip, held_out, seeds = task
     model = _MODELS[path]
-    source = np.repeat(clip.codes[None], seeds, axis=0)                        # [S, 4, T]
+    t = clip.codes.shape[-1] // model.config["span_len"] * model.config["span_len"]   # whole spans: all decoded
+    source = np.repeat(clip.codes[None, :, :t], seeds, axis=0)                 # [S, 4, T]
     if kept == 4:
         codes, audio = source, model.codec.decode(source)                     # [S, 4, T], [S, 1, samples]
     else:
@@ -79,7 +80,7 @@ def _run(task) -> list[dict]:
         hits = evaluate.adherence(clip.said, audio[s, 0], synth.SAMPLE_RATE)
         rows.append({"model": path, "kept": kept, "held_out": held_out, "prompt": clip.prompt, "seed": s,
                      "hits": dict(hits), "abstained": hits.abstained, "strikes": strikes_per_second(codes[s]),
-                     "truth": strikes_per_second(clip.codes), "switches": timbre_switches(codes[s])})
+                     "truth": strikes_per_second(source[s]), "switches": timbre_switches(codes[s])})
     return rows
 
 
@@ -112,10 +113,10 @@ def main(argv=None) -> dict:
     p.add_argument("--json", type=Path, default=ROOT / "reports" / "magnet_stages.json")
     args = p.parse_args(argv)
     for m in args.model:
-        if not (m / "config.json").is_file():
-            p.error(f"--model {m}: no config.json there")
-    if args.prompts < 1 or args.seeds < 1:
-        p.error(f"--prompts {args.prompts}, --seeds {args.seeds}: give at least 1 of each")
+        if not (m / "config.json").is_file() or not is_masked(m):
+            p.error(f"--model {m}: not a masked model's folder (its config.json says \"decoding\": \"masked\")")
+    if min(args.prompts, args.seeds, args.workers) < 1:
+        p.error(f"--prompts {args.prompts}, --seeds {args.seeds}, --workers {args.workers}: give at least 1 of each")
     paths = [str(m) for m in args.model]
     clips = held_out_clips(args.prompts, 4.0)
     tasks = [(path, kept, c, i % 2 == 1, args.seeds) for path in paths for kept in KEPT for i, c in enumerate(clips)]

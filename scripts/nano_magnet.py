@@ -34,6 +34,8 @@ def config(segment_duration: int = 6, dropout: float = 0.2, context: int = 5, **
     ``gaussian`` init: that one draws the token embeddings at std 1/sqrt(dim), 8x below the sinusoidal positions,
     and codebooks 0-1 (which must be read off the neighbours) learned visibly slower (masked cross-entropy 3.0
     against 2.4 after 200 steps of stages 0-1, same data)."""
+    if isinstance(context, bool) or not isinstance(context, int) or context < -1:
+        raise ValueError(f"context={context!r} is not allowed: context must be -1 (no limit) or frames >= 0")
     lm = dict(n_q=4, card=synth.VOCAB, **{**SIZES, **sizes}, causal=False, cross_attention=True, custom=True,
               memory_efficient=False, norm_first=True, norm="layer_norm", positional_embedding="sin",
               bias_proj=False, bias_ff=False, bias_attn=False, activation="gelu", weight_init=None,

@@ -13,7 +13,8 @@ warm). The objective is audiocraft's (``solvers/magnet.py``), with
 the stage drawn per example rather than per batch:
 
 - stage ``s`` uniform in 0..3; codebooks below it given, above it all masked (token ``card``), and the
-  self-attention mask of the row full for stage 0, ``|i - j| <= subcodes_context`` above (what the export runs);
+  self-attention mask of the row full for stage 0, ``|i - j| <= subcodes_context`` above (what the export runs;
+  ``--context``, default 5 as audiocraft's; -1 leaves every stage unrestricted, as audiocraft reads it);
 - codebook ``s`` masked at rate ``cos(pi/2 * u)``, ``u ~ U(0, 1)``, in spans of ``span_len``: the rate is rounded
   to a percent and turned into a number of span starts whose expected masked share is that rate
   (:func:`span_starts_table`), the starts drawn uniformly, each span reaching ``span_len`` to its right;
@@ -245,14 +246,16 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--probe-every", type=int, default=500)
     args = parser.parse_args(argv)
+    if args.context < -1:
+        parser.error(f"--context {args.context} is not allowed: give -1 (no limit) or a number of frames >= 0")
+    parent = None if str(args.parent) == "none" else args.parent
+    if not ((parent or MUSICGEN) / "tokenizer.json").is_file():
+        parser.error(f"--parent {parent}: no tokenizer.json there (the text encoder's tokenizer is copied with it)")
 
     import torch
 
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    if args.context < -1:
-        parser.error(f"--context {args.context} is not allowed: give -1 (no limit) or a number of frames >= 0")
-    parent = None if str(args.parent) == "none" else args.parent
     cfg = magnet.config(dropout=DROPOUT, context=args.context)
     t5 = magnet.write_t5(parent or MUSICGEN, args.out / magnet.T5_NAME)      # the text encoder the parent learned
     lm = magnet.build(cfg, t5, seed=args.seed)

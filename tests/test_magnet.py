@@ -223,6 +223,26 @@ def test_memory_efficient_checkpoints_export_with_their_stage_mask(graph, tmp_pa
         assert np.abs(ours - ref).max() <= 1e-4
 
 
+@pytest.mark.parametrize("frames", [48, 300])
+def test_unrestricted_subcodes_context_exports_full_attention(graph, tmp_path, frames):
+    """subcodes_context -1 (audiocraft: no stage mask at all): every stage's logits are audiocraft's, and those of
+    stages > 0 equal stage 0's (the same weights, the same unmasked attention)."""
+    import onnxruntime as ort
+    from audiocraft_ref import TINY
+
+    lm, _, _ = graph
+    cfg = {**TINY, "transformer_lm": {**TINY["transformer_lm"], "subcodes_context": -1}}
+    full = tiny_magnet(config=cfg, frames=frames)
+    full.load_state_dict(lm.state_dict())
+    assert all(m is None for m in full.attn_mask_per_stage)                  # audiocraft's own reading of -1
+    session = ort.InferenceSession(str(export_masked_lm(full, tmp_path / "m.onnx")))
+    first, _ = _both(full, session, 0, frames)
+    for stage in (1, 3):
+        ours, ref = _both(full, session, stage, frames)
+        assert np.abs(ours - ref).max() <= 1e-4
+        assert np.abs(ours - first).max() <= 1e-5
+
+
 def test_draw_is_the_inverse_cdf():
     """``draw`` (the uniforms both sides share in the parity tests) against a hand-made inverse CDF: weights
     1, 2, 1 split [0, 1) at 1/4 and 3/4."""

@@ -32,6 +32,23 @@ def test_a_held_note_without_its_strike_is_not_counted():
     assert ms.strikes_per_second(codes) * 4 == len(clip.notes) - 1
 
 
+def test_a_strike_at_a_rest_is_not_a_note():
+    clip = _clips(1)[0]
+    codes = clip.codes.copy()
+    codes[:, -5:] = 0                                                              # a rest at the end
+    before = ms.strikes_per_second(codes)
+    codes[1, -3] = synth.STRIKE * 8                                                # a strike token in the rest
+    assert ms.strikes_per_second(codes) == before
+
+
+def test_timbre_switches_read_the_instrument_modulo_six():
+    clip = _clips(1)[0]
+    codes = clip.codes.copy()
+    codes[2, ::2] = codes[2, 0] % len(synth.INSTRUMENTS)                          # tokens i and i + 6: one
+    codes[2, 1::2] = codes[2, 0] % len(synth.INSTRUMENTS) + len(synth.INSTRUMENTS)  # instrument
+    assert ms.timbre_switches(codes) == 0
+
+
 def test_timbre_switches_count_a_stretch_of_another_instrument_twice():
     for clip in _clips():
         assert ms.timbre_switches(clip.codes) == 0
@@ -40,3 +57,11 @@ def test_timbre_switches_count_a_stretch_of_another_instrument_twice():
         stretch = sounding[len(sounding) // 3: len(sounding) // 2]
         codes[2, stretch] = (codes[2, stretch] + 1) % synth.VOCAB                 # the next instrument
         assert ms.timbre_switches(codes) == 2
+
+
+def test_the_cards_attention_words_follow_subcodes_context():
+    import eval_magnet
+
+    assert eval_magnet.attention(-1).startswith("full self-attention at every stage")
+    assert eval_magnet.attention(0) == "local attention |i - j| <= 0 after the first stage"
+    assert eval_magnet.attention(5) == "local attention |i - j| <= 5 after the first stage"

@@ -184,6 +184,31 @@ def test_context_reaches_the_checkpoint_as_audiocraft_reads_it(t5, tmp_path, con
     assert bool(torch.isinf(ours[1:]).any()) == (context >= 0)
 
 
+def test_main_writes_the_context_and_the_parents_text_encoder(tmp_path, monkeypatch):
+    """The command line's ``--context`` reaches the checkpoint's ``xp.cfg``, and the text encoder written beside
+    it is ``--parent``'s (a copy of nano-musicgen in another folder), not the bundled one's."""
+    parent = tmp_path / "parent"
+    shutil.copytree(tm.MUSICGEN, parent)
+    calls = []
+    real = magnet.write_t5
+    monkeypatch.setattr(magnet, "write_t5", lambda src, dst: calls.append(src) or real(src, dst))
+    monkeypatch.setattr(tm, "train", lambda lm, *a, **k: {"seconds": 0.0, "final_loss": 0.0})
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        tm.main(["--out", str(tmp_path / "ckpt"), "--parent", str(parent), "--context", "-1", "--threads", "1"])
+    finally:                                                  # main sets them for its process: not for the suite's
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    assert calls == [parent]
+    cfg = torch.load(tmp_path / "ckpt" / "state_dict.bin")["xp.cfg"]
+    assert cfg["transformer_lm"]["subcodes_context"] == -1
+
+
+def test_config_refuses_a_context_below_minus_one():
+    with pytest.raises(ValueError, match="context=-2 is not allowed"):
+        magnet.config(context=-2)
+
+
 def test_context_flag_is_checked_before_training(capsys):
     with pytest.raises(SystemExit):
         tm.main(["--context", "-2", "--out", "/nonexistent/never-written"])

@@ -13,6 +13,8 @@ every stage; only its self-attention mask changes with the stage::
       3   . . . . . . . .                    3   x . . . . . x x
      ...                                    ...                        (x: -inf before the softmax)
 
+``subcodes_context`` -1 leaves stages > 0 unrestricted too (audiocraft builds no stage mask then).
+
 The graph: ``input_ids [R, K, T]`` int64 (the mask token is ``card``; R rows: with guidance the conditional
 rows, then the null ones), ``encoder_hidden_states [R, n, d]`` (the condition as the LM's cross-attention
 reads it, after audiocraft's fuser), ``encoder_attention_mask [R, n]`` int64 (0: a padded text position, kept
