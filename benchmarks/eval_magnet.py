@@ -136,7 +136,7 @@ examples get the null condition (one zero text vector), which guidance feeds.
 
 ## Training
 {warm}
-
+{context}
 `{command}`: audiocraft MAGNeT's objective (`solvers/magnet.py`) with the stage drawn per example: codebooks
 below it given, above it masked, its own codebook masked in spans at a cosine-scheduled rate, cross-entropy on
 those positions; label smoothing {smoothing:g}; {steps} steps of batch {batch}, AdamW lr {lr:g}, {warmup} warm-up
@@ -202,7 +202,8 @@ def write_card(folder: Path, result: dict, vamp: dict | None = None) -> None:
         threads=log["threads"], torch=log["torch"], loss=log["final_loss"], prompts=result["prompts"],
         seeds=result["seeds"], duration=result["duration"], table=render(result["table"]),
         targets="\n".join(f"- {k}: {v}" for k, v in result["targets"].items()) or "- (no comparison run)",
-        vamp=vamp_text, weak=weak(result["table"], log), speed=speed(result["table"]), warm=warm(log, folder))
+        vamp=vamp_text, weak=weak(result["table"], log), speed=speed(result["table"]), warm=warm(log, folder),
+        context=context_note(cfg, folder))
     (folder / "README.md").write_text(card)
 
 
@@ -211,6 +212,33 @@ def attention(context: int) -> str:
     if context < 0:
         return "full self-attention at every stage (audiocraft's `subcodes_context` -1)"
     return f"local attention |i - j| <= {context} after the first stage"
+
+
+def context_note(cfg: dict, folder: Path) -> str:
+    """The card's paragraph on the attention of stages > 0, with the controlled runs of ``context_experiment.json``
+    (``benchmarks/magnet_stages.py`` on models that differ in ``--context`` only) when the folder has it."""
+    import json
+
+    exp = folder / "context_experiment.json"
+    if not exp.is_file():
+        return ""
+    runs = json.loads(exp.read_text())
+    rows = []
+    for run in runs["runs"]:
+        for kept in ("codebook 0", "codebooks 0-1", "none"):
+            v = runs["table"][f"{run['name']}: {kept}"]
+            where = "full" if run["context"] < 0 else f"within {run['context']} frames"
+            rows.append([where, kept,
+                         *(f"{100 * v[a][0]:.0f}%" for a in ("tempo", "key+mode", "instrument")),
+                         f"{v['strikes']:.2f} ({v['truth']:.2f})", f"{v['switches']:.1f}"])
+    return ("\nAttention of stages > 0: " + attention(cfg["subcodes_context"]) + ". audiocraft restricts it for "
+            "EnCodec, whose higher codebooks are residual detail; this codec's are not: codebook 1 holds the strikes "
+            "(the rhythm) and codebook 2 the clip's one instrument. Runs that differ in `--context` only (same "
+            f"seed, data, steps and parent), measured by `benchmarks/magnet_stages.py` ({runs['prompts']} of the "
+            f"card's prompts x {runs['seeds']} seed(s), `{exp.name}`): corpus clips with the codebooks under 'kept' "
+            "given and the rest decoded by the model ('none': generation from the prompt):\n\n"
+            + markdown_table(["attention", "kept", "tempo", "key+mode", "instrument", "strikes/s (truth)",
+                              "timbre switches"], rows) + "\n")
 
 
 def _at(log: dict) -> str:

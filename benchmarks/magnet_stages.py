@@ -26,6 +26,7 @@ run in one pool, on the same clips and seeds.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -122,7 +123,9 @@ def main(argv=None) -> dict:
     tasks = [(path, kept, c, i % 2 == 1, args.seeds) for path in paths for kept in KEPT for i, c in enumerate(clips)]
     with process_pool(args.workers, _load, (paths,)) as pool:
         rows = [r for rows_ in pool.map(_run, tasks, chunksize=4) for r in rows_]
-    result = {"models": paths, "prompts": args.prompts, "seeds": args.seeds, "table": table(rows), "rows": rows}
+    runs = [{"name": Path(m).name, "path": m,
+             "context": json.loads((Path(m) / "config.json").read_text()).get("subcodes_context")} for m in paths]
+    result = {"runs": runs, "prompts": args.prompts, "seeds": args.seeds, "table": table(rows), "rows": rows}
     print(render(result["table"]))
     write_json(args.json, result)
     return result

@@ -22,9 +22,10 @@ sys.path.insert(0, str(ROOT))
 from mglab.nano import synth  # noqa: E402
 from mglab.onnx import magnet_checkpoint  # noqa: E402
 
-# kept from the bundle it replaces: the card, and the controlled run that chose the warm start (its two training.json
-# logs, 400 steps from the same seed: from nano-musicgen and from torch's initialization)
-KEPT = ("README.md", "warm_start_experiment.json")
+# kept from the bundle it replaces: the card, the controlled run that chose the warm start (its two training.json
+# logs, 400 steps from the same seed: from nano-musicgen and from torch's initialization) and the runs that chose the
+# attention of stages > 0 (benchmarks/magnet_stages.py on two models that differ in --context only)
+KEPT = ("README.md", "warm_start_experiment.json", "context_experiment.json")
 
 
 def bundle(ckpt: Path, out: Path) -> Path:
