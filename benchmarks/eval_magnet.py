@@ -225,10 +225,9 @@ def context_note(cfg: dict, folder: Path) -> str:
     runs = json.loads(exp.read_text())
     rows = []
     for run in runs["runs"]:
-        for kept in ("codebook 0", "codebooks 0-1", "none"):
+        for kept in ("codebooks 0-2", "codebooks 0-1", "codebook 0", "none"):
             v = runs["table"][f"{run['name']}: {kept}"]
-            where = "full" if run["context"] < 0 else f"within {run['context']} frames"
-            rows.append([where, kept,
+            rows.append([_where(run["context"]), kept,
                          *(f"{100 * v[a][0]:.0f}%" for a in ("tempo", "key+mode", "instrument")),
                          f"{v['strikes']:.2f} ({v['truth']:.2f})", f"{v['switches']:.1f}"])
     return ("\nAttention of stages > 0: " + attention(cfg["subcodes_context"]) + ". audiocraft restricts it for "
@@ -238,7 +237,21 @@ def context_note(cfg: dict, folder: Path) -> str:
             f"card's prompts x {runs['seeds']} seed(s), `{exp.name}`): corpus clips with the codebooks under 'kept' "
             "given and the rest decoded by the model ('none': generation from the prompt):\n\n"
             + markdown_table(["attention", "kept", "tempo", "key+mode", "instrument", "strikes/s (truth)",
-                              "timbre switches"], rows) + "\n")
+                              "timbre switches"], rows) + "\n" + _probes(runs["runs"])
+            + f"\nThe bundle is the run '{_where(cfg['subcodes_context'])}'.\n")
+
+
+def _where(context: int) -> str:
+    return "full" if context < 0 else f"within {context} frames"
+
+
+def _probes(runs: list[dict]) -> str:
+    """The runs' teacher-forced accuracy per codebook at the end of training, as a sentence (empty without)."""
+    said = [f"{_where(r['context'])}: "
+            + ", ".join(f"{100 * r['probe'][f'acc_stage{k}']:.0f}%" for k in range(4))
+            for r in runs if r.get("probe")]
+    return ("\nTeacher-forced at the end of training, the masked positions right in codebooks 0, 1, 2, 3 ("
+            + "; ".join(said) + ").\n") if said else ""
 
 
 def _at(log: dict) -> str:

@@ -67,14 +67,14 @@ def _load(paths: list[str]) -> None:
 
 def _run(task) -> list[dict]:
     """One clip, one model, one number of kept codebooks, every seed: decode, then measure each clip."""
-    path, kept, clip, held_out, seeds = task
+    path, kept, clip, held_out, seeds, settings = task
     model = _MODELS[path]
     t = clip.codes.shape[-1] // model.config["span_len"] * model.config["span_len"]   # whole spans: all decoded
     source = np.repeat(clip.codes[None, :, :t], seeds, axis=0)                 # [S, 4, T]
     if kept == 4:
         codes, audio = source, model.codec.decode(source)                     # [S, 4, T], [S, 1, samples]
     else:
-        gen = model.vamp(source, masks.codebooks(kept), clip.prompt, seed=list(range(seeds)))
+        gen = model.vamp(source, masks.codebooks(kept), clip.prompt, seed=list(range(seeds)), **settings)
         codes, audio = gen.codes, gen.audio
     rows = []
     for s in range(seeds):
@@ -111,6 +111,8 @@ def main(argv=None) -> dict:
     p.add_argument("--prompts", type=int, default=96)
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--temperature", type=float, default=None, help="MAGNeT's starting temperature (default: the "
+                   "model's)")
     p.add_argument("--json", type=Path, default=ROOT / "reports" / "magnet_stages.json")
     args = p.parse_args(argv)
     for m in args.model:
@@ -120,12 +122,15 @@ def main(argv=None) -> dict:
         p.error(f"--prompts {args.prompts}, --seeds {args.seeds}, --workers {args.workers}: give at least 1 of each")
     paths = [str(m) for m in args.model]
     clips = held_out_clips(args.prompts, 4.0)
-    tasks = [(path, kept, c, i % 2 == 1, args.seeds) for path in paths for kept in KEPT for i, c in enumerate(clips)]
+    settings = {} if args.temperature is None else {"temperature": args.temperature}
+    tasks = [(path, kept, c, i % 2 == 1, args.seeds, settings) for path in paths for kept in KEPT
+             for i, c in enumerate(clips)]
     with process_pool(args.workers, _load, (paths,)) as pool:
         rows = [r for rows_ in pool.map(_run, tasks, chunksize=4) for r in rows_]
     runs = [{"name": Path(m).name, "path": m,
              "context": json.loads((Path(m) / "config.json").read_text()).get("subcodes_context")} for m in paths]
-    result = {"runs": runs, "prompts": args.prompts, "seeds": args.seeds, "table": table(rows), "rows": rows}
+    result = {"runs": runs, "prompts": args.prompts, "seeds": args.seeds, "settings": settings, "table": table(rows),
+              "rows": rows}
     print(render(result["table"]))
     write_json(args.json, result)
     return result

@@ -65,3 +65,17 @@ def test_the_cards_attention_words_follow_subcodes_context():
     assert eval_magnet.attention(-1).startswith("full self-attention at every stage")
     assert eval_magnet.attention(0) == "local attention |i - j| <= 0 after the first stage"
     assert eval_magnet.attention(5) == "local attention |i - j| <= 5 after the first stage"
+
+
+def test_the_bundled_cards_attention_paragraph_is_its_experiment():
+    """The card's paragraph on the attention of stages > 0 is what its context_experiment.json says (the card is
+    written from the evidence beside it, not by hand)."""
+    import json
+
+    import eval_magnet
+
+    folder = ROOT / "data" / "models" / "nano-magnet"
+    cfg = json.loads((folder / "config.json").read_text())
+    note = eval_magnet.context_note(cfg, folder)
+    assert "| within 5 frames | codebook 0 |" in note and f"'{eval_magnet._where(cfg['subcodes_context'])}'" in note
+    assert note.strip() in (folder / "README.md").read_text()
