@@ -238,10 +238,21 @@ def context_note(cfg: dict, folder: Path) -> str:
             "given and the rest decoded by the model ('none': generation from the prompt):\n\n"
             + markdown_table(["attention", "kept", "tempo", "key+mode", "instrument", "strikes/s (truth)",
                               "timbre switches"], rows) + "\n" + _probes(runs["runs"])
-            + f"\nThe bundle is the run '{_where(cfg['subcodes_context'])}'.\n")
+            + f"\nThe bundle is the run '{_bundled(runs['runs'], cfg)}'.\n")
+
+
+def _bundled(runs: list[dict], cfg: dict) -> str:
+    """The one run whose attention is the bundle's (an error unless exactly one is)."""
+    same = [r for r in runs if r["context"] == cfg["subcodes_context"]]
+    if len(same) != 1:
+        raise ValueError(f"context_experiment.json has {len(same)} runs with the bundle's subcodes_context "
+                         f"{cfg['subcodes_context']}: it must have exactly one")
+    return _where(same[0]["context"])
 
 
 def _where(context: int) -> str:
+    if not isinstance(context, int):
+        raise ValueError(f"subcodes_context={context!r}: the run does not say its attention")
     return "full" if context < 0 else f"within {context} frames"
 
 
@@ -250,7 +261,8 @@ def _probes(runs: list[dict]) -> str:
     said = [f"{_where(r['context'])}: "
             + ", ".join(f"{100 * r['probe'][f'acc_stage{k}']:.0f}%" for k in range(4))
             for r in runs if r.get("probe")]
-    return ("\nTeacher-forced at the end of training, the masked positions right in codebooks 0, 1, 2, 3 ("
+    return ("\nTeacher-forced at the end of training, the share of masked positions predicted right (over all "
+            "masking rates) in codebooks 0, 1, 2, 3 ("
             + "; ".join(said) + ").\n") if said else ""
 
 

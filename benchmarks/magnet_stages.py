@@ -1,6 +1,7 @@
 """Which stage of a masked model loses an attribute: corpus clips with their codebooks >= k decoded by the model.
 
     .venv/bin/python benchmarks/magnet_stages.py [--model data/models/nano-magnet ...] [--prompts 96] [--seeds 2]
+                                                 [--temperature T]
 
 MAGNeT decodes codebook 0 first, then 1, 2 and 3, each stage given the codebooks below it. The synthesizer
 codec's codebooks are attributes (:mod:`mglab.nano.synth`: 0 pitch, 1 strikes and each note's age, 2 timbre,
@@ -58,6 +59,13 @@ def timbre_switches(codes: np.ndarray) -> int:
     """Sounding frames whose instrument (codebook 2 modulo 6) differs from the sounding frame before."""
     inst = codes[2][codes[0] > 0] % len(synth.INSTRUMENTS)                    # [sounding frames]
     return int((np.diff(inst) != 0).sum())
+
+
+def _settings(path: str, temperature: float | None) -> dict:
+    """What a run decodes with: the model's ``subcodes_context`` and the temperature used (given, else its own)."""
+    cfg = json.loads((Path(path) / "config.json").read_text())
+    return {"context": cfg.get("subcodes_context"),
+            "temperature": cfg["generation"]["temperature"] if temperature is None else temperature}
 
 
 def _load(paths: list[str]) -> None:
@@ -118,6 +126,8 @@ def main(argv=None) -> dict:
     for m in args.model:
         if not (m / "config.json").is_file() or not is_masked(m):
             p.error(f"--model {m}: not a masked model's folder (its config.json says \"decoding\": \"masked\")")
+    if args.temperature is not None and not 0 <= args.temperature < float("inf"):
+        p.error(f"--temperature {args.temperature}: give a finite number >= 0")
     if min(args.prompts, args.seeds, args.workers) < 1:
         p.error(f"--prompts {args.prompts}, --seeds {args.seeds}, --workers {args.workers}: give at least 1 of each")
     paths = [str(m) for m in args.model]
@@ -128,7 +138,7 @@ def main(argv=None) -> dict:
     with process_pool(args.workers, _load, (paths,)) as pool:
         rows = [r for rows_ in pool.map(_run, tasks, chunksize=4) for r in rows_]
     runs = [{"name": Path(m).name, "path": m,
-             "context": json.loads((Path(m) / "config.json").read_text()).get("subcodes_context")} for m in paths]
+             **_settings(m, args.temperature)} for m in paths]
     result = {"runs": runs, "prompts": args.prompts, "seeds": args.seeds, "settings": settings, "table": table(rows),
               "rows": rows}
     print(render(result["table"]))

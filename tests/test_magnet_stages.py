@@ -5,6 +5,7 @@ stretch of another instrument has two."""
 import sys
 
 import numpy as np
+import pytest
 from helpers import ROOT
 
 from mglab.nano import corpus, synth
@@ -65,6 +66,7 @@ def test_the_cards_attention_words_follow_subcodes_context():
     assert eval_magnet.attention(-1).startswith("full self-attention at every stage")
     assert eval_magnet.attention(0) == "local attention |i - j| <= 0 after the first stage"
     assert eval_magnet.attention(5) == "local attention |i - j| <= 5 after the first stage"
+    assert eval_magnet._where(0) == "within 0 frames" and eval_magnet._where(-1) == "full"
 
 
 def test_the_bundled_cards_attention_paragraph_is_its_experiment():
@@ -77,5 +79,13 @@ def test_the_bundled_cards_attention_paragraph_is_its_experiment():
     folder = ROOT / "data" / "models" / "nano-magnet"
     cfg = json.loads((folder / "config.json").read_text())
     note = eval_magnet.context_note(cfg, folder)
-    assert "| within 5 frames | codebook 0 |" in note and f"'{eval_magnet._where(cfg['subcodes_context'])}'" in note
-    assert note.strip() in (folder / "README.md").read_text()
+    runs = json.loads((folder / "context_experiment.json").read_text())["runs"]
+    probes = note[note.index("Teacher-forced"):]
+    said = [f"{eval_magnet._where(r['context'])}: " + ", ".join(f"{100 * r['probe'][f'acc_stage{k}']:.0f}%"
+                                                                 for k in range(4)) for r in runs]
+    assert all(s in probes for s in said) and probes.index(said[0]) < probes.index(said[1])
+    assert f"The bundle is the run '{eval_magnet._where(cfg['subcodes_context'])}'." in note
+    log = json.loads((folder / "training.json").read_text())
+    assert eval_magnet.warm(log, folder) + "\n" + note + "\n`" + log["command"] in (folder / "README.md").read_text()
+    with pytest.raises(ValueError, match="exactly one"):
+        eval_magnet._bundled(runs + runs, cfg)
