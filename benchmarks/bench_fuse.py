@@ -1,6 +1,8 @@
-"""The fused residual norms (``mglab/onnx/fuse.py``) against the same graph without them, in one process.
+"""A rewrite of ``mglab/onnx/fuse.py`` against the same graph without it, in one process.
 
-    .venv/bin/python benchmarks/bench_fuse.py [--model DIR] [--steps 100] [--rounds 5]
+    .venv/bin/python benchmarks/bench_fuse.py [--model DIR] [--steps 100] [--rounds 5] [--rewrite norms|concats]
+
+``--rewrite norms`` (the default): the fused residual norms; ``concats``: the single-input ``Concat`` copies removed.
 
 musicgen-small-shaped model (built on first use), q8 split pair with the in-place KV cache, greedy, guidance 3,
 2 threads. Two models are loaded side by side: mglab as it is (each residual add and its layer norm one
@@ -30,26 +32,32 @@ from mglab.onnx import fuse, inplace_kv  # noqa: E402
 PARTS = ("decoder_model", "decoder_with_past_model")
 
 
+REWRITES = {"norms": ("skip_layer_norm", "-unfused"), "concats": ("single_input_concats", "-with-concats")}
+
+
 @contextmanager
-def unfused():
-    """The in-place graph built and cached without the fused norms, while the context lasts."""
-    tag, skip = inplace_kv.TAG, fuse.skip_layer_norm
-    inplace_kv.TAG, fuse.skip_layer_norm = tag + "-unfused", lambda graph: 0
+def unfused(rewrite: str = "norms"):
+    """The in-place graph built and cached without ``rewrite`` (:data:`REWRITES`), while the context lasts."""
+    name, suffix = REWRITES[rewrite]
+    tag, skip = inplace_kv.TAG, getattr(fuse, name)
+    inplace_kv.TAG = tag + suffix
+    setattr(fuse, name, lambda graph: 0)
     try:
         yield
     finally:
-        inplace_kv.TAG, fuse.skip_layer_norm = tag, skip
+        inplace_kv.TAG = tag
+        setattr(fuse, name, skip)
 
 
-def load(path: Path, fused: bool):
-    """The q8 split pair, warmed up (its sessions made), fused or not."""
+def load(path: Path, fused: bool, rewrite: str = "norms"):
+    """The q8 split pair, warmed up (its sessions made), with ``rewrite`` or without it."""
     def make():
         model = mglab.load(path, dtype={p: "q8" for p in PARTS}, decoder="split")
         model.generate(PROMPTS[:1], max_new_tokens=8, do_sample=False)                 # builds and loads the graph
         return model
     if fused:
         return make()
-    with unfused():
+    with unfused(rewrite):
         return make()
 
 
@@ -60,10 +68,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rewrite", choices=sorted(REWRITES), default="norms")
     parser.add_argument("--json", type=Path, default=Path("reports") / "bench_fuse.json")
     args = parser.parse_args(argv)
     path = args.model or ensure()
-    models = {"plain": load(path, fused=False), "fused": load(path, fused=True)}
+    models = {"plain": load(path, False, args.rewrite), "fused": load(path, True, args.rewrite)}
     tokens = {k: m.generate(PROMPTS[:2], max_new_tokens=args.steps, do_sample=False, guidance_scale=3.0).tokens
               for k, m in models.items()}
     agree = float(np.mean(tokens["plain"] == tokens["fused"]))
@@ -81,7 +90,7 @@ def main(argv=None) -> dict:
                      " / ".join(f"{p:.1f}-{f:.1f}" for p, f in zip(runs["plain", batch], runs["fused", batch]))])
     print(markdown_table(["batch", "plain ms/step", "fused ms/step", "change", "runs (plain-fused)"], rows))
     print(f"greedy tokens equal at {agree:.0%} of positions (2 prompts, {args.steps} steps)")
-    result = {"steps": args.steps, "rounds": args.rounds, "token_agreement": agree,
+    result = {"rewrite": args.rewrite, "steps": args.steps, "rounds": args.rounds, "token_agreement": agree,
               "runs": {f"{k} x{b}": v for (k, b), v in runs.items()}}
     write_json(args.json, result)
     return result

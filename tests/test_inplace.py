@@ -85,6 +85,37 @@ def test_skip_layer_norm_keeps_the_sum_that_is_read_again(epsilon):
         np.testing.assert_allclose(b, a, atol=1e-5)
 
 
+def test_single_input_concats_are_removed_and_change_nothing():
+    """A Concat of one input (and a copy of that copy) is a copy: its readers read the input, the outputs are
+    ONNX Runtime's plain ones; one that is a graph output stays."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from mglab.onnx import fuse
+
+    g = helper.make_graph(
+        [helper.make_node("Concat", ["x"], ["c1"], axis=0), helper.make_node("Concat", ["c1"], ["c2"], axis=0),
+         helper.make_node("Mul", ["c2", "c1"], ["y"]), helper.make_node("Concat", ["x", "c2"], ["both"], axis=0),
+         helper.make_node("Concat", ["y"], ["z"], axis=0)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "both", "z")])
+    plain = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    lean = onnx.ModelProto()
+    lean.CopyFrom(plain)
+    assert fuse.single_input_concats(lean.graph) == 2
+    assert [n.op_type for n in lean.graph.node] == ["Mul", "Concat", "Concat"]     # z is a graph output: kept
+    assert list(lean.graph.node[0].input) == ["x", "x"]
+    x = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
+    want, got = (ort.InferenceSession(m.SerializeToString()).run(None, {"x": x}) for m in (plain, lean))
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(b, a)
+
+
+def test_the_in_place_graph_copies_nothing_by_concat(model):
+    g = onnx.load(str(model.decoder.inplace.path), load_external_data=False).graph
+    assert not [n.name for n in g.node if n.op_type == "Concat" and len(n.input) == 1]
+
+
 def test_the_cache_is_one_buffer_written_in_place(model):
     seen = []                                    # the live cache each step: views, not copies
     with model.hooks([("decoder.layers.0.hook_key", lambda v, hook: seen.append((v, v.copy())))]):

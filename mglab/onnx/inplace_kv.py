@@ -34,7 +34,7 @@ from . import graphfile as graphs
 from . import residual_graph as residual
 from .graphfile import Unmatched
 
-TAG = "inplace-v11"
+TAG = "inplace-v12"
 PASS = ("Identity", "Cast")         # nodes walked through when following a tensor
 
 
@@ -65,6 +65,7 @@ def _build(src: Path, dst: Path, num_layers: int, num_heads: int, resid: bool = 
     rewrite(model.graph, num_layers, num_heads)
     if not resid:                        # the residual graph's points stay plain Adds (hooks read and edit them)
         fuse.skip_layer_norm(model.graph)
+    fuse.single_input_concats(model.graph)                           # copies only: the values stay the same
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
     graphs.save(model, dst)
