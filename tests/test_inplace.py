@@ -111,6 +111,30 @@ def test_single_input_concats_are_removed_and_change_nothing():
         np.testing.assert_array_equal(b, a)
 
 
+def test_a_single_input_concat_read_inside_a_branch_is_rewired_there():
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from mglab.onnx import fuse
+
+    branch = lambda name, op: helper.make_graph(                                   # noqa: E731
+        [helper.make_node(op, ["c", "c"], [name])], name, [],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [2])])
+    g = helper.make_graph(
+        [helper.make_node("Concat", ["x"], ["c"], axis=0),
+         helper.make_node("If", ["flag"], ["y"], then_branch=branch("t", "Add"), else_branch=branch("e", "Mul"))],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+              helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    assert fuse.single_input_concats(model.graph) == 1
+    onnx.checker.check_model(model)
+    x = np.array([1.5, -2.0], np.float32)
+    for flag, want in ((True, x + x), (False, x * x)):
+        got = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x, "flag": np.array(flag)})[0]
+        np.testing.assert_array_equal(got, want)
+
+
 def test_the_in_place_graph_copies_nothing_by_concat(model):
     g = onnx.load(str(model.decoder.inplace.path), load_external_data=False).graph
     assert not [n.name for n in g.node if n.op_type == "Concat" and len(n.input) == 1]

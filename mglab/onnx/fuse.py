@@ -80,7 +80,7 @@ def single_input_concats(g) -> int:
     for name in alias:                                  # a copy of a copy reads the first input
         while alias[name] in alias:
             alias[name] = alias[alias[name]]
-    for n in g.node:
+    for n in _nodes(g):                                 # subgraphs read outer names too
         for i, name in enumerate(n.input):
             if name in alias:
                 n.input[i] = alias[name]
@@ -88,3 +88,12 @@ def single_input_concats(g) -> int:
     del g.node[:]
     g.node.extend(kept)
     return len(alias)
+
+
+def _nodes(g):
+    """Every node of graph ``g`` and of the subgraphs in its nodes' attributes (``If`` branches, loop bodies)."""
+    for n in g.node:
+        yield n
+        for a in n.attribute:
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from _nodes(sub)
