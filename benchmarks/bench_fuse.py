@@ -5,8 +5,9 @@
 ``--rewrite norms`` (the default): the fused residual norms; ``concats``: the single-input ``Concat`` copies removed.
 
 musicgen-small-shaped model (built on first use), q8 split pair with the in-place KV cache, greedy, guidance 3,
-2 threads. Two models are loaded side by side: mglab as it is (each residual add and its layer norm one
-``SkipLayerNormalization``) and the in-place graph built without that fusion (its own cache entry). Batches 1
+2 threads. Two models are loaded side by side: mglab as it is (with the rewrite: each residual add and its layer
+norm one ``SkipLayerNormalization``, or no single-input ``Concat`` copies) and the in-place graph built without
+it (its own cache entry). Batches 1
 and 8 are timed round after round, the two graphs alternating within each round, so a machine's drift touches
 both alike; a step's decoder time is split out by hook timestamps as in ``bench_batch.py``. Prints the decoder
 milliseconds a step of each run and their means, and the greedy tokens' agreement of the two graphs (random
@@ -69,8 +70,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--rewrite", choices=sorted(REWRITES), default="norms")
-    parser.add_argument("--json", type=Path, default=Path("reports") / "bench_fuse.json")
+    parser.add_argument("--json", type=Path, default=None, help="default reports/bench_fuse_<rewrite>.json")
     args = parser.parse_args(argv)
+    args.json = args.json or Path("reports") / f"bench_fuse_{args.rewrite}.json"
     path = args.model or ensure()
     models = {"plain": load(path, False, args.rewrite), "fused": load(path, True, args.rewrite)}
     tokens = {k: m.generate(PROMPTS[:2], max_new_tokens=args.steps, do_sample=False, guidance_scale=3.0).tokens
@@ -88,7 +90,8 @@ def main(argv=None) -> dict:
         plain, fused = np.mean(runs["plain", batch]), np.mean(runs["fused", batch])
         rows.append([batch, f"{plain:.1f}", f"{fused:.1f}", f"{fused / plain - 1:+.1%}",
                      " / ".join(f"{p:.1f}-{f:.1f}" for p, f in zip(runs["plain", batch], runs["fused", batch]))])
-    print(markdown_table(["batch", "plain ms/step", "fused ms/step", "change", "runs (plain-fused)"], rows))
+    print(markdown_table(["batch", f"without {args.rewrite} ms/step", f"with {args.rewrite} ms/step", "change",
+                          "runs (without-with)"], rows))
     print(f"greedy tokens equal at {agree:.0%} of positions (2 prompts, {args.steps} steps)")
     result = {"rewrite": args.rewrite, "steps": args.steps, "rounds": args.rounds, "token_agreement": agree,
               "runs": {f"{k} x{b}": v for (k, b), v in runs.items()}}
