@@ -51,7 +51,7 @@ _MODELS = {}
 def strikes_per_second(codes: np.ndarray, frame_rate: float = 50.0) -> float:
     """Note strikes a second in codes ``[4, T]``: sounding frames (codebook 0 not a rest) whose codebook-1 stage
     is the strike."""
-    struck = (codes[1] // 8 == synth.STRIKE) & (codes[0] > 0)                 # [T]
+    struck = synth.is_strike(codes[1]) & (codes[0] > 0)                     # [T]
     return float(struck.sum() * frame_rate / codes.shape[-1])
 
 

@@ -246,8 +246,10 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--probe-every", type=int, default=500)
     args = parser.parse_args(argv)
-    if args.context < -1:
-        parser.error(f"--context {args.context} is not allowed: give -1 (no limit) or a number of frames >= 0")
+    try:
+        cfg = magnet.config(dropout=DROPOUT, context=args.context)            # checks context, before any work
+    except ValueError as err:
+        parser.error(f"--context: {err}")
     parent = None if str(args.parent) == "none" else args.parent
     if not ((parent or MUSICGEN) / "tokenizer.json").is_file():
         parser.error(f"--parent {parent}: no tokenizer.json there (the text encoder's tokenizer is copied with it)")
@@ -256,7 +258,6 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    cfg = magnet.config(dropout=DROPOUT, context=args.context)
     t5 = magnet.write_t5(parent or MUSICGEN, args.out / magnet.T5_NAME)      # the text encoder the parent learned
     lm = magnet.build(cfg, t5, seed=args.seed)
     if parent:

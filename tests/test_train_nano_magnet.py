@@ -212,7 +212,7 @@ def test_config_refuses_a_context_below_minus_one():
 def test_context_flag_is_checked_before_training(capsys):
     with pytest.raises(SystemExit):
         tm.main(["--context", "-2", "--out", "/nonexistent/never-written"])
-    assert "--context -2 is not allowed" in capsys.readouterr().err
+    assert "context=-2 is not allowed" in capsys.readouterr().err
 
 
 def test_training_is_deterministic(t5, monkeypatch):
