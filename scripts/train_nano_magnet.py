@@ -1,13 +1,13 @@
 """Train nano-magnet: audiocraft's MAGNeT (masked decoding) trained here, on the corpus of :mod:`mglab.nano.corpus`.
 
-    python scripts/train_nano_magnet.py --out /work/nano-magnet-ckpt        # ~35 min on 2 CPU threads
+    python scripts/train_nano_magnet.py --out /work/nano-magnet-ckpt --parent-commit a13b50d   # 35-56 min, 2 CPU threads
 
 The model is audiocraft's ``MagnetLMModel`` built by its own builders (``scripts/nano_magnet.py``: 4 codebooks of
 64 tokens, the synthesizer codec :mod:`mglab.nano.synth`, 50 frames/s), conditioned on text by audiocraft's
 ``T5Conditioner`` over nano-musicgen's trained T5 encoder (frozen; only ``output_proj`` trains), with
 cross-attention that ignores padded text positions. It starts from nano-musicgen's trained decoder
 (``--parent``, :func:`nano_magnet.warm_start`: the same transformer at the same sizes, copied tensor for
-tensor); from torch's initialization (``--parent none``) 400 steps reached 22% of codebook 0's masked positions,
+tensor; ``--parent-commit a13b50d`` reads it as it was before its retrain, the bundle's parent); from torch's initialization (``--parent none``) 400 steps reached 22% of codebook 0's masked positions,
 against 75% from the warm start (same seed and data; lr 2e-3 from scratch as the earlier model, 1e-3
 warm). The objective is audiocraft's (``solvers/magnet.py``), with
 the stage drawn per example rather than per batch:
@@ -34,6 +34,7 @@ import hashlib
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -231,6 +232,36 @@ def reload_check(lm, out: Path) -> dict:
     return {"same_state": state_hash(back) == state_hash(lm), "max_abs_logit_diff": float((a - c).abs().max())}
 
 
+def parent_at(commit: str, parent: Path, dest: Path) -> Path:
+    """``parent``'s files as committed at ``commit`` (git, this repository), written into ``dest``.
+
+    The bundled nano-magnet was warm-started from nano-musicgen as it was at a13b50d, before that model's retrain;
+    this reads those bytes back so the training command reproduces the bundle on any clone. Raises ``ValueError``
+    naming ``--parent-commit`` where the commit or the folder is not in the history. Each file is written to a
+    temporary name, then renamed.
+    """
+    try:
+        rel = parent.resolve().relative_to(ROOT)
+    except ValueError:
+        raise ValueError(f"--parent {parent}: must lie inside {ROOT} to be read at a commit") from None
+
+    def git(*args) -> bytes:
+        run = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True)
+        if run.returncode:
+            raise ValueError(f"--parent-commit {commit}: {run.stderr.decode().strip()}")
+        return run.stdout
+
+    names = git("ls-tree", "--name-only", f"{commit}:{rel.as_posix()}").decode().split()
+    if "tokenizer.json" not in names:
+        raise ValueError(f"--parent-commit {commit}: {rel} there holds no tokenizer.json ({names})")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        tmp = dest / f".{name}.tmp"
+        tmp.write_bytes(git("show", f"{commit}:{rel.as_posix()}/{name}"))
+        tmp.replace(dest / name)
+    return dest
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/work/nano-magnet-ckpt"))
@@ -241,6 +272,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parent", type=Path, default=MUSICGEN,
                         help="warm start from this nano-musicgen (PyTorch weights); 'none': torch's initialization")
+    parser.add_argument("--parent-commit", default=None,
+                        help="read --parent as committed at this git revision (into OUT/parent): the bundle's is a13b50d")
     parser.add_argument("--context", type=int, default=5,
                         help="stages > 0 attend |i - j| <= context frames (audiocraft's subcodes_context; -1: all)")
     parser.add_argument("--threads", type=int, default=2)
@@ -251,6 +284,13 @@ def main(argv=None) -> None:
     except ValueError as err:
         parser.error(f"--context: {err}")
     parent = None if str(args.parent) == "none" else args.parent
+    if args.parent_commit:
+        if parent is None:
+            parser.error("--parent-commit: needs a --parent to read (not 'none')")
+        try:
+            parent = parent_at(args.parent_commit, parent, args.out / "parent")
+        except ValueError as err:
+            parser.error(str(err))
     if not ((parent or MUSICGEN) / "tokenizer.json").is_file():
         parser.error(f"--parent {parent}: no tokenizer.json there (the text encoder's tokenizer is copied with it)")
 
@@ -266,7 +306,8 @@ def main(argv=None) -> None:
     extra = dict(command=command, seed=args.seed, threads=args.threads, torch=torch.__version__,
                  clip_seconds=SECONDS, clip_seconds_p=SECONDS_P, dropout=DROPOUT, label_smoothing=LABEL_SMOOTHING,
                  stage="per example, uniform", cfg=cfg,
-                 parent=parent and os.path.relpath(parent, ROOT))
+                 parent=parent and os.path.relpath(args.parent if args.parent_commit else parent, ROOT),
+                 parent_commit=args.parent_commit)
 
     def write(lm, log, finished=False):
         magnet.save(lm, cfg, args.out)

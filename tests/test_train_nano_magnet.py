@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -250,3 +251,29 @@ def test_warm_start_is_nano_musicgen_under_its_causal_mask(t5):
     assert torch.allclose(ours, theirs.reshape(2, 4, t, -1), atol=1e-4)
     assert not torch.allclose(ours, magnet.forward(lm, codes, magnet.conditions(lm, prompts), torch.ones(2)),
                               atol=1e-2)   # the control: MAGNeT's own mask reads other frames
+
+
+def test_parent_commit_reads_the_bundles_parent_from_git(tmp_path):
+    """``--parent-commit`` writes the parent's files as git holds them at that commit (the bundle's a13b50d, whose
+    weights differ from today's nano-musicgen), so ``make nano-magnet`` reproduces the bundle on a clone."""
+    out = tm.parent_at("a13b50d", tm.MUSICGEN, tmp_path / "parent")
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json"]
+    rel = tm.MUSICGEN.relative_to(tm.ROOT).as_posix()
+    for name in names:
+        theirs = subprocess.run(["git", "-C", str(tm.ROOT), "show", f"a13b50d:{rel}/{name}"],
+                                capture_output=True, check=True).stdout
+        assert (out / name).read_bytes() == theirs, name
+    assert (out / "model.safetensors").read_bytes() != (tm.MUSICGEN / "model.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--parent-commit", "0000000"], "--parent-commit 0000000"),
+    (["--parent-commit", "a13b50d", "--parent", "none"], "needs a --parent"),
+    (["--parent-commit", "a13b50d", "--parent", "/tmp"], "must lie inside"),
+])
+def test_parent_commit_is_checked_before_training(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        tm.main(["--out", str(tmp_path / "never"), *argv])
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "never" / "state_dict.bin").exists()
