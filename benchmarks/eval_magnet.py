@@ -197,7 +197,7 @@ def write_card(folder: Path, result: dict, vamp: dict | None = None) -> None:
         layers=cfg["num_layers"], dim=cfg["hidden_size"], heads=cfg["num_heads"], segment=cfg["segment_duration"],
         attention=attention(cfg["subcodes_context"]),
         seed=log["seed"], held_out="; ".join(", ".join(f"{k} {v}" for k, v in c.items()) for c in corpus.HELD_OUT),
-        dropout=log["dropout"], command=log["command"], smoothing=log["label_smoothing"], steps=log["steps"],
+        dropout=log["dropout"], command=rerun(log), smoothing=log["label_smoothing"], steps=log["steps"],
         batch=log["batch_size"], lr=log["lr"], warmup=log["warmup"], minutes=log["seconds"] / 60,
         threads=log["threads"], torch=log["torch"], loss=log["final_loss"], prompts=result["prompts"],
         seeds=result["seeds"], duration=result["duration"], table=render(result["table"]),
@@ -205,6 +205,15 @@ def write_card(folder: Path, result: dict, vamp: dict | None = None) -> None:
         vamp=vamp_text, weak=weak(result["table"], log), speed=speed(result["table"]), warm=warm(log, folder),
         context=context_note(cfg, folder))
     (folder / "README.md").write_text(card)
+
+
+def rerun(log: dict) -> str:
+    """The training command as the card gives it: the logged one, with ``--parent-commit`` added where the parent was
+    read at a commit the command does not name (a run made before the flag existed), so it reruns on a clone."""
+    command = log["command"]
+    if log.get("parent_commit") and "--parent-commit" not in command:
+        command += f" --parent-commit {log['parent_commit']}"
+    return command
 
 
 def attention(context: int) -> str:
