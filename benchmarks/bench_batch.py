@@ -6,7 +6,8 @@ musicgen-small-shaped model (built on first use), merged decoder as published (q
 ``matmul_accuracy=4``) and the split pair with the in-place KV cache (q8), greedy, guidance 3, one run,
 2 threads. A step is split by hook timestamps into the decoder graph (``decoder.hook_input_ids`` ->
 ``guidance.hook_cond_logits``: ONNX Runtime, the KV-cache binding included) and the rest (guidance, sampling,
-the delay pattern, numpy). Prints a markdown table, writes JSON.
+the delay pattern, numpy); what a call spends before the first step (the text encoder) and after the last
+(mostly the codec turning every row's codes into audio) is given per call. Prints a markdown table, writes JSON.
 """
 
 from __future__ import annotations
@@ -32,19 +33,21 @@ ROWS = [("q8", "q8", None, "merged"), ("q4, accuracy level 4", "q4", 4, "merged"
         ("q8, split pair, in-place cache", "q8", None, "split")]
 
 
-def split_times(model, batch: int, steps: int) -> tuple[float, float, float]:
-    """(seconds a step, decoder seconds a step, rest seconds a step) over ``steps`` greedy guided steps."""
+def split_times(model, batch: int, steps: int) -> tuple[float, float, float, float, float]:
+    """(seconds in all, decoder seconds a step, rest seconds a step, seconds before the first step, seconds after
+    the last) over ``steps`` greedy guided steps."""
     marks = []
     hooks = [("decoder.hook_input_ids", lambda v, h: marks.append(("in", time.perf_counter()))),
              ("guidance.hook_cond_logits", lambda v, h: marks.append(("out", time.perf_counter())))]
     start = time.perf_counter()
     model.generate(PROMPTS[:batch], max_new_tokens=steps, do_sample=False, guidance_scale=3.0, hooks=hooks)
-    total = time.perf_counter() - start
+    end = time.perf_counter()
+    total = end - start
     ins = [t for k, t in marks if k == "in"]
     outs = [t for k, t in marks if k == "out"]
     decoder = float(np.mean(np.subtract(outs, ins)[1:]))                       # the first step fills the cache
     per_step = float(np.mean(np.diff(ins)[1:]))
-    return total, decoder, per_step - decoder
+    return total, decoder, per_step - decoder, ins[0] - start, end - outs[-1]
 
 
 def main(argv=None) -> None:
@@ -63,16 +66,17 @@ def main(argv=None) -> None:
         model.generate(PROMPTS[:1], max_new_tokens=8, do_sample=False)                 # warm-up
         base = None
         for batch in (1, 2, 4, 8):
-            total, decoder, rest = split_times(model, batch, args.steps)
+            total, decoder, rest, before, after = split_times(model, batch, args.steps)
             fps = batch * args.steps / total
             base = base or fps
-            result[f"{label} x{batch}"] = {"frames_per_s": fps, "decoder_ms": 1e3 * decoder, "rest_ms": 1e3 * rest}
+            result[f"{label} x{batch}"] = {"frames_per_s": fps, "decoder_ms": 1e3 * decoder, "rest_ms": 1e3 * rest,
+                                           "before_ms": 1e3 * before, "after_ms": 1e3 * after}
             rows.append([label, batch, f"{fps:.1f}", f"{fps / base:.2f}x", f"{1e3 * decoder:.1f}",
-                         f"{1e3 * rest:.2f}"])
+                         f"{1e3 * rest:.2f}", f"{1e3 * before:.0f}", f"{1e3 * after:.0f}"])
             print(rows[-1], flush=True)
         del model
     print(markdown_table(["decoder", "batch", "frames/s", "vs batch 1", "decoder ms/step",
-                          "rest ms/step"], rows))
+                          "rest ms/step", "before the steps, ms", "after them (codec), ms"], rows))
     write_json(args.json, result)
 
 

@@ -59,6 +59,7 @@ SECONDS_P = (2 / 3, 1 / 3)
 # free, and guidance (MAGNeT's starts at 10) multiplies their ratio. A small smoothing gives both one floor.
 LABEL_SMOOTHING = 1e-3
 PROBE_SEED, PROBE_COUNT, PROBE_SECONDS = 10**6, 96, 4.0
+GUIDED_CFG = (10.0, 1.0)          # MAGNeT's max_cfg_coef, min_cfg_coef: what its decoding anneals between
 
 
 @functools.lru_cache
@@ -210,6 +211,65 @@ def train(lm, steps: int, batch_size: int, seed: int, lr: float, warmup: int, lo
     return log
 
 
+def guided_loss(lm, b: dict, smoothing: float, max_cfg: float = GUIDED_CFG[0], min_cfg: float = GUIDED_CFG[1]):
+    """(training loss, plain masked cross-entropy of the guided logits) of batch ``b``, each clip run with its
+    condition and with the null one: the masked cross-entropy of the conditional logits ``c``, the null ones
+    ``u`` and their mix ``u + g (c - u)``, which is what MAGNeT's decoding samples from and no other term trains.
+    ``g`` is the coefficient decoding uses at the clip's masked share ``m`` of its stage's codebook (``m max_cfg
+    + (1 - m) min_cfg``: 10 with all masked, annealed to 1)."""
+    import torch
+
+    t = {k: torch.from_numpy(b[k]) for k in ("codes", "stages", "inputs", "loss_mask")}
+    n = len(b["prompts"])
+    rows = torch.cat([t["inputs"], t["inputs"]])                                # [2B, K, T]
+    cond = magnet.conditions(lm, list(b["prompts"]) + [None] * n)
+    logits = magnet.forward(lm, rows, cond, torch.cat([t["stages"], t["stages"]]))   # [2B, K, T, V]
+    c, u = logits[:n], logits[n:]                                               # [B, K, T, V] each
+    share = t["loss_mask"].any(1).float().mean(-1)                              # [B]: the stage's masked share
+    g = (share * max_cfg + (1 - share) * min_cfg)[:, None, None, None]          # [B, 1, 1, 1]
+    guided = u + g * (c - u)                                                    # [B, K, T, V]
+    loss = sum(masked_loss(x, t["codes"], t["loss_mask"], smoothing) for x in (c, u, guided))
+    with torch.no_grad():
+        plain = masked_loss(guided, t["codes"], t["loss_mask"])
+    return loss, float(plain)
+
+
+def guided_stage(lm, steps: int, batch_size: int, seed: int, lr: float, warmup: int, log_every: int = 50) -> dict:
+    """``steps`` AdamW steps of :func:`guided_loss` (its own warm-up and cosine schedule, gradients clipped at 1),
+    after :func:`train`: nano-musicgen's last stage (``train_nano.py: guided_stage``) in MAGNeT's terms. Its
+    clips come from a generator of its own (``[seed, 1]``), so a run resumed from a finished checkpoint draws
+    what the whole run would (torch's generator, which the transformer's dropout draws from, is seeded from it
+too). Every clip has its prompt (the null row is run beside it)."""
+    import torch
+
+    rng = np.random.default_rng([seed, 1])
+    torch.manual_seed(int(rng.integers(2**31)))            # the transformer's dropout: not the main stage's draws
+    opt = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=lr, weight_decay=0.01,
+                            betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup) *
+                                              0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
+    history, t0 = [], time.time()
+    lm.train()
+    for step in range(steps):
+        seconds = float(rng.choice(SECONDS, p=SECONDS_P))
+        b = draw_batch(rng, batch_size, seconds, lm.span_len, lm.card, dropout=0.0)
+        loss, plain = guided_loss(lm, b, LABEL_SMOOTHING)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        history.append(plain)
+        if step % log_every == 0 or step == steps - 1:
+            print(f"guided {step:5d}  {seconds:g} s clips  loss {np.mean(history[-log_every:]):.4f}  "
+                  f"{time.time() - t0:7.1f} s", flush=True)
+    lm.eval()
+    return {"steps": steps, "batch_size": batch_size, "lr": lr, "warmup": warmup, "max_cfg": GUIDED_CFG[0],
+            "min_cfg": GUIDED_CFG[1], "seconds": time.time() - t0, "loss_every_50": history[::50],
+            "final_loss": float(np.mean(history[-100:])) if history else None,
+            "probe": probe(lm, lm.span_len) if steps else None}
+
+
 def state_hash(lm) -> str:
     """sha256 of the LM's state (names and float32 bytes, in order): equal for equal weights."""
     h = hashlib.sha256()
@@ -278,7 +338,19 @@ def main(argv=None) -> None:
                         help="stages > 0 attend |i - j| <= context frames (audiocraft's subcodes_context; -1: all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--probe-every", type=int, default=500)
+    parser.add_argument("--guided-steps", type=int, default=0,
+                        help="a last stage on the guided logits (guided_stage); 0: none")
+    parser.add_argument("--guided-batch", type=int, default=8)
+    parser.add_argument("--guided-lr", type=float, default=3e-4)
+    parser.add_argument("--resume", type=Path, default=None,
+                        help="a finished checkpoint of this script: only its guided stage runs (the main one is "
+                             "that checkpoint's, as its training.json says)")
     args = parser.parse_args(argv)
+    if args.guided_steps < 0 or args.guided_batch < 1 or not args.guided_lr > 0:
+        parser.error(f"--guided-steps >= 0, --guided-batch >= 1 and --guided-lr > 0 (got {args.guided_steps}, "
+                     f"{args.guided_batch}, {args.guided_lr})")
+    if args.resume is not None:
+        return resume(args, parser, argv)
     try:
         cfg = magnet.config(dropout=DROPOUT, context=args.context)            # checks context, before any work
     except ValueError as err:
@@ -315,10 +387,45 @@ def main(argv=None) -> None:
 
     log = train(lm, args.steps, args.batch_size, args.seed, args.lr, args.warmup, probe_every=args.probe_every,
                 on_probe=write)
+    if args.guided_steps:
+        log["guided"] = guided_stage(lm, args.guided_steps, args.guided_batch, args.seed, args.guided_lr, 20)
     log.update(state_sha256=state_hash(lm), reload=reload_check(lm, magnet.save(lm, cfg, args.out)))
     write(lm, log, finished=True)
     print(f"wrote {args.out} ({log['seconds'] / 60:.1f} min, final loss {log['final_loss']:.3f}, "
           f"reload {log['reload']})")
+
+
+def resume(args, parser, argv) -> None:
+    """``--resume``: the guided stage on a finished checkpoint, written to ``--out`` with the checkpoint's log, the
+    stage's and the command a whole run would take (``command``; ``commands_run``: the two that did)."""
+    import shutil
+
+    import torch
+
+    src = args.resume
+    try:
+        log = json.loads((src / "training.json").read_text())
+    except (OSError, ValueError) as err:
+        parser.error(f"--resume {src}: no readable training.json ({err})")
+    if not log.get("finished") or "guided" in log:
+        parser.error(f"--resume {src}: its training did not finish, or it already has a guided stage")
+    if not args.guided_steps:
+        parser.error("--resume: give --guided-steps (the main stage is the checkpoint's)")
+    if args.out.resolve() == src.resolve():
+        parser.error("--resume: --out must be another folder (the checkpoint is read, not replaced)")
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    cfg = torch.load(src / "state_dict.bin", map_location="cpu")["xp.cfg"]
+    lm = magnet.load(src)
+    shutil.copytree(src / magnet.T5_NAME, args.out / magnet.T5_NAME, dirs_exist_ok=True)
+    this = " ".join(["python", "scripts/train_nano_magnet.py", *(sys.argv[1:] if argv is None else argv)])
+    flags = f" --guided-steps {args.guided_steps} --guided-batch {args.guided_batch} --guided-lr {args.guided_lr}"
+    log["guided"] = guided_stage(lm, args.guided_steps, args.guided_batch, log["seed"], args.guided_lr, 20)
+    log.update(command=log["command"] + flags, commands_run=[log["command"], this], state_sha256=state_hash(lm),
+               reload=reload_check(lm, magnet.save(lm, cfg, args.out)))
+    (args.out / "training.json").write_text(json.dumps(log, indent=2))
+    print(f"wrote {args.out} (guided stage {log['guided']['seconds'] / 60:.1f} min, loss "
+          f"{log['guided']['final_loss']:.3f}, reload {log['reload']})")
 
 
 if __name__ == "__main__":

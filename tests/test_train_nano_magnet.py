@@ -277,3 +277,58 @@ def test_parent_commit_is_checked_before_training(argv, message, tmp_path, capsy
         tm.main(["--out", str(tmp_path / "never"), *argv])
     assert message in capsys.readouterr().err
     assert not (tmp_path / "never" / "state_dict.bin").exists()
+
+
+def test_guided_loss_is_the_mix_decoding_samples_from(small):
+    """The guided term is the masked cross-entropy of ``u + g (c - u)``, ``c`` and ``u`` run apart here (the
+    clip's condition, the null one), ``g`` MAGNeT's coefficient at the row's masked share: 10 with its stage's
+    codebook all masked, 1 with none of it, linear between (``mglab.decoding.masked``'s schedule)."""
+    _, lm = small
+    rng = np.random.default_rng(4)
+    b = tm.draw_batch(rng, 4, 4.0, lm.span_len, lm.card, dropout=0.0)
+    b["loss_mask"][0] = False
+    b["loss_mask"][0, b["stages"][0]] = True                                   # row 0: all of its codebook
+    b["inputs"][0, b["stages"][0]] = lm.card
+    with torch.no_grad():
+        _, plain = tm.guided_loss(lm, b, 0.0)
+        inputs, stages = torch.from_numpy(b["inputs"]), torch.from_numpy(b["stages"])
+        c = magnet.forward(lm, inputs, magnet.conditions(lm, b["prompts"]), stages)
+        u = magnet.forward(lm, inputs, magnet.conditions(lm, [None] * 4), stages)
+    share = np.array([b["loss_mask"][i, b["stages"][i]].mean() for i in range(4)])
+    assert share[0] == 1.0 and share.min() < 0.6                                # g from 10 down to below 6
+    g = torch.from_numpy(share * 10.0 + (1 - share) * 1.0).float()[:, None, None, None]
+    mask = torch.from_numpy(b["loss_mask"])
+    mixed = (u + g * (c - u))[mask]
+    oracle = torch.nn.functional.cross_entropy(mixed, torch.from_numpy(b["codes"])[mask])
+    assert plain == pytest.approx(float(oracle), rel=1e-4)
+    g1 = torch.ones_like(g)                                                     # the coefficient matters
+    assert plain != pytest.approx(float(torch.nn.functional.cross_entropy(
+        (u + g1 * (c - u))[mask], torch.from_numpy(b["codes"])[mask])), rel=1e-3)
+
+
+def test_resumed_guided_stage_is_the_whole_runs(t5, tmp_path, monkeypatch):
+    """A checkpoint's guided stage run on its own (``--resume``) ends where one run of both stages ends: the
+    stage draws its clips from its own generator, not from where the main stage left the shared one."""
+    monkeypatch.setattr(tm, "PROBE_COUNT", 8)
+    cfg = magnet.config(**SMALL)
+    whole = magnet.build(cfg, t5, seed=5)
+    tm.train(whole, steps=2, batch_size=2, seed=9, lr=1e-3, warmup=1)
+    magnet.save(whole, cfg, tmp_path)
+    shutil.copytree(t5, tmp_path / magnet.T5_NAME)
+    tm.guided_stage(whole, 2, 2, 9, 3e-4, 1)
+    resumed = magnet.load(tmp_path)
+    assert tm.state_hash(resumed) != tm.state_hash(whole)
+    tm.guided_stage(resumed, 2, 2, 9, 3e-4, 1)
+    assert tm.state_hash(resumed) == tm.state_hash(whole)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--guided-steps", "-1"], "--guided-steps >= 0"),
+    (["--guided-batch", "0"], "--guided-batch >= 1"),
+    (["--resume", "/nonexistent/ckpt", "--guided-steps", "5"], "no readable training.json"),
+])
+def test_guided_flags_are_checked_before_training(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        tm.main(["--out", str(tmp_path / "never"), *argv])
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
