@@ -1,24 +1,19 @@
 """Train nano-magnet: audiocraft's MAGNeT (masked decoding) trained here, on the corpus of :mod:`mglab.nano.corpus`.
 
-    python scripts/train_nano_magnet.py --out /work/nano-magnet-ckpt --parent-commit a13b50d   # 35-56 min, 2 CPU threads
+    python scripts/train_nano_magnet.py --out /work/nano-magnet-ckpt --parent-commit a13b50d   # 35-56 min, 2 threads
 
 The model is audiocraft's ``MagnetLMModel`` built by its own builders (``scripts/nano_magnet.py``: 4 codebooks of
 64 tokens, the synthesizer codec :mod:`mglab.nano.synth`, 50 frames/s), conditioned on text by audiocraft's
 ``T5Conditioner`` over nano-musicgen's trained T5 encoder (frozen; only ``output_proj`` trains), with
 cross-attention that ignores padded text positions. It starts from nano-musicgen's trained decoder
 (``--parent``, :func:`nano_magnet.warm_start`: the same transformer at the same sizes, copied tensor for
-tensor; ``--parent-commit a13b50d`` reads it as it was before its retrain, the bundle's parent); from torch's initialization (``--parent none``) 400 steps reached 22% of codebook 0's masked positions,
-against 75% from the warm start (same seed and data; lr 2e-3 from scratch as the earlier model, 1e-3
-warm). The objective is audiocraft's (``solvers/magnet.py``), with
-the stage drawn per example rather than per batch:
-
-- stage ``s`` uniform in 0..3; codebooks below it given, above it all masked (token ``card``), and the
-  self-attention mask of the row full for stage 0, ``|i - j| <= subcodes_context`` above (what the export runs;
-  ``--context``, default 5 as audiocraft's; -1 leaves every stage unrestricted, as audiocraft reads it);
-- codebook ``s`` masked at rate ``cos(pi/2 * u)``, ``u ~ U(0, 1)``, in spans of ``span_len``: the rate is rounded
-  to a percent and turned into a number of span starts whose expected masked share is that rate
-  (:func:`span_starts_table`), the starts drawn uniformly, each span reaching ``span_len`` to its right;
-- cross-entropy on the masked positions of codebook ``s`` only (mean over the batch's masked positions).
+tensor; ``--parent-commit a13b50d`` reads it as it was before its retrain, the bundle's parent); from torch's
+initialization (``--parent none``) 400 steps reached 22% of codebook 0's masked positions, against 75% from the
+warm start (same seed and data; lr 2e-3 from scratch as the earlier model, 1e-3
+warm). The objective is audiocraft's (``solvers/magnet.py``), the stage drawn per example
+(``scripts/magnet_objective.py``); stages > 0 attend ``|i - j| <= --context`` frames (default 5 as audiocraft's
+``subcodes_context``; -1 leaves every stage unrestricted, as audiocraft reads it). ``--guided-steps`` adds a last
+stage on the guided logits (:func:`guided_stage`); ``--resume`` runs it alone on a finished checkpoint.
 
 20% of examples get the null condition (one zero text vector), as guidance feeds it. Clips are 4 s (what the
 evaluation generates) or 6 s (vamping), drawn per step. Deterministic for a seed (torch's seed for the weights,
@@ -29,13 +24,13 @@ a numpy Generator for clips, stages, masks and dropout). Writes audiocraft's che
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import json
 import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,89 +43,26 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import nano_magnet as magnet  # noqa: E402
+from magnet_objective import (  # noqa: E402,F401  (the objective's names, read here and by the tests)
+    DROPOUT,
+    GUIDED_CFG,
+    LABEL_SMOOTHING,
+    SECONDS,
+    SECONDS_P,
+    draw_batch,
+    guided_loss,
+    mask_rates,
+    masked_inputs,
+    masked_loss,
+    span_mask,
+    span_starts_table,
+    step_loss,
+)
 
 from mglab.nano import corpus, synth  # noqa: E402
 
 MUSICGEN = ROOT / "data" / "models" / "nano-musicgen" / "pytorch"   # its text encoder and tokenizer
-DROPOUT = 0.2                     # share of examples trained with the null condition
-SECONDS = (4.0, 6.0)              # clip lengths, drawn per step with SECONDS_P
-SECONDS_P = (2 / 3, 1 / 3)
-# As nano-musicgen: where the data never goes, cross-entropy leaves the conditional and unconditional tails
-# free, and guidance (MAGNeT's starts at 10) multiplies their ratio. A small smoothing gives both one floor.
-LABEL_SMOOTHING = 1e-3
 PROBE_SEED, PROBE_COUNT, PROBE_SECONDS = 10**6, 96, 4.0
-GUIDED_CFG = (10.0, 1.0)          # MAGNeT's max_cfg_coef, min_cfg_coef: what its decoding anneals between
-
-
-@functools.lru_cache
-def span_starts_table(frames: int, span_len: int) -> np.ndarray:
-    """``[101]``: for a masking rate of m percent, the number of span starts ``u`` whose expected masked share
-    ``1 - C(T - L, u) / C(T, u)`` first reaches m / 100 (audiocraft's ``_calc_mean_maskrate_to_u_LUT``)."""
-    shares, kept = [0.0], (frames - span_len) / frames
-    for u in range(1, frames):
-        shares.append(1 - kept)
-        kept *= (frames - span_len - u) / (frames - u)
-    return np.searchsorted(shares, np.arange(101) / 100).astype(np.int64)     # side 'left', as audiocraft
-
-
-def mask_rates(rng: np.random.Generator, count: int) -> np.ndarray:
-    """The cosine schedule: ``cos(pi/2 * u)``, ``u ~ U(0, 1)`` ``[count]``."""
-    return np.cos(rng.random(count) * math.pi * 0.5)
-
-
-def span_mask(rates: np.ndarray, frames: int, span_len: int, rng: np.random.Generator) -> np.ndarray:
-    """Boolean ``[B, T]``: spans of ``span_len`` (cut at the clip's end) at uniformly drawn starts, as many as
-    :func:`span_starts_table` gives for each row's rate (at least one)."""
-    starts = span_starts_table(frames, span_len)[np.round(100 * rates).astype(np.int64)].clip(min=1)   # [B]
-    order = rng.random((len(rates), frames)).argsort(-1)                        # [B, T] a permutation per row
-    mask = order < starts[:, None]                                              # [B, T] span starts
-    out = mask.copy()
-    for shift in range(1, span_len):
-        out[:, shift:] |= mask[:, :-shift]
-    return out
-
-
-def masked_inputs(codes: np.ndarray, stages: np.ndarray, stage_mask: np.ndarray, card: int):
-    """Inputs ``[B, K, T]`` (codebooks above the stage and the stage's masked positions set to ``card``) and
-    the loss mask ``[B, K, T]`` (the stage's masked positions only)."""
-    k = np.arange(codes.shape[1])[None, :, None]                                # [1, K, 1]
-    stage = stages[:, None, None]                                               # [B, 1, 1]
-    loss_mask = (k == stage) & stage_mask[:, None, :]                           # [B, K, T]
-    inputs = np.where(loss_mask | (k > stage), card, codes)                     # [B, K, T]
-    return inputs, loss_mask
-
-
-def masked_loss(logits, codes, loss_mask, smoothing: float = 0.0):
-    """Cross-entropy of ``logits`` ``[B, K, T, V]`` against ``codes`` ``[B, K, T]`` over the positions of
-    ``loss_mask`` ``[B, K, T]`` (mean over them)."""
-    import torch
-
-    return torch.nn.functional.cross_entropy(logits[loss_mask], codes[loss_mask], label_smoothing=smoothing)
-
-
-def draw_batch(rng: np.random.Generator, size: int, seconds: float, span_len: int, card: int,
-               dropout: float = DROPOUT) -> dict:
-    """Clips of ``seconds`` with their prompts (``None``: the null condition), stages, inputs and loss masks."""
-    clips = [corpus.example(rng, seconds) for _ in range(size)]
-    codes = np.stack([c.codes for c in clips])                                  # [B, K, T]
-    keep = rng.random(size) >= dropout                                          # [B]
-    stages = rng.integers(0, codes.shape[1], size)                              # [B]
-    stage_mask = span_mask(mask_rates(rng, size), codes.shape[-1], span_len, rng)   # [B, T]
-    inputs, loss_mask = masked_inputs(codes, stages, stage_mask, card)
-    return dict(prompts=[c.prompt if k else None for c, k in zip(clips, keep)], codes=codes, stages=stages,
-                inputs=inputs, loss_mask=loss_mask)
-
-
-def step_loss(lm, b: dict, smoothing: float):
-    """(training loss, plain masked cross-entropy) of batch ``b`` (:func:`draw_batch`)."""
-    import torch
-
-    t = {k: torch.from_numpy(b[k]) for k in ("codes", "stages", "inputs", "loss_mask")}
-    logits = magnet.forward(lm, t["inputs"], magnet.conditions(lm, b["prompts"]), t["stages"])   # [B, K, T, V]
-    loss = masked_loss(logits, t["codes"], t["loss_mask"], smoothing)
-    with torch.no_grad():
-        plain = masked_loss(logits, t["codes"], t["loss_mask"])
-    return loss, float(plain)
 
 
 def probe(lm, span_len: int) -> dict:
@@ -211,29 +143,6 @@ def train(lm, steps: int, batch_size: int, seed: int, lr: float, warmup: int, lo
     return log
 
 
-def guided_loss(lm, b: dict, smoothing: float, max_cfg: float = GUIDED_CFG[0], min_cfg: float = GUIDED_CFG[1]):
-    """(training loss, plain masked cross-entropy of the guided logits) of batch ``b``, each clip run with its
-    condition and with the null one: the masked cross-entropy of the conditional logits ``c``, the null ones
-    ``u`` and their mix ``u + g (c - u)``, which is what MAGNeT's decoding samples from and no other term trains.
-    ``g`` is the coefficient decoding uses at the clip's masked share ``m`` of its stage's codebook (``m max_cfg
-    + (1 - m) min_cfg``: 10 with all masked, annealed to 1)."""
-    import torch
-
-    t = {k: torch.from_numpy(b[k]) for k in ("codes", "stages", "inputs", "loss_mask")}
-    n = len(b["prompts"])
-    rows = torch.cat([t["inputs"], t["inputs"]])                                # [2B, K, T]
-    cond = magnet.conditions(lm, list(b["prompts"]) + [None] * n)
-    logits = magnet.forward(lm, rows, cond, torch.cat([t["stages"], t["stages"]]))   # [2B, K, T, V]
-    c, u = logits[:n], logits[n:]                                               # [B, K, T, V] each
-    share = t["loss_mask"].any(1).float().mean(-1)                              # [B]: the stage's masked share
-    g = (share * max_cfg + (1 - share) * min_cfg)[:, None, None, None]          # [B, 1, 1, 1]
-    guided = u + g * (c - u)                                                    # [B, K, T, V]
-    loss = sum(masked_loss(x, t["codes"], t["loss_mask"], smoothing) for x in (c, u, guided))
-    with torch.no_grad():
-        plain = masked_loss(guided, t["codes"], t["loss_mask"])
-    return loss, float(plain)
-
-
 def guided_stage(lm, steps: int, batch_size: int, seed: int, lr: float, warmup: int, log_every: int = 50) -> dict:
     """``steps`` AdamW steps of :func:`guided_loss` (its own warm-up and cosine schedule, gradients clipped at 1),
     after :func:`train`: nano-musicgen's last stage (``train_nano.py: guided_stage``) in MAGNeT's terms. Its
@@ -263,11 +172,12 @@ too). Every clip has its prompt (the null row is run beside it)."""
         if step % log_every == 0 or step == steps - 1:
             print(f"guided {step:5d}  {seconds:g} s clips  loss {np.mean(history[-log_every:]):.4f}  "
                   f"{time.time() - t0:7.1f} s", flush=True)
-    lm.eval()
-    return {"steps": steps, "batch_size": batch_size, "lr": lr, "warmup": warmup, "max_cfg": GUIDED_CFG[0],
-            "min_cfg": GUIDED_CFG[1], "seconds": time.time() - t0, "loss_every_50": history[::50],
-            "final_loss": float(np.mean(history[-100:])) if history else None,
-            "probe": probe(lm, lm.span_len) if steps else None}
+    out = {"steps": steps, "batch_size": batch_size, "lr": lr, "warmup": warmup, "max_cfg": GUIDED_CFG[0],
+           "min_cfg": GUIDED_CFG[1], "seconds": time.time() - t0, "loss_every_50": history[::50],
+           "final_loss": float(np.mean(history[-100:])) if history else None,
+           "probe": probe(lm, lm.span_len) if steps else None}
+    lm.eval()                                                                   # probe leaves it training
+    return out
 
 
 def state_hash(lm) -> str:
@@ -297,8 +207,8 @@ def parent_at(commit: str, parent: Path, dest: Path) -> Path:
 
     The bundled nano-magnet was warm-started from nano-musicgen as it was at a13b50d, before that model's retrain;
     this reads those bytes back so the training command reproduces the bundle on any clone. Raises ``ValueError``
-    naming ``--parent-commit`` where the commit or the folder is not in the history. Each file is written to a
-    temporary name, then renamed.
+    naming ``--parent-commit`` where the commit or the folder is not in the history, or ``dest`` holds files.
+    Each file is written to a temporary name, then renamed. Needs the repository's history (not a shallow clone).
     """
     try:
         rel = parent.resolve().relative_to(ROOT)
@@ -311,9 +221,12 @@ def parent_at(commit: str, parent: Path, dest: Path) -> Path:
             raise ValueError(f"--parent-commit {commit}: {run.stderr.decode().strip()}")
         return run.stdout
 
-    names = git("ls-tree", "--name-only", f"{commit}:{rel.as_posix()}").decode().split()
+    entries = [e.split("\t", 1) for e in git("ls-tree", "-z", f"{commit}:{rel.as_posix()}").decode().split("\0") if e]
+    names = [name for meta, name in entries if meta.split()[1] == "blob"]       # files, not folders
     if "tokenizer.json" not in names:
         raise ValueError(f"--parent-commit {commit}: {rel} there holds no tokenizer.json ({names})")
+    if dest.exists() and any(dest.iterdir()):
+        raise ValueError(f"--parent-commit: {dest} is not empty (files of another parent would mix in)")
     dest.mkdir(parents=True, exist_ok=True)
     for name in names:
         tmp = dest / f".{name}.tmp"
@@ -333,7 +246,7 @@ def main(argv=None) -> None:
     parser.add_argument("--parent", type=Path, default=MUSICGEN,
                         help="warm start from this nano-musicgen (PyTorch weights); 'none': torch's initialization")
     parser.add_argument("--parent-commit", default=None,
-                        help="read --parent as committed at this git revision (into OUT/parent): the bundle's is a13b50d")
+                        help="read --parent as committed at this git revision (the bundle's: a13b50d)")
     parser.add_argument("--context", type=int, default=5,
                         help="stages > 0 attend |i - j| <= context frames (audiocraft's subcodes_context; -1: all)")
     parser.add_argument("--threads", type=int, default=2)
@@ -359,8 +272,9 @@ def main(argv=None) -> None:
     if args.parent_commit:
         if parent is None:
             parser.error("--parent-commit: needs a --parent to read (not 'none')")
+        held = tempfile.TemporaryDirectory(prefix="nano-magnet-parent-")        # not in --out: not bundled
         try:
-            parent = parent_at(args.parent_commit, parent, args.out / "parent")
+            parent = parent_at(args.parent_commit, parent, Path(held.name))
         except ValueError as err:
             parser.error(str(err))
     if not ((parent or MUSICGEN) / "tokenizer.json").is_file():
@@ -387,46 +301,66 @@ def main(argv=None) -> None:
 
     log = train(lm, args.steps, args.batch_size, args.seed, args.lr, args.warmup, probe_every=args.probe_every,
                 on_probe=write)
+    log.update(state_sha256=state_hash(lm), reload=reload_check(lm, magnet.save(lm, cfg, args.out)))
+    write(lm, log, finished=True)                     # the main stage: what --resume takes if the rest is cut off
     if args.guided_steps:
         log["guided"] = guided_stage(lm, args.guided_steps, args.guided_batch, args.seed, args.guided_lr, 20)
-    log.update(state_sha256=state_hash(lm), reload=reload_check(lm, magnet.save(lm, cfg, args.out)))
-    write(lm, log, finished=True)
+        log.update(state_sha256=state_hash(lm), reload=reload_check(lm, magnet.save(lm, cfg, args.out)))
+        write(lm, log, finished=True)
     print(f"wrote {args.out} ({log['seconds'] / 60:.1f} min, final loss {log['final_loss']:.3f}, "
           f"reload {log['reload']})")
 
 
 def resume(args, parser, argv) -> None:
-    """``--resume``: the guided stage on a finished checkpoint, written to ``--out`` with the checkpoint's log, the
-    stage's and the command a whole run would take (``command``; ``commands_run``: the two that did)."""
+    """``--resume``: the guided stage on a finished checkpoint (its main stage done), written to a new ``--out``
+    (a temporary folder, renamed at the end) with the checkpoint's log, the stage's and the command a whole run
+    would take (``command``; ``commands_run``: the two that did). Refused before any work where the main stage's
+    flags are given (they are the checkpoint's), the folders clash, or the weights, threads or torch differ
+    from what the checkpoint's log says (any of them would end elsewhere than the whole run)."""
     import shutil
 
     import torch
 
-    src = args.resume
+    src, out = args.resume, args.out
+    main_flags = [f"--{k.replace('_', '-')}" for k in ("steps", "batch_size", "lr", "warmup", "seed", "parent",
+                                                       "parent_commit", "context")
+                  if getattr(args, k) != parser.get_default(k)]
+    if main_flags:
+        parser.error(f"--resume: {', '.join(main_flags)} belong to the main stage, which is the checkpoint's")
+    if not args.guided_steps:
+        parser.error("--resume: give --guided-steps (the main stage is the checkpoint's)")
     try:
         log = json.loads((src / "training.json").read_text())
     except (OSError, ValueError) as err:
         parser.error(f"--resume {src}: no readable training.json ({err})")
     if not log.get("finished") or "guided" in log:
-        parser.error(f"--resume {src}: its training did not finish, or it already has a guided stage")
-    if not args.guided_steps:
-        parser.error("--resume: give --guided-steps (the main stage is the checkpoint's)")
-    if args.out.resolve() == src.resolve():
-        parser.error("--resume: --out must be another folder (the checkpoint is read, not replaced)")
+        parser.error(f"--resume {src}: its main stage did not finish, or it already has a guided stage")
+    if out.exists() and (out.resolve() == src.resolve() or any(out.iterdir())):
+        parser.error(f"--out {out}: must be a new or empty folder (the checkpoint is read, not replaced)")
+    if log.get("torch") != torch.__version__ or log.get("threads") != args.threads:
+        parser.error(f"--resume {src}: trained with torch {log.get('torch')} on {log.get('threads')} threads; this "
+                     f"is torch {torch.__version__} on --threads {args.threads} (the stage would end elsewhere)")
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     cfg = torch.load(src / "state_dict.bin", map_location="cpu")["xp.cfg"]
     lm = magnet.load(src)
-    shutil.copytree(src / magnet.T5_NAME, args.out / magnet.T5_NAME, dirs_exist_ok=True)
+    if state_hash(lm) != log.get("state_sha256"):
+        parser.error(f"--resume {src}: its weights are not the ones its training.json describes")
     this = " ".join(["python", "scripts/train_nano_magnet.py", *(sys.argv[1:] if argv is None else argv)])
     flags = f" --guided-steps {args.guided_steps} --guided-batch {args.guided_batch} --guided-lr {args.guided_lr}"
     log["guided"] = guided_stage(lm, args.guided_steps, args.guided_batch, log["seed"], args.guided_lr, 20)
-    log.update(command=log["command"] + flags, commands_run=[log["command"], this], state_sha256=state_hash(lm),
-               reload=reload_check(lm, magnet.save(lm, cfg, args.out)))
-    (args.out / "training.json").write_text(json.dumps(log, indent=2))
-    print(f"wrote {args.out} (guided stage {log['guided']['seconds'] / 60:.1f} min, loss "
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        tmp = Path(tmp) / "ckpt"
+        shutil.copytree(src / magnet.T5_NAME, tmp / magnet.T5_NAME)
+        log.update(command=log["command"] + flags, commands_run=[log["command"], this],
+                   state_sha256=state_hash(lm), reload=reload_check(lm, magnet.save(lm, cfg, tmp)))
+        (tmp / "training.json").write_text(json.dumps(log, indent=2))
+        if out.exists():
+            out.rmdir()                                                         # empty, checked above
+        tmp.rename(out)
+    print(f"wrote {out} (guided stage {log['guided']['seconds'] / 60:.1f} min, loss "
           f"{log['guided']['final_loss']:.3f}, reload {log['reload']})")
-
 
 if __name__ == "__main__":
     main()

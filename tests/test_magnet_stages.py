@@ -86,6 +86,7 @@ def test_the_bundled_cards_attention_paragraph_is_its_experiment():
     assert all(s in probes for s in said) and probes.index(said[0]) < probes.index(said[1])
     assert f"The bundle is the run '{eval_magnet._where(cfg['subcodes_context'])}'." in note
     log = json.loads((folder / "training.json").read_text())
-    assert eval_magnet.warm(log, folder) + "\n" + note + "\n`" + eval_magnet.rerun(log) in (folder / "README.md").read_text()
+    card = (folder / "README.md").read_text()
+    assert eval_magnet.warm(log, folder) + "\n" + note + "\n`" + eval_magnet.rerun(log) in card
     with pytest.raises(ValueError, match="exactly one"):
         eval_magnet._bundled(runs + runs, cfg)

@@ -5,6 +5,7 @@ trip through audiocraft's own loader, determinism."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import subprocess
@@ -290,7 +291,8 @@ def test_guided_loss_is_the_mix_decoding_samples_from(small):
     b["loss_mask"][0, b["stages"][0]] = True                                   # row 0: all of its codebook
     b["inputs"][0, b["stages"][0]] = lm.card
     with torch.no_grad():
-        _, plain = tm.guided_loss(lm, b, 0.0)
+        loss, plain = tm.guided_loss(lm, b, 0.0)
+        smoothed, _ = tm.guided_loss(lm, b, 0.1)
         inputs, stages = torch.from_numpy(b["inputs"]), torch.from_numpy(b["stages"])
         c = magnet.forward(lm, inputs, magnet.conditions(lm, b["prompts"]), stages)
         u = magnet.forward(lm, inputs, magnet.conditions(lm, [None] * 4), stages)
@@ -301,6 +303,11 @@ def test_guided_loss_is_the_mix_decoding_samples_from(small):
     mixed = (u + g * (c - u))[mask]
     oracle = torch.nn.functional.cross_entropy(mixed, torch.from_numpy(b["codes"])[mask])
     assert plain == pytest.approx(float(oracle), rel=1e-4)
+    codes = torch.from_numpy(b["codes"])[mask]
+    terms = [torch.nn.functional.cross_entropy(x, codes, label_smoothing=ls) for ls in (0.0, 0.1)
+             for x in (c[mask], u[mask], mixed)]
+    assert float(loss) == pytest.approx(float(sum(terms[:3])), rel=1e-4)     # c, u and the mix, weighted 1
+    assert float(smoothed) == pytest.approx(float(sum(terms[3:])), rel=1e-4)
     g1 = torch.ones_like(g)                                                     # the coefficient matters
     assert plain != pytest.approx(float(torch.nn.functional.cross_entropy(
         (u + g1 * (c - u))[mask], torch.from_numpy(b["codes"])[mask])), rel=1e-3)
@@ -332,3 +339,87 @@ def test_guided_flags_are_checked_before_training(argv, message, tmp_path, capsy
         tm.main(["--out", str(tmp_path / "never"), *argv])
     assert message in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+
+def _main(argv):
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        tm.main(argv)
+    finally:                                                  # main sets them for its process: not for the suite's
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One whole run (main stage, then the guided one; the parent read at a13b50d) and its main stage alone,
+    both through the command line, tiny: 2 steps each."""
+    root = tmp_path_factory.mktemp("runs")
+    common = ["--steps", "2", "--batch-size", "2", "--probe-every", "1000", "--threads", "1", "--seed", "4",
+              "--parent-commit", "a13b50d"]
+    guided = ["--guided-steps", "2", "--guided-batch", "2"]
+    mp = pytest.MonkeyPatch()
+    mp.setattr(tm, "PROBE_COUNT", 8)
+    try:
+        _main(["--out", str(root / "whole"), *common, *guided])
+        _main(["--out", str(root / "main"), *common])
+        _main(["--resume", str(root / "main"), "--out", str(root / "resumed"), "--threads", "1", *guided])
+    finally:
+        mp.undo()
+    return root, [json.loads((root / r / "training.json").read_text()) for r in ("whole", "main", "resumed")]
+
+
+def test_resume_through_the_command_line_ends_where_the_whole_run_does(runs):
+    root, (whole, main, resumed) = runs
+    assert resumed["state_sha256"] == whole["state_sha256"] != main["state_sha256"]
+    assert resumed["command"].split()[2:] == main["command"].split()[2:] + ["--guided-steps", "2", "--guided-batch",
+                                                                            "2", "--guided-lr", "0.0003"]
+    assert resumed["commands_run"][0] == main["command"] and "--resume" in resumed["commands_run"][1]
+    assert whole["guided"]["steps"] == resumed["guided"]["steps"] == 2 and "guided" not in main
+    assert whole["parent_commit"] == "a13b50d" and whole["parent"] == "data/models/nano-musicgen/pytorch"
+    for run in ("whole", "main", "resumed"):                  # the parent read at a commit is not in the checkpoint
+        assert sorted(p.name for p in (root / run).iterdir()) == [
+            "compression_state_dict.bin", "nano-t5", "state_dict.bin", "training.json"], run
+
+
+def test_whole_run_warm_starts_from_the_commits_parent_not_todays(runs, t5):
+    """The bytes read at a13b50d are what the run started from: a 0-step run from them equals the warm start of
+    the files git holds, and differs from one of today's nano-musicgen."""
+    root, _ = runs
+    at = tm.parent_at("a13b50d", tm.MUSICGEN, root / "a13b50d")
+    cfg = magnet.config()
+    then = magnet.warm_start(magnet.build(cfg, t5, seed=4), at)
+    today = magnet.warm_start(magnet.build(cfg, t5, seed=4), tm.MUSICGEN)
+    loaded = magnet.load(root / "main")
+    w = "transformer.layers.0.self_attn.in_proj_weight"
+    dist = lambda a: float((a.state_dict()[w] - loaded.state_dict()[w]).abs().max())   # noqa: E731
+    assert dist(then) < dist(today)                           # 2 small steps from the commit's weights
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--seed", "3"], "--seed belong to the main stage"),
+    (["--threads", "2"], "on --threads 2"),
+    ([], "give --guided-steps"),
+])
+def test_resume_refuses_what_would_end_elsewhere(runs, extra, message, capsys, tmp_path):
+    root, _ = runs
+    argv = ["--resume", str(root / "main"), "--out", str(tmp_path / "never"), "--threads", "1", *extra]
+    if message != "give --guided-steps":
+        argv += ["--guided-steps", "2"]
+    with pytest.raises(SystemExit):
+        tm.main(argv)
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("src, out, message", [
+    ("resumed", "fresh", "already has a guided stage"),
+    ("main", "main", "must be a new or empty folder"),
+    ("main", "whole", "must be a new or empty folder"),
+])
+def test_resume_refuses_a_guided_source_or_a_used_folder(runs, src, out, message, capsys):
+    root, _ = runs
+    with pytest.raises(SystemExit):
+        tm.main(["--resume", str(root / src), "--out", str(root / out), "--threads", "1", "--guided-steps", "2"])
+    assert message in capsys.readouterr().err
+    assert not (root / "fresh").exists()
