@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/magnet_settings.py [--prompts 48] [--seeds 2] [--only NAME ...]
 
 audiocraft's MAGNeT defaults (temperature 3.0 annealed, top-p 0.9, guidance 10 -> 1, [20, 10, 10, 10]) were
-chosen for the published models. Each row here changes one or two of them and measures the clips from the audio
+chosen for the published models ("defaults" is the model's own ``config.json``: for the bundle, with VampNet's
+mask temperature 4.5). Each row here changes one or two of them and measures the clips from the audio
 (``mglab.audio.evaluate``), as ``eval_magnet.py`` does: which setting lets the small model follow its prompt.
 Prints a markdown table, writes ``reports/magnet_settings.json``.
 """
@@ -29,6 +30,9 @@ SETTINGS = {
     "guidance 3 -> 3": {"max_cfg_coef": 3.0, "min_cfg_coef": 3.0},
     "stage 0 x2 [40, 10, 10, 10]": {"decoding_steps": [40, 10, 10, 10]},
     "temperature 1.0, guidance 3 -> 3": {"temperature": 1.0, "max_cfg_coef": 3.0, "min_cfg_coef": 3.0},
+    "mask temperature 0": {"mask_temperature": 0.0},
+    "mask temperature 1": {"mask_temperature": 1.0},
+    "mask temperature 4.5": {"mask_temperature": 4.5},
 }
 
 

@@ -234,6 +234,8 @@ def test_vamp_keeps_what_the_mask_keeps_from_codes_audio_and_generations(model):
     (lambda m: m.vamp(np.zeros((4, 48), dtype=np.int64), np.ones((4, 48), dtype=bool), duration=1.0), "duration"),
     (lambda m: mglab.load(TINY, kv_cache="concat"), "kv_cache"),
     (lambda m: m.generate("x", duration=0.01), "duration"),
+    (lambda m: m.generate("x", mask_temperature=-1.0), "mask_temperature"),
+    (lambda m: m.generate("x", mask_temperature=float("inf")), "mask_temperature"),
     (lambda m: m.vamp(np.zeros((4, 51), dtype=np.int64), np.ones((4, 51), dtype=bool)), "segment"),
     (lambda m: m.vamp(np.zeros(32000, np.float32), np.ones((4, 47), dtype=bool)), "does not fit"),
     (lambda m: m.vamp(np.zeros(32000, np.float32), mglab.masks.inpaint(0.2, 0.2), decoding_steps=[1, 0, 1, 1]),
@@ -320,3 +322,35 @@ def test_duration_counts_frames_as_audiocraft():
     """``int(duration * frame_rate)`` frames (audiocraft's genmodel), cut to whole spans: 0.35 s = 17 -> 15."""
     model = mglab.load(TINY)
     assert model.generate("x", duration=0.35, decoding_steps=[2, 1, 1, 1], seed=0).codes.shape == (1, 4, 15)
+
+
+def test_mask_temperature_perturbs_confidences_as_gumbel_noise_does():
+    """Gumbel noise of scale tau on two log-confidences ``c1, c2``: span 2 is redrawn before span 1 (its noisy
+    confidence lower) with probability ``sigmoid((c1 - c2) / tau)`` (the difference of two Gumbels is logistic),
+    the oracle here; rows draw from their own generators; spans not drawn keep their score."""
+    from mglab.decoding.masked import noisy_scores
+
+    rows, p1, p2, tau = 20000, 0.9, 0.5, 0.7
+    scores = np.tile(np.float32([1 - p1, 1 - p2, 0.3]), (rows, 1))             # [rows, 3]: 1 - max prob
+    drawn = np.tile([True, True, False], (rows, 1))
+    noisy = noisy_scores(scores, drawn, tau, make_rngs(list(range(rows)), rows))
+    share = float((noisy[:, 1] > noisy[:, 0]).mean())
+    oracle = 1 / (1 + np.exp(-(np.log(p1) - np.log(p2)) / tau))
+    assert share == pytest.approx(oracle, abs=0.015)
+    assert np.all(noisy[:, 2] == np.float32(0.3))
+    one = noisy_scores(scores[3:4], drawn[3:4], tau, make_rngs([3], 1))        # row 3 alone: the same draw
+    assert np.array_equal(one[0], noisy[3])
+
+
+def test_mask_temperature_default_comes_from_the_config_and_keeps_seeds(model, monkeypatch):
+    """The model's ``generation.mask_temperature`` is the default (0 where the config names none: audiocraft's
+    MAGNeT, whose parity tests run without it); a seed gives the same tokens alone and in a batch with it on."""
+    assert "mask_temperature" not in model.config["generation"]
+    plain = model.generate(["a", "b"], seed=[1, 2], decoding_steps=STEPS)
+    noisy = model.generate(["a", "b"], seed=[1, 2], decoding_steps=STEPS, mask_temperature=5.0)
+    assert plain.settings["mask_temperature"] == 0.0 and noisy.settings["mask_temperature"] == 5.0
+    assert not np.array_equal(plain.codes, noisy.codes)
+    alone = model.generate(["b"], seed=[2], decoding_steps=STEPS, mask_temperature=5.0)
+    assert np.array_equal(alone.codes[0], noisy.codes[1])
+    monkeypatch.setitem(model.config["generation"], "mask_temperature", 5.0)
+    assert np.array_equal(model.generate(["a", "b"], seed=[1, 2], decoding_steps=STEPS).codes, noisy.codes)

@@ -29,6 +29,11 @@ MASKED_PARAMS = (
     Param("max_cfg_coef", "float", "a finite number >= 0",
           "Guidance at a stage's first iteration (everything masked), annealed with the masked share."),
     Param("min_cfg_coef", "float", "a finite number >= 0 and <= max_cfg_coef", "Guidance once nothing is masked."),
+    Param("mask_temperature", "float", "a finite number >= 0 (0: audiocraft's MAGNeT, none)",
+          "VampNet's (and MaskGIT's) noise on which spans are masked again: each span's confidence, the log of its "
+          "sampled tokens' highest probability, gets ``mask_temperature * (n - 1 - i) / n`` times Gumbel noise "
+          "(iteration i of a stage of n), so the least sure are not always the ones redrawn. Default: the model's "
+          "(0 where its config names none)."),
     Param("span_len", "int", "an integer in [1, frames]",
           "Frames per masked span (default: the model's, 3 for MAGNeT); spans do not overlap."),
     Param("seed", "seeds", "a non-negative integer, a list of them, one per prompt ({batch}), or None",
@@ -50,6 +55,7 @@ class MaskedSettings:
     top_p: float
     max_cfg_coef: float
     min_cfg_coef: float
+    mask_temperature: float
     span_len: int
     seed: int | list | None
 
@@ -102,12 +108,16 @@ def resolve(config: dict, batch: int, frames: int | None = None, **kw) -> Masked
     if low > high:
         raise ValueError(f"min_cfg_coef={low!r} > max_cfg_coef={high!r}: guidance is annealed from max_cfg_coef "
                          "down to min_cfg_coef")
+    noise = kw.get("mask_temperature")
+    noise = defaults.get("mask_temperature", 0.0) if noise is None else noise
+    noise = check_number("mask_temperature", noise, allowed("mask_temperature"), lambda v: 0 <= v < math.inf)
     span = kw.get("span_len")
     span = config["span_len"] if span is None else span
     check_integer("span_len", span, f"an integer in [1, frames={frames}]", lambda v: 1 <= v <= frames)
     seed = _seeds(kw.get("seed"), batch, ctx)
     return MaskedSettings(frames=frames, decoding_steps=steps, temperature=float(temperature), top_k=top_k,
-                          top_p=float(top_p), max_cfg_coef=float(high), min_cfg_coef=float(low), span_len=int(span),
+                          top_p=float(top_p), max_cfg_coef=float(high), min_cfg_coef=float(low),
+                          mask_temperature=float(noise), span_len=int(span),
                           seed=seed)
 
 

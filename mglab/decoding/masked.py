@@ -22,6 +22,9 @@ top-k sampling the span scores come from the filtered distribution (with ``top_k
 spans masked again are torch.topk's choice among ties). mglab scores spans with the model's probabilities
 under every sampling rule, as audiocraft does under top-p and plain sampling.
 
+``mask_temperature`` (VampNet's name; 0, audiocraft's MAGNeT, by default) adds annealed Gumbel noise to the
+confidences that choose which spans are masked again (:func:`noisy_scores`), as VampNet and MaskGIT do.
+
 Where mglab cannot follow audiocraft exactly (both named in the tests): the masked share is
 ``cos(pi/2 * t)`` with ``t`` torch's float32 ``linspace``, whose CPU kernel rounds some ``t`` differently with
 the number of steps and the CPU's vector width (n = 10 here: ``t[6]`` = 0.66666669 where the halfway formula gives
@@ -64,8 +67,8 @@ no_hooks.wants = lambda name: False                                        # as 
 
 def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int, span_len: int,
                  temperature: float, top_k: int, top_p: float, max_cfg_coef: float, min_cfg_coef: float,
-                 guided: bool = True, keep: np.ndarray | None = None, hooks=no_hooks, step0: int = 0,
-                 on_step=None) -> np.ndarray:
+                 mask_temperature: float = 0.0, guided: bool = True, keep: np.ndarray | None = None,
+                 hooks=no_hooks, step0: int = 0, on_step=None) -> np.ndarray:
     """Decode codebook ``stage`` of ``codes [B, K, T]`` (T a multiple of ``span_len``) in ``n`` iterations.
 
     ``run(codes [R, K, T], stage, step) -> logits [R, K, T, card]``; with ``guided`` the rows are the conditional
@@ -120,6 +123,8 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
         codes[:, stage] = current
         picked = np.take_along_axis(probs, tokens[..., None], axis=-1)[..., 0]   # [B, T]: the draws' probs
         scores = 1 - picked.reshape(b, spans, span_len).max(axis=-1)          # [B, spans]
+        if mask_temperature > 0 and left > 0:
+            scores = noisy_scores(scores, span_mask, mask_temperature * left / n, rngs)   # [B, spans]
         scores = np.where(span_mask, scores, np.float32(KEEP)).astype(np.float32)
         scores = hooks("masked.hook_scores", scores, step, stage)              # [B, spans]
         codes = hooks("masked.hook_tokens", codes, step, stage)                # [B, K, T]
@@ -131,9 +136,9 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
 
 def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: int, span_len: int,
              decoding_steps, temperature: float = 3.0, top_k: int = 0, top_p: float = 0.9,
-             max_cfg_coef: float = 10.0, min_cfg_coef: float = 1.0, guided: bool = True,
-             source: np.ndarray | None = None, regenerate: np.ndarray | None = None, hooks=no_hooks,
-             on_step=None) -> np.ndarray:
+             max_cfg_coef: float = 10.0, min_cfg_coef: float = 1.0, mask_temperature: float = 0.0,
+             guided: bool = True, source: np.ndarray | None = None, regenerate: np.ndarray | None = None,
+             hooks=no_hooks, on_step=None) -> np.ndarray:
     """Codes ``[B, K, T]`` (T = ``frames`` cut to a multiple of ``span_len``), stage after stage.
 
     With ``source [B, K, frames]`` and ``regenerate`` (bool ``[K, frames]`` or ``[B, K, frames]``): the positions
@@ -143,7 +148,7 @@ def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: in
     """
     check(batch, frames, rngs, num_codebooks=num_codebooks, card=card, span_len=span_len,
           decoding_steps=decoding_steps, temperature=temperature, top_k=top_k, top_p=top_p,
-          max_cfg_coef=max_cfg_coef, min_cfg_coef=min_cfg_coef)
+          max_cfg_coef=max_cfg_coef, min_cfg_coef=min_cfg_coef, mask_temperature=mask_temperature)
     t = frames // span_len * span_len
     if source is None:
         if regenerate is not None:
@@ -169,13 +174,15 @@ def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: in
     for stage, n in enumerate(decoding_steps):
         codes = decode_stage(run, codes, stage, n, rngs, card=card, span_len=span_len, temperature=temperature,
                              top_k=top_k, top_p=top_p, max_cfg_coef=max_cfg_coef, min_cfg_coef=min_cfg_coef,
-                             guided=guided, keep=~regenerate[:, stage], hooks=hooks, step0=step0, on_step=on_step)
+                             mask_temperature=mask_temperature, guided=guided, keep=~regenerate[:, stage],
+                             hooks=hooks, step0=step0, on_step=on_step)
         step0 += n
     return codes
 
 
 def check(batch: int, frames: int, rngs, *, num_codebooks: int, card: int, span_len: int, decoding_steps,
-          temperature: float, top_k: int, top_p: float, max_cfg_coef: float, min_cfg_coef: float) -> None:
+          temperature: float, top_k: int, top_p: float, max_cfg_coef: float, min_cfg_coef: float,
+          mask_temperature: float = 0.0) -> None:
     """Every argument of :func:`generate`, each error naming it and what is allowed."""
     def integer(name, v, low, high=None):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low or (high is not None and v > high):
@@ -195,7 +202,8 @@ def check(batch: int, frames: int, rngs, *, num_codebooks: int, card: int, span_
     for name, v, ok in (("temperature", temperature, lambda x: 0 <= x < math.inf),
                         ("top_p", top_p, lambda x: 0 <= x <= 1),
                         ("max_cfg_coef", max_cfg_coef, lambda x: 0 <= x < math.inf),
-                        ("min_cfg_coef", min_cfg_coef, lambda x: 0 <= x < math.inf)):
+                        ("min_cfg_coef", min_cfg_coef, lambda x: 0 <= x < math.inf),
+                        ("mask_temperature", mask_temperature, lambda x: 0 <= x < math.inf)):
         if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not ok(v):
             raise ValueError(f"{name}={v!r} is not allowed: {name} must be a finite number in its range")
     if min_cfg_coef > max_cfg_coef:
@@ -203,6 +211,19 @@ def check(batch: int, frames: int, rngs, *, num_codebooks: int, card: int, span_
                          "from max_cfg_coef down to min_cfg_coef")
     if len(rngs) != batch:
         raise ValueError(f"rngs holds {len(rngs)} generators for a batch of {batch}: one per row")
+
+
+def noisy_scores(scores: np.ndarray, drawn: np.ndarray, tau: float, rngs) -> np.ndarray:
+    """VampNet's and MaskGIT's choice of what to redraw: the confidence of each span drawn this iteration
+    (``drawn [B, spans]``), ``log(1 - score)`` = the log of its tokens' highest probability, plus ``tau`` times
+    Gumbel noise from the row's own generator (a row's draws do not depend on its batch); returned as a score
+    (higher: masked again). Spans not drawn are left as they are (their score is replaced by KEEP)."""
+    out = scores.astype(np.float64).copy()                                     # [B, spans]
+    for row, rng in enumerate(rngs):
+        g = rng.gumbel(size=scores.shape[1])                                   # [spans]
+        confidence = np.log(np.clip(1.0 - scores[row], 1e-12, 1.0)) + tau * g  # [spans]
+        out[row] = np.where(drawn[row], -confidence, scores[row])
+    return out.astype(np.float32)
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
