@@ -75,13 +75,13 @@ docs: $(VENV)/.test
 tiny-magnet: $(VENV)/.test
 	$(PY) scripts/build_tiny_magnet.py --out data/models/tiny-magnet
 
-## make nano-magnet: train nano-magnet (35-56 min on 2 cores, from nano-musicgen as at a13b50d, the bundle's parent), bundle it, measure vamping and adherence (card)
+## make nano-magnet: train nano-magnet (40-66 min on 2 cores, from nano-musicgen as at a13b50d, the bundle's parent; then the guided stage), bundle it, measure vamping and adherence (card)
 NANO_MAGNET_CKPT ?= $(or $(MGLAB_CACHE),.cache)/nano-magnet-checkpoint
 nano-magnet: $(VENV)/.test
-	$(PY) scripts/train_nano_magnet.py --out $(NANO_MAGNET_CKPT) --parent-commit a13b50d
+	$(PY) scripts/train_nano_magnet.py --out $(NANO_MAGNET_CKPT) --parent-commit a13b50d --guided-steps 1000
 	$(PY) scripts/bundle_nano_magnet.py $(NANO_MAGNET_CKPT) --out data/models/nano-magnet
-	$(PY) benchmarks/vamp_nano.py --model data/models/nano-magnet
-	$(PY) benchmarks/eval_nano.py --model data/models/nano-magnet
+	$(PY) benchmarks/vamp_nano.py --model data/models/nano-magnet --source-commit a13b50d
+	$(PY) benchmarks/eval_nano.py --model data/models/nano-magnet --compare-commit a13b50d
 
 ## make tiny-model: rebuild data/models/tiny-musicgen (needs the reference extra)
 tiny-model: $(VENV)/.test

@@ -51,6 +51,34 @@ def step_times_transformers(torch_model, ids, mask, steps: int) -> list[float]:
     return list(np.diff(stamps))
 
 
+def model_at(commit: str, folder: str = "data/models/nano-musicgen") -> Path:
+    """``folder`` of this repository as committed at ``commit`` (``git archive``), kept under
+    ``$MGLAB_CACHE/models-at/<commit>/`` (default ``~/.cache/mglab``): the model a card compares with when the
+    bundle has moved on since (nano-magnet's parent, nano-musicgen at a13b50d). Written to a temporary folder,
+    then renamed. Raises ``ValueError`` naming the commit where git cannot give the folder."""
+    import subprocess
+    import tarfile
+
+    root = Path(__file__).resolve().parents[1]
+    cache = Path(os.environ.get("MGLAB_CACHE", Path.home() / ".cache" / "mglab")) / "models-at" / commit
+    if (cache / folder).is_dir():
+        return cache / folder
+    run = subprocess.run(["git", "-C", str(root), "archive", "--format=tar", commit, folder], capture_output=True)
+    if run.returncode:
+        raise ValueError(f"commit {commit!r}: git cannot give {folder} there ({run.stderr.decode().strip()})")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{commit}."))
+    import io
+
+    with tarfile.open(fileobj=io.BytesIO(run.stdout)) as tar:
+        tar.extractall(tmp, filter="data")
+    if cache.exists():                                        # another process got there first
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(cache)
+    return cache / folder
+
+
 @contextmanager
 def fresh_cache():
     """``$MGLAB_CACHE`` pointed at a new empty folder for the block (a row's cold first load owes nothing to

@@ -68,7 +68,8 @@ def run(args) -> dict:
     t0 = time.time()
     with process_pool(args.workers, _load, (paths,)) as pool:
         rows = [r for rows_ in pool.map(_run, tasks, chunksize=4) for r in rows_]
-    result = {"model": paths["masked"], "compare": paths.get("compare"), "prompts": args.prompts,
+    result = {"model": paths["masked"], "compare": paths.get("compare"),
+              "compare_commit": getattr(args, "compare_commit", None), "prompts": args.prompts,
               "seeds": args.seeds, "duration": args.duration, "seconds": time.time() - t0, "rows": rows}
     table = defaultdict(dict)
     for _, label, _ in settings(bool(args.compare)):
@@ -88,7 +89,7 @@ def run(args) -> dict:
         vamp = args.json.with_name("vamp_nano.json")
         import json
 
-        write_card(Path(args.model), result, json.loads(vamp.read_text())["summary"] if vamp.is_file() else None)
+        write_card(Path(args.model), result, json.loads(vamp.read_text()) if vamp.is_file() else None)
     return result
 
 
@@ -143,16 +144,17 @@ those positions; label smoothing {smoothing:g}; {steps} steps of batch {batch}, 
 steps then cosine. {minutes:.0f} minutes on {threads} CPU threads (a 2-core machine shared with other work),
 torch {torch}. Final loss {loss:.3f}. Deterministic for a seed. Cross-attention ignores padded text positions
 (audiocraft's attends them; mglab's graph masks them), in training as in the graph.
-
+{guided}
 ## Scores
 `benchmarks/eval_nano.py --model data/models/nano-magnet`: the {prompts} held-out prompts of nano-musicgen's card
 (half with combinations never seen in training) x {seeds} seeds, {duration:g} s, measured from the audio by
-`mglab.audio.evaluate`; nano-musicgen at guidance 3 on the same prompts in the same run. Passes: network calls
+`mglab.audio.evaluate`; {compared} at guidance 3 on the same prompts in the same run. Passes: network calls
 per clip (each on the conditional and null rows together); seconds: wall time per clip on this machine.
+Decoding at the bundle's defaults: {defaults}.
 
 {table}
 
-Targets (at MAGNeT's defaults, within 5 points of nano-musicgen at guidance 3):
+Targets (at the bundle's defaults, within 5 points of nano-musicgen at guidance 3):
 {targets}
 
 {vamp}
@@ -166,7 +168,7 @@ Targets (at MAGNeT's defaults, within 5 points of nano-musicgen at guidance 3):
 """
 
 
-VAMP_NOTE = """The sources are nano-musicgen's 6 s clips (the benchmark's `--source`), vamped by this model, as VampNet
+VAMP_NOTE = """The sources are {source} 6 s clips, vamped by this model, as VampNet
 vamps a given recording. The evaluator's key finder reads whole clips (the first and last notes are its tonic
 evidence): on the source's own middle 2 s it finds the whole clip's key+mode only as often as its ceiling row says.
 So "keeps key+mode" is measured inside the scale: at least 90% of the middle's voiced frames have pitch classes of
@@ -178,33 +180,75 @@ abstains on (too few notes in 2 s to read an instrument's attack) is counted apa
 """
 
 
-def write_card(folder: Path, result: dict, vamp: dict | None = None) -> None:
-    """``folder/README.md`` from ``training.json``, ``config.json`` and the measured ``result`` (and a vamping
-    summary from ``benchmarks/vamp_nano.py`` when given)."""
+def write_card(folder: Path, result: dict, vamp_result: dict | None = None) -> None:
+    """``folder/README.md`` from ``training.json``, ``config.json`` and the measured ``result`` (and
+    ``benchmarks/vamp_nano.py``'s JSON when given)."""
     import json
 
     log = json.loads((folder / "training.json").read_text())
     cfg = json.loads((folder / "config.json").read_text())
-    vamp_text = ""
+    vamp_text, vamp = "", (vamp_result or {}).get("summary")
     if vamp:
         vamp_text = ("## Vamping\n`benchmarks/vamp_nano.py`: 6 s clips, the middle 2 s regenerated "
                      "(`inpaint(2, 2)`), measured from the audio.\n\n" + markdown_table(
                          ["claim", "share", "measured", "abstained", "target"],
                          [[k, f"{100 * v['share']:.0f}%", v["measured"], v["abstained"],
                            "-" if v["target"] != v["target"] else f">= {100 * v['target']:.0f}%"]
-                          for k, v in vamp.items()]) + "\n\n" + VAMP_NOTE)
+                          for k, v in vamp.items()]) + "\n\n" + VAMP_NOTE.format(source=_source(vamp_result)))
     card = CARD.format(
         layers=cfg["num_layers"], dim=cfg["hidden_size"], heads=cfg["num_heads"], segment=cfg["segment_duration"],
         attention=attention(cfg["subcodes_context"]),
         seed=log["seed"], held_out="; ".join(", ".join(f"{k} {v}" for k, v in c.items()) for c in corpus.HELD_OUT),
         dropout=log["dropout"], command=rerun(log), smoothing=log["label_smoothing"], steps=log["steps"],
         batch=log["batch_size"], lr=log["lr"], warmup=log["warmup"], minutes=log["seconds"] / 60,
+        guided=guided_note(log), compared=_compared(result), defaults=defaults_note(cfg),
         threads=log["threads"], torch=log["torch"], loss=log["final_loss"], prompts=result["prompts"],
         seeds=result["seeds"], duration=result["duration"], table=render(result["table"]),
         targets="\n".join(f"- {k}: {v}" for k, v in result["targets"].items()) or "- (no comparison run)",
         vamp=vamp_text, weak=weak(result["table"], log), speed=speed(result["table"]), warm=warm(log, folder),
-        context=context_note(cfg, folder))
+        context=context_note(cfg, folder, log))
     (folder / "README.md").write_text(card)
+
+
+def guided_note(log: dict) -> str:
+    """The card's paragraph on the last training stage, on the guided logits (empty where there was none)."""
+    g = log.get("guided")
+    if not g:
+        return ""
+    after = ", ".join(f"{100 * g['probe'][f'acc_stage{k}']:.0f}%" for k in range(4))
+    before = ", ".join(f"{100 * log['probes'][-1][f'acc_stage{k}']:.0f}%" for k in range(4))
+    return (f"\nLast, {g['steps']} steps trained the guided logits (`--guided-steps`; "
+            "`scripts/train_nano_magnet.py: guided_stage`, nano-musicgen's last stage in MAGNeT's terms): each of "
+            f"{g['batch_size']} clips a step runs with its condition and with the null one, and the loss is the "
+            "masked cross-entropy of both and of their mix u + g (c - u), g the coefficient MAGNeT's decoding uses "
+            f"at the clip's masked share ({g['max_cfg']:g} with all masked, annealed to {g['min_cfg']:g}); AdamW lr "
+            f"{g['lr']:g}, a {g['warmup']}-step warm-up into its own cosine schedule, {g['seconds'] / 60:.0f} "
+            f"minutes, final loss of the guided logits {g['final_loss']:.3f} "
+            f"({(log['seconds'] + g['seconds']) / 60:.0f} minutes in all; the two stages were timed in different "
+            "sessions). Teacher-forced after it, the conditional "
+            f"logits got codebooks 0-3's masked positions right in {after} (before it: {before}).\n")
+
+
+def defaults_note(cfg: dict) -> str:
+    """The card's words for the decoding defaults in ``config.json``."""
+    g = cfg["generation"]
+    text = (f"MAGNeT's (temperature {g['temperature']:g} annealed, top-p {g['top_p']:g}, guidance "
+            f"{g['max_cfg_coef']:g} -> {g['min_cfg_coef']:g}, {g['decoding_steps']})")
+    if g.get("mask_temperature"):
+        text += (f", with VampNet's mask temperature {g['mask_temperature']:g} (Gumbel noise on which spans are "
+                 "redrawn; audiocraft's MAGNeT has none)")
+    return text
+
+
+def _compared(result: dict) -> str:
+    c = result.get("compare_commit")
+    return f"nano-musicgen (as bundled at commit `{c}`, `--compare-commit`)" if c else "nano-musicgen"
+
+
+def _source(vamp_result: dict) -> str:
+    c = vamp_result.get("source_commit")
+    return (f"nano-musicgen's (as bundled at commit `{c}`, the benchmark's `--source-commit`)" if c
+            else "nano-musicgen's (the benchmark's `--source`)")
 
 
 def rerun(log: dict) -> str:
@@ -223,9 +267,10 @@ def attention(context: int) -> str:
     return f"local attention |i - j| <= {context} after the first stage"
 
 
-def context_note(cfg: dict, folder: Path) -> str:
+def context_note(cfg: dict, folder: Path, log: dict | None = None) -> str:
     """The card's paragraph on the attention of stages > 0, with the controlled runs of ``context_experiment.json``
-    (``benchmarks/magnet_stages.py`` on models that differ in ``--context`` only) when the folder has it."""
+    (``benchmarks/magnet_stages.py`` on models that differ in ``--context`` only) when the folder has it; ``log``
+    (``training.json``) says whether a guided stage followed the run."""
     import json
 
     exp = folder / "context_experiment.json"
@@ -247,7 +292,9 @@ def context_note(cfg: dict, folder: Path) -> str:
             "given and the rest decoded by the model ('none': generation from the prompt):\n\n"
             + markdown_table(["attention", "kept", "tempo", "key+mode", "instrument", "strikes/s (truth)",
                               "timbre switches"], rows) + "\n" + _probes(runs["runs"])
-            + f"\nThe bundle is the run '{_bundled(runs['runs'], cfg)}'.\n")
+            + f"\nThe bundle is the run '{_bundled(runs['runs'], cfg)}'"
+            + (", then the guided stage below (the table was measured before it).\n" if (log or {}).get("guided")
+               else ".\n"))
 
 
 def _bundled(runs: list[dict], cfg: dict) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, process_pool, write_json  # noqa: E402
+from common import markdown_table, model_at, process_pool, write_json  # noqa: E402
 
 import mglab  # noqa: E402
 from mglab.audio import evaluate  # noqa: E402
@@ -138,10 +138,19 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", type=Path, default=ROOT / "reports" / "eval_nano.json")
     parser.add_argument("--compare", type=Path, default=None, help="a masked model: the autoregressive model to "
                         "compare with on the same prompts (default: nano-musicgen beside it)")
+    parser.add_argument("--compare-commit", default=None, help="a masked model: compare with nano-musicgen as "
+                        "committed at this git revision (nano-magnet's parent: a13b50d)")
     args = parser.parse_args(argv)
     if is_masked(args.model):                              # nano-magnet: benchmarks/eval_magnet.py
         import eval_magnet
 
+        if args.compare_commit:
+            if args.compare:
+                parser.error("--compare and --compare-commit: give one")
+            try:
+                args.compare = model_at(args.compare_commit)
+            except ValueError as err:
+                parser.error(f"--compare-commit: {err}")
         args.compare = args.compare or eval_magnet.default_compare(args.model)
         return eval_magnet.run(args)
     result = {"model": str(args.model), "prompts": args.prompts, "seeds": args.seeds, "duration": args.duration}

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, write_json  # noqa: E402
+from common import markdown_table, model_at, write_json  # noqa: E402
 
 import mglab  # noqa: E402
 from mglab.audio import evaluate, vocabulary  # noqa: E402
@@ -152,9 +152,16 @@ def main(argv=None) -> dict:
     p.add_argument("--model", type=Path, default=ROOT / "data" / "models" / "nano-magnet")
     p.add_argument("--source", type=Path, default=ROOT / "data" / "models" / "nano-musicgen",
                    help="the model that generates the 6 s sources")
+    p.add_argument("--source-commit", default=None,
+                   help="make the sources with nano-musicgen as committed at this git revision (not --source)")
     p.add_argument("--clips", type=int, default=48)
     p.add_argument("--json", type=Path, default=ROOT / "reports" / "vamp_nano.json")
     args = p.parse_args(argv)
+    if args.source_commit:
+        try:
+            args.source = model_at(args.source_commit)
+        except ValueError as err:
+            p.error(f"--source-commit: {err}")
     model, source_model = mglab.load(args.model), mglab.load(args.source)
     rng = np.random.default_rng(98765)
     rows = []
@@ -167,7 +174,8 @@ def main(argv=None) -> dict:
     print(markdown_table(["claim", "share", "measured", "abstained", "target", "met"],
                          [[k, f"{100 * v['share']:.0f}%", v["measured"], v["abstained"],
                            target(v), "yes" if v["met"] else "NO"] for k, v in summary.items()]))
-    write_json(args.json, {"model": str(args.model), "source": str(args.source), "in_scale": IN_SCALE,
+    write_json(args.json, {"model": str(args.model), "source": str(args.source),
+                           "source_commit": args.source_commit, "in_scale": IN_SCALE,
                            "clips": args.clips, "summary": summary, "rows": rows})
     return summary
 

@@ -3,14 +3,16 @@
     python scripts/bundle_nano_magnet.py CHECKPOINT [--out data/models/nano-magnet]
 
 ``CHECKPOINT`` is what ``scripts/train_nano_magnet.py --out`` wrote (audiocraft's layout, its codec the nano
-synthesizer ``mglab:nano-synth``). The bundle: the export (fp32 and q8), ``audiocraft/`` (the checkpoint as
-trained, for the parity tests) and ``training.json``; replaced as a whole, atomically. The card (``README.md``)
+synthesizer ``mglab:nano-synth``). The bundle: the export (fp32 and q8; ``config.json``'s generation block gains
+``mask_temperature``, :data:`MASK_TEMPERATURE` unless given), ``audiocraft/`` (the checkpoint as trained, for the
+parity tests) and ``training.json``; replaced as a whole, atomically. The card (``README.md``)
 is written by ``benchmarks/eval_nano.py --model OUT``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -26,13 +28,21 @@ from mglab.onnx import magnet_checkpoint  # noqa: E402
 # logs, 400 steps from the same seed: from nano-musicgen and from torch's initialization) and the runs that chose the
 # attention of stages > 0 (benchmarks/magnet_stages.py on two models that differ in --context only)
 KEPT = ("README.md", "warm_start_experiment.json", "context_experiment.json")
+# the bundle's default noise on which spans are redrawn (VampNet's mask temperature; audiocraft's MAGNeT has none):
+# with the guided stage it keeps stage 0 from settling on one held note (docs/guide/masked.md, "The guided stage")
+MASK_TEMPERATURE = 4.5
 
 
-def bundle(ckpt: Path, out: Path) -> Path:
+def bundle(ckpt: Path, out: Path, mask_temperature: float = MASK_TEMPERATURE) -> Path:
+    if not 0 <= mask_temperature < float("inf"):
+        raise ValueError(f"mask_temperature={mask_temperature!r} is not allowed: a finite number >= 0")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         exported = magnet_checkpoint.export(ckpt, Path(tmp) / "export",
                                             codecs={magnet_checkpoint.SYNTH: synth.build_for_export})
+        config = json.loads((exported / "config.json").read_text())
+        config["generation"]["mask_temperature"] = mask_temperature
+        (exported / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         shutil.copytree(ckpt, exported / "audiocraft", ignore=shutil.ignore_patterns("training.json"))
         shutil.copy(ckpt / "training.json", exported / "training.json")
         for kept in KEPT:                                       # the card stays until the evaluation rewrites it
@@ -48,8 +58,13 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--out", type=Path, default=ROOT / "data" / "models" / "nano-magnet")
+    p.add_argument("--mask-temperature", type=float, default=MASK_TEMPERATURE,
+                   help="the bundle's default mask_temperature (config.json's generation block)")
     args = p.parse_args(argv)
-    print(bundle(args.checkpoint, args.out))
+    try:
+        print(bundle(args.checkpoint, args.out, args.mask_temperature))
+    except ValueError as err:
+        p.error(f"--mask-temperature: {err}")
 
 
 if __name__ == "__main__":

@@ -78,14 +78,15 @@ def test_the_bundled_cards_attention_paragraph_is_its_experiment():
 
     folder = ROOT / "data" / "models" / "nano-magnet"
     cfg = json.loads((folder / "config.json").read_text())
-    note = eval_magnet.context_note(cfg, folder)
+    log = json.loads((folder / "training.json").read_text())
+    note = eval_magnet.context_note(cfg, folder, log)
     runs = json.loads((folder / "context_experiment.json").read_text())["runs"]
     probes = note[note.index("Teacher-forced"):]
     said = [f"{eval_magnet._where(r['context'])}: " + ", ".join(f"{100 * r['probe'][f'acc_stage{k}']:.0f}%"
                                                                  for k in range(4)) for r in runs]
     assert all(s in probes for s in said) and probes.index(said[0]) < probes.index(said[1])
-    assert f"The bundle is the run '{eval_magnet._where(cfg['subcodes_context'])}'." in note
-    log = json.loads((folder / "training.json").read_text())
+    ending = ", then the guided stage below" if log.get("guided") else "."
+    assert f"The bundle is the run '{eval_magnet._where(cfg['subcodes_context'])}'{ending}" in note
     card = (folder / "README.md").read_text()
     assert eval_magnet.warm(log, folder) + "\n" + note + "\n`" + eval_magnet.rerun(log) in card
     with pytest.raises(ValueError, match="exactly one"):
