@@ -53,29 +53,37 @@ def step_times_transformers(torch_model, ids, mask, steps: int) -> list[float]:
 
 def model_at(commit: str, folder: str = "data/models/nano-musicgen") -> Path:
     """``folder`` of this repository as committed at ``commit`` (``git archive``), kept under
-    ``$MGLAB_CACHE/models-at/<commit>/`` (default ``~/.cache/mglab``): the model a card compares with when the
+    ``$MGLAB_CACHE/models-at/<full sha>/`` (default ``~/.cache/mglab``): the model a card compares with when the
     bundle has moved on since (nano-magnet's parent, nano-musicgen at a13b50d). Written to a temporary folder,
     then renamed. Raises ``ValueError`` naming the commit where git cannot give the folder."""
+    import io
     import subprocess
     import tarfile
 
     root = Path(__file__).resolve().parents[1]
-    cache = Path(os.environ.get("MGLAB_CACHE", Path.home() / ".cache" / "mglab")) / "models-at" / commit
+
+    def git(*args) -> bytes:
+        run = subprocess.run(["git", "-C", str(root), *args], capture_output=True)
+        if run.returncode:
+            raise ValueError(f"commit {commit!r}: git cannot give {folder} there ({run.stderr.decode().strip()})")
+        return run.stdout
+
+    sha = git("rev-parse", "--verify", "--end-of-options", f"{commit}^{{commit}}").decode().strip()   # not a name
+    cache = Path(os.environ.get("MGLAB_CACHE", Path.home() / ".cache" / "mglab")) / "models-at" / sha
     if (cache / folder).is_dir():
         return cache / folder
-    run = subprocess.run(["git", "-C", str(root), "archive", "--format=tar", commit, folder], capture_output=True)
-    if run.returncode:
-        raise ValueError(f"commit {commit!r}: git cannot give {folder} there ({run.stderr.decode().strip()})")
+    data = git("archive", "--format=tar", sha, "--", folder)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{commit}."))
-    import io
-
-    with tarfile.open(fileobj=io.BytesIO(run.stdout)) as tar:
-        tar.extractall(tmp, filter="data")
-    if cache.exists():                                        # another process got there first
-        shutil.rmtree(tmp)
-    else:
+    tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{sha}."))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(tmp, filter="data")
         tmp.rename(cache)
+    except OSError:
+        if not (cache / folder).is_dir():                     # not another process that got there first
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return cache / folder
 
 

@@ -146,11 +146,11 @@ torch {torch}. Final loss {loss:.3f}. Deterministic for a seed. Cross-attention 
 (audiocraft's attends them; mglab's graph masks them), in training as in the graph.
 {guided}
 ## Scores
-`benchmarks/eval_nano.py --model data/models/nano-magnet`: the {prompts} held-out prompts of nano-musicgen's card
-(half with combinations never seen in training) x {seeds} seeds, {duration:g} s, measured from the audio by
-`mglab.audio.evaluate`; {compared} at guidance 3 on the same prompts in the same run. Passes: network calls
-per clip (each on the conditional and null rows together); seconds: wall time per clip on this machine.
-Decoding at the bundle's defaults: {defaults}.
+`benchmarks/eval_nano.py --model data/models/nano-magnet{compare_flag}`: the {prompts} held-out prompts of
+nano-musicgen's card (half with combinations never seen in training) x {seeds} seeds, {duration:g} s, measured
+from the audio by `mglab.audio.evaluate`; {compared} at guidance 3 on the same prompts in the same run.
+Passes: network calls per clip (each on the conditional and null rows together); seconds: wall time per clip on
+this machine. Decoding at the bundle's defaults: {defaults}.
 
 {table}
 
@@ -202,6 +202,7 @@ def write_card(folder: Path, result: dict, vamp_result: dict | None = None) -> N
         dropout=log["dropout"], command=rerun(log), smoothing=log["label_smoothing"], steps=log["steps"],
         batch=log["batch_size"], lr=log["lr"], warmup=log["warmup"], minutes=log["seconds"] / 60,
         guided=guided_note(log), compared=_compared(result), defaults=defaults_note(cfg),
+        compare_flag=f" --compare-commit {result['compare_commit']}" if result.get("compare_commit") else "",
         threads=log["threads"], torch=log["torch"], loss=log["final_loss"], prompts=result["prompts"],
         seeds=result["seeds"], duration=result["duration"], table=render(result["table"]),
         targets="\n".join(f"- {k}: {v}" for k, v in result["targets"].items()) or "- (no comparison run)",
@@ -355,7 +356,7 @@ def weak(table: dict, log: dict) -> str:
     low = [f"{a} ({100 * ours[a][0]:.0f}%)" for a in ATTRS if ours[a][1] and ours[a][0] < 0.8]
     if not low:
         return "Every attribute is followed in at least 80% of clips at the defaults."
-    probe = (log.get("probes") or [{}])[-1]
+    probe = (log.get("guided") or {}).get("probe") or (log.get("probes") or [{}])[-1]   # after the last stage
     return ("Followed in fewer than 80% of clips at the defaults (not learned well in this training's budget): "
             + ", ".join(low) + f". Teacher-forced at the end of training, codebook 0 (pitch) got "
             f"{100 * probe.get('acc_stage0', float('nan')):.0f}% of its masked positions right and codebook 1 "

@@ -354,3 +354,68 @@ def test_mask_temperature_default_comes_from_the_config_and_keeps_seeds(model, m
     assert np.array_equal(alone.codes[0], noisy.codes[1])
     monkeypatch.setitem(model.config["generation"], "mask_temperature", 5.0)
     assert np.array_equal(model.generate(["a", "b"], seed=[1, 2], decoding_steps=STEPS).codes, noisy.codes)
+
+
+class _Draws:
+    """A row's generator with uniforms 0 (plain sampling draws token 0) and given Gumbel values."""
+
+    def __init__(self, g):
+        self.g = np.asarray(g, dtype=float)
+
+    def random(self, size):
+        return np.zeros(size)
+
+    def gumbel(self, size):
+        return self.g[:size].copy()
+
+
+@pytest.mark.parametrize("mask_temperature, redrawn", [(0.0, 0), (2.0, 1), (100.0, 2)])
+def test_mask_temperature_is_annealed_with_the_iterations_left(mask_temperature, redrawn):
+    """Worked by hand: 3 one-frame spans whose token 0 (always drawn) has log-probability c = (-1.1, -0.7, -0.1),
+    Gumbel draws g = (1, 0, -0.5), a stage of n = 2 iterations. After iteration 0 the one span masked again is the
+    lowest c + tau g, tau = mask_temperature * (n - 1 - 0) / n: tau 0 -> span 0; tau 1 -> (-0.1, -0.7, -0.6),
+    span 1 (with tau 2, unannealed, it would be span 2); tau 50 -> span 2."""
+    from mglab.decoding import masked
+
+    c = np.array([-1.1, -0.7, -0.1])
+    probs = np.stack([np.exp(c), *[(1 - np.exp(c)) / 3] * 3], axis=-1)          # [3, 4]: token 0 at exp(c)
+    logits = np.log(probs).astype(np.float32)[None, None]                      # [1, 1, 3, 4]
+    seen = []
+
+    def hooks(name, value, step=None, layer=None):
+        if name == "masked.hook_mask":
+            seen.append(value[0, 0].copy())                                    # [T]
+        return value
+
+    hooks.wants = lambda name: False
+    masked.generate(lambda codes, stage, step: logits, 1, 3, [_Draws([1.0, 0.0, -0.5])], num_codebooks=1, card=4,
+                    span_len=1, decoding_steps=[2], temperature=2.0, top_k=0, top_p=0.0, max_cfg_coef=1.0,
+                    min_cfg_coef=1.0, mask_temperature=mask_temperature, guided=False, hooks=hooks)
+    assert seen[0].all() and np.flatnonzero(seen[1]).tolist() == [redrawn]
+
+
+@pytest.mark.parametrize("mask_temperature", [4.5, 1e5])
+def test_kept_and_decided_spans_stay_whatever_the_mask_temperature(model, mask_temperature):
+    """A vamp's kept frames are never masked, and stage 0's masks nest (a span decided stays decided), even where
+    the noise dwarfs every score."""
+    source = np.random.default_rng(0).integers(0, model.config["card"], (1, 4, 48))
+    regenerate = np.zeros((4, 48), dtype=bool)
+    regenerate[:, 9:39] = True
+    masks = []
+    model.vamp(source, regenerate, "a", seed=3, decoding_steps=[10, 3, 3, 3], mask_temperature=mask_temperature,
+               hooks=[("masked.hook_mask", lambda v, h: masks.append(v[0].copy()))])   # [K, T] each
+    assert not any(m[:, ~regenerate[0]].any() for m in masks)
+    for before, after in zip(masks[:9], masks[1:10]):                          # stage 0's iterations
+        assert not (after[0] & ~before[0]).any()
+
+
+@pytest.mark.parametrize("value", [-1.0, float("inf"), float("nan")])
+def test_masked_generate_refuses_a_bad_mask_temperature(value):
+    from mglab.decoding import masked
+
+    def never(*args):
+        raise AssertionError("the model ran")
+
+    with pytest.raises(ValueError, match="mask_temperature"):
+        masked.generate(never, 1, 48, [np.random.default_rng(0)], num_codebooks=4, card=64, span_len=3,
+                        decoding_steps=[2, 2, 2, 2], mask_temperature=value)

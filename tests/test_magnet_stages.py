@@ -2,6 +2,7 @@
 a second are the notes the grammar wrote, and the corpus's one instrument a clip has no timbre switch while a
 stretch of another instrument has two."""
 
+import json
 import sys
 
 import numpy as np
@@ -91,3 +92,40 @@ def test_the_bundled_cards_attention_paragraph_is_its_experiment():
     assert eval_magnet.warm(log, folder) + "\n" + note + "\n`" + eval_magnet.rerun(log) in card
     with pytest.raises(ValueError, match="exactly one"):
         eval_magnet._bundled(runs + runs, cfg)
+
+
+def test_model_at_reads_the_folder_git_holds_and_refuses_options(tmp_path, monkeypatch):
+    """``common.model_at``: the files of data/models/nano-musicgen exactly as ``git show`` gives them at a13b50d
+    (not today's retrained weights), cached by the full sha; a commit that reads as an option writes nothing."""
+    import subprocess
+
+    import common
+
+    monkeypatch.setenv("MGLAB_CACHE", str(tmp_path))
+    folder = common.model_at("a13b50d")
+    assert "a13b50d050440b2cad7584c5f1709953bc539e6d" in str(folder)
+    theirs = subprocess.run(["git", "-C", str(ROOT), "show", "a13b50d:data/models/nano-musicgen/onnx/"
+                             "decoder_model_merged.onnx"], capture_output=True, check=True).stdout
+    assert (folder / "onnx" / "decoder_model_merged.onnx").read_bytes() == theirs
+    assert (folder / "pytorch" / "model.safetensors").read_bytes() != (
+        ROOT / "data" / "models" / "nano-musicgen" / "pytorch" / "model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="git cannot give"):
+        common.model_at(f"--output={tmp_path / 'x.tar'}")
+    assert not (tmp_path / "x.tar").exists()
+
+
+def test_the_card_says_the_guided_stage_and_the_defaults_from_the_bundle():
+    """The card's paragraph on the guided stage and its decoding defaults come from training.json and config.json."""
+    import eval_magnet
+
+    folder = ROOT / "data" / "models" / "nano-magnet"
+    log = json.loads((folder / "training.json").read_text())
+    cfg = json.loads((folder / "config.json").read_text())
+    card = (folder / "README.md").read_text()
+    g = log["guided"]
+    note = eval_magnet.guided_note(log)
+    assert note.strip() in card and f"Last, {g['steps']} steps" in note and f"lr {g['lr']:g}" in note
+    assert f"{100 * g['probe']['acc_stage0']:.0f}%, {100 * g['probe']['acc_stage1']:.0f}%" in note
+    assert eval_magnet.defaults_note(cfg) in card
+    assert f"mask temperature {cfg['generation']['mask_temperature']:g}" in eval_magnet.defaults_note(cfg)
+    assert eval_magnet.guided_note({k: v for k, v in log.items() if k != "guided"}) == ""

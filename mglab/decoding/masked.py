@@ -217,12 +217,13 @@ def noisy_scores(scores: np.ndarray, drawn: np.ndarray, tau: float, rngs) -> np.
     """VampNet's and MaskGIT's choice of what to redraw: the confidence of each span drawn this iteration
     (``drawn [B, spans]``), ``log(1 - score)`` = the log of its tokens' highest probability, plus ``tau`` times
     Gumbel noise from the row's own generator (a row's draws do not depend on its batch); returned as a score
-    (higher: masked again). Spans not drawn are left as they are (their score is replaced by KEEP)."""
+    (higher: masked again), never down to KEEP (a kept span stays last however large ``tau``). Spans not drawn
+    are left as they are (their score is replaced by KEEP)."""
     out = scores.astype(np.float64).copy()                                     # [B, spans]
     for row, rng in enumerate(rngs):
         g = rng.gumbel(size=scores.shape[1])                                   # [spans]
         confidence = np.log(np.clip(1.0 - scores[row], 1e-12, 1.0)) + tau * g  # [spans]
-        out[row] = np.where(drawn[row], -confidence, scores[row])
+        out[row] = np.where(drawn[row], np.maximum(-confidence, KEEP / 2), scores[row])   # above KEEP, always
     return out.astype(np.float32)
 
 
