@@ -175,7 +175,12 @@ So "keeps key+mode" is measured inside the scale: at least 90% of the middle's v
 the source's key and mode (as the evaluator reads the whole source). It tells C major from C minor but not from A
 minor. Its ceiling row is the source's own middle, its control row that middle a semitone higher (another key),
 which the measure must reject. The evaluator's 2 s key+mode is reported beside it. An attribute the evaluator
-abstains on (too few notes in 2 s to read an instrument's attack) is counted apart.
+abstains on (too few notes in 2 s to read an instrument's attack) is counted apart. A click is a sample step in
+the 20 ms around a seam steeper than any the vamped clip has elsewhere. "Periodic frames changed" counts the
+frames whose note (codebook 0) differs from the source's; one kept frame in 8 pins most of a melody whose notes
+last 10-50 frames. Each stage sees the codebooks above it masked (`upper_codebooks="masked"`, the default), as
+training shows them: with the source's codes shown there (`"given"`, audiocraft's prompt) keeps key+mode was 27%
+of 11 measured and keeps instrument 71% of 7 (the middles jumped from pitch to pitch).
 
 """
 

@@ -121,7 +121,8 @@ def test_masked_decoding_equals_audiocraft_token_for_token(graph, steps, rule, m
 def test_a_prompt_continues_as_audiocraft_continues_it(graph, prompt_frames, monkeypatch):
     """audiocraft's ``generate(prompt=codes[..., :P])`` is a vamp that keeps the first P frames of every codebook:
     the same tokens, P a multiple of ``span_len`` or not (a span across the prompt's end is drawn, its prompt
-    frames put back every iteration)."""
+    frames put back every iteration). audiocraft shows each stage the prompt's codes above it:
+    ``upper_codebooks="given"``."""
     import torch
     from audiocraft.modules.conditioners import ConditioningAttributes
 
@@ -141,7 +142,7 @@ def test_a_prompt_continues_as_audiocraft_continues_it(graph, prompt_frames, mon
     regenerate = np.broadcast_to(np.arange(48) >= prompt_frames, (2, 4, 48))
     ours = masked.generate(run, 2, 48, make_rngs(5, 2), num_codebooks=4, card=64, span_len=3,
                            decoding_steps=[4, 3, 2, 2], temperature=3.0, top_p=0.9, source=source,
-                           regenerate=regenerate)
+                           regenerate=regenerate, upper_codebooks="given")
     np.testing.assert_array_equal(ours[..., :prompt_frames], source[..., :prompt_frames])
     np.testing.assert_array_equal(ours, ref)
 
@@ -336,3 +337,64 @@ def test_the_sampling_rule_is_audiocrafts():
     allowed = (np.cumsum(sorted_p, -1) - sorted_p) <= 0.5                    # [B, T, V] by rank
     assert np.take_along_axis(allowed, np.take_along_axis(rank, both[..., None], -1), -1).all()
     assert (both != probs.argmax(-1)).any()
+
+
+@pytest.mark.parametrize("mask_temperature", [0.0, 4.5])
+def test_a_row_with_nothing_to_make_draws_nothing(mask_temperature):
+    """A row whose stage is wholly kept (a per-row vamp mask) draws no uniforms and no Gumbels while another row
+    decodes that stage: its tokens are the ones it gets alone, whatever its batch."""
+    from mglab.decoding import masked
+    from mglab.decoding.sampling import make_rngs
+
+    table = np.random.default_rng(0).normal(size=(65, 64)).astype(np.float32)   # [card + 1, card]
+
+    def run(codes, stage, step):                                               # rows independent of each other
+        return table[codes] + np.float32(0.1 * step)                           # [R, K, T, card]
+
+    source = np.random.default_rng(1).integers(0, 64, (2, 4, 24))
+    regenerate = np.zeros((2, 4, 24), dtype=bool)
+    regenerate[0, :, 6:18] = True                                              # row 0: every codebook's middle
+    regenerate[1, 3, 6:18] = True                                              # row 1: codebook 3's only
+    kw = dict(num_codebooks=4, card=64, span_len=3, decoding_steps=[3, 2, 2, 2], temperature=3.0, top_p=0.9,
+              mask_temperature=mask_temperature)
+    both = masked.generate(run, 2, 24, make_rngs([7, 8], 2), source=source, regenerate=regenerate, **kw)
+    alone = masked.generate(run, 1, 24, make_rngs([8], 1), source=source[1:], regenerate=regenerate[1:], **kw)
+    np.testing.assert_array_equal(both[1], alone[0])
+    assert (both[1, 3, 6:18] != source[1, 3, 6:18]).any()                      # it did decode its codebook 3
+
+
+@pytest.mark.parametrize("upper", ["masked", "given"])
+def test_a_stage_sees_the_codebooks_above_it_as_asked(upper):
+    """``upper_codebooks="masked"``: every row the model gets holds mask tokens in the codebooks above the stage
+    (as MAGNeT's training shows them), the kept codes of the stage and below as the source's; ``"given"``: the
+    source's kept codes above the stage too (audiocraft's prompt). ``masked.hook_mask`` shows what the model saw."""
+    from mglab.decoding import masked, masks
+    from mglab.decoding.sampling import make_rngs
+
+    table = np.random.default_rng(0).normal(size=(65, 64)).astype(np.float32)   # [card + 1, card]
+    seen, hooked = [], []
+
+    def run(codes, stage, step):
+        seen.append((stage, codes.copy()))
+        return table[codes]                                                    # [R, K, T, card]
+
+    def hooks(name, value, step=None, layer=None):
+        if name == "masked.hook_mask":
+            hooked.append(value.copy())
+        return value
+    hooks.wants = lambda name: name == "masked.hook_mask"
+
+    source = np.random.default_rng(1).integers(0, 64, (1, 4, 24))
+    regenerate = masks.inpaint(0.125, 0.125).resolve(4, 24, 24)[None]          # [1, K, T]: 3 frames kept each side
+    masked.generate(run, 1, 24, make_rngs(3, 1), num_codebooks=4, card=64, span_len=3,
+                    decoding_steps=[2, 2, 2, 2], source=source, regenerate=regenerate, upper_codebooks=upper,
+                    hooks=hooks)
+    kept = ~regenerate[0]                                                      # [K, T]
+    assert len(seen) == len(hooked) == 8 and all(rows.shape[0] == 2 for _, rows in seen)   # cond + null
+    for (stage, rows), mask in zip(seen, hooked):
+        np.testing.assert_array_equal(mask[0], rows[0] == 64)
+        for k in range(4):
+            if k > stage and upper == "masked":
+                assert (rows[:, k] == 64).all()
+            else:
+                np.testing.assert_array_equal(rows[:, k][:, kept[k]], np.repeat(source[:, k][:, kept[k]], 2, axis=0))

@@ -45,8 +45,14 @@ def test_a_corpus_middle_is_in_its_drawn_scale_and_not_a_semitone_away(clips):
 
 def test_seam_clicks_finds_a_step_only_where_there_is_one(clips):
     _, audio, sr = clips[0]
-    assert not v.seam_clicks(audio, audio, sr)
+    assert not v.seam_clicks(audio, sr)
     clicked = audio.copy()
     at = int(v.MIDDLE[0] * sr)
-    clicked[at:] += 2 * np.abs(np.diff(audio)).max()                            # a step larger than any in the source
-    assert v.seam_clicks(clicked, audio, sr)
+    clicked[at:] += 2 * np.abs(np.diff(audio)).max()                            # a step larger than any in the clip
+    assert v.seam_clicks(clicked, sr)
+    away = audio.copy()
+    away[at + sr // 10:] += 4 * np.abs(np.diff(audio)).max()                    # a step 100 ms from the seam
+    assert not v.seam_clicks(away, sr)
+    louder = away.copy()
+    louder[at:] += 1.5 * np.abs(np.diff(audio)).max()                           # at the seam, but gentler than it
+    assert not v.seam_clicks(louder, sr)

@@ -34,6 +34,11 @@ MASKED_PARAMS = (
           "sampled tokens' highest probability, gets ``mask_temperature * (n - 1 - i) / n`` times Gumbel noise "
           "(iteration i of a stage of n), so the least sure are not always the ones redrawn. Default: the model's "
           "(0 where its config names none)."),
+    Param("upper_codebooks", "choice", "'masked' or 'given'",
+          "What a stage sees of the codebooks above it in a vamp's kept frames: 'masked' (mask tokens, as MAGNeT "
+          "trains every stage: the default) or 'given' (the source's codes, as audiocraft's MAGNeT feeds a prompt). "
+          "Generation from nothing is the same either way (they are all masked).",
+          default="masked", choices=("masked", "given")),
     Param("span_len", "int", "an integer in [1, frames]",
           "Frames per masked span (default: the model's, 3 for MAGNeT); spans do not overlap."),
     Param("seed", "seeds", "a non-negative integer, a list of them, one per prompt ({batch}), or None",
@@ -56,6 +61,7 @@ class MaskedSettings:
     max_cfg_coef: float
     min_cfg_coef: float
     mask_temperature: float
+    upper_codebooks: str
     span_len: int
     seed: int | list | None
 
@@ -111,13 +117,17 @@ def resolve(config: dict, batch: int, frames: int | None = None, **kw) -> Masked
     noise = kw.get("mask_temperature")
     noise = defaults.get("mask_temperature", 0.0) if noise is None else noise
     noise = check_number("mask_temperature", noise, allowed("mask_temperature"), lambda v: 0 <= v < math.inf)
+    upper = "masked" if kw.get("upper_codebooks") is None else kw["upper_codebooks"]
+    if upper not in BY_NAME["upper_codebooks"].choices:
+        raise ValueError(f"upper_codebooks={upper!r} is not allowed: upper_codebooks must be "
+                         f"{allowed('upper_codebooks')}")
     span = kw.get("span_len")
     span = config["span_len"] if span is None else span
     check_integer("span_len", span, f"an integer in [1, frames={frames}]", lambda v: 1 <= v <= frames)
     seed = _seeds(kw.get("seed"), batch, ctx)
     return MaskedSettings(frames=frames, decoding_steps=steps, temperature=float(temperature), top_k=top_k,
                           top_p=float(top_p), max_cfg_coef=float(high), min_cfg_coef=float(low),
-                          mask_temperature=float(noise), span_len=int(span),
+                          mask_temperature=float(noise), upper_codebooks=upper, span_len=int(span),
                           seed=seed)
 
 

@@ -67,13 +67,15 @@ no_hooks.wants = lambda name: False                                        # as 
 
 def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int, span_len: int,
                  temperature: float, top_k: int, top_p: float, max_cfg_coef: float, min_cfg_coef: float,
-                 mask_temperature: float = 0.0, guided: bool = True, keep: np.ndarray | None = None,
-                 hooks=no_hooks, step0: int = 0, on_step=None) -> np.ndarray:
+                 mask_temperature: float = 0.0, upper_codebooks: str = "masked", guided: bool = True,
+                 keep: np.ndarray | None = None, hooks=no_hooks, step0: int = 0, on_step=None) -> np.ndarray:
     """Decode codebook ``stage`` of ``codes [B, K, T]`` (T a multiple of ``span_len``) in ``n`` iterations.
 
     ``run(codes [R, K, T], stage, step) -> logits [R, K, T, card]``; with ``guided`` the rows are the conditional
     batch, then the null one (R = 2B). ``keep [B, T]``: positions whose given code stays (an audio prompt, or
     what a vamp keeps); a span wholly kept is never masked, the others share the schedule (audiocraft's prompt).
+    ``upper_codebooks``: ``"masked"`` shows the model the codebooks above ``stage`` as mask tokens (as MAGNeT's
+    training masks them), ``"given"`` as they are in ``codes`` (audiocraft's decoding of a prompt).
     ``hooks(name, value, step, layer)`` fires the ``masked.*`` points at each iteration (``step0 + i``, layer =
     ``stage``): the mask the model sees, the guided logits ``[B, K, T, V]`` (editable), the span scores and the
     codes after the iteration. ``on_step(1)`` is told each iteration as it ends (a progress bar).
@@ -89,6 +91,8 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
         if on_step is not None:
             on_step(n)                                                         # nothing to do: skipped
         return codes
+    active = np.flatnonzero(to_make)                                           # [A]: rows with spans to make
+    active_rngs = [rngs[row] for row in active]          # a row with nothing to make draws nothing
     current = np.where(keep, given, card)                                      # [B, T]: the stage's codebook
     scores = np.where(kept_spans, np.float32(KEEP), np.float32(0)).astype(np.float32)   # [B, spans]
     every = hooks.wants("masked.hook_logits")            # guide every codebook only for a hook that sees them
@@ -105,8 +109,11 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
         mask = current == card                                                 # [B, T]: to draw now
         codes[:, stage] = current
         step = step0 + i
-        hooks("masked.hook_mask", codes == card, step, stage)                  # [B, K, T]
-        rows = np.concatenate([codes, codes]) if guided else codes             # [R, K, T]
+        seen = codes.copy()                                                    # [B, K, T]: what the model sees
+        if upper_codebooks == "masked":
+            seen[:, stage + 1:] = card
+        hooks("masked.hook_mask", seen == card, step, stage)                   # [B, K, T]
+        rows = np.concatenate([seen, seen]) if guided else seen                # [R, K, T]
         logits = run(rows, stage, step)[:, books]                              # [R, K or 1, T, card]
         if guided:
             cond, uncond = logits[:b], logits[b:]                              # [B, K or 1, T, card] each
@@ -118,13 +125,15 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
             logits = logits[:, 0]                                              # [B, T, card]
         temp = max(temperature * left / n, 1e-2)                               # annealed to 0 (floor 0.01)
         probs = softmax(logits / np.float32(temp))                             # [B, T, card]
-        tokens = _sample(probs, top_k, top_p, rngs)                            # [B, T]
+        tokens = current.copy()                                                # [B, T]
+        tokens[active] = _sample(probs[active], top_k, top_p, active_rngs)     # rows with work draw, alone
         current = np.where(mask, tokens, current)                              # [B, T]
         codes[:, stage] = current
         picked = np.take_along_axis(probs, tokens[..., None], axis=-1)[..., 0]   # [B, T]: the draws' probs
         scores = 1 - picked.reshape(b, spans, span_len).max(axis=-1)          # [B, spans]
         if mask_temperature > 0 and left > 0:
-            scores = noisy_scores(scores, span_mask, mask_temperature * left / n, rngs)   # [B, spans]
+            scores[active] = noisy_scores(scores[active], span_mask[active], mask_temperature * left / n,
+                                          active_rngs)                         # [A, spans]
         scores = np.where(span_mask, scores, np.float32(KEEP)).astype(np.float32)
         scores = hooks("masked.hook_scores", scores, step, stage)              # [B, spans]
         codes = hooks("masked.hook_tokens", codes, step, stage)                # [B, K, T]
@@ -137,7 +146,7 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
 def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: int, span_len: int,
              decoding_steps, temperature: float = 3.0, top_k: int = 0, top_p: float = 0.9,
              max_cfg_coef: float = 10.0, min_cfg_coef: float = 1.0, mask_temperature: float = 0.0,
-             guided: bool = True, source: np.ndarray | None = None, regenerate: np.ndarray | None = None,
+             upper_codebooks: str = "masked", guided: bool = True, source: np.ndarray | None = None, regenerate: np.ndarray | None = None,
              hooks=no_hooks, on_step=None) -> np.ndarray:
     """Codes ``[B, K, T]`` (T = ``frames`` cut to a multiple of ``span_len``), stage after stage.
 
@@ -148,7 +157,8 @@ def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: in
     """
     check(batch, frames, rngs, num_codebooks=num_codebooks, card=card, span_len=span_len,
           decoding_steps=decoding_steps, temperature=temperature, top_k=top_k, top_p=top_p,
-          max_cfg_coef=max_cfg_coef, min_cfg_coef=min_cfg_coef, mask_temperature=mask_temperature)
+          max_cfg_coef=max_cfg_coef, min_cfg_coef=min_cfg_coef, mask_temperature=mask_temperature,
+          upper_codebooks=upper_codebooks)
     t = frames // span_len * span_len
     if source is None:
         if regenerate is not None:
@@ -174,7 +184,8 @@ def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: in
     for stage, n in enumerate(decoding_steps):
         codes = decode_stage(run, codes, stage, n, rngs, card=card, span_len=span_len, temperature=temperature,
                              top_k=top_k, top_p=top_p, max_cfg_coef=max_cfg_coef, min_cfg_coef=min_cfg_coef,
-                             mask_temperature=mask_temperature, guided=guided, keep=~regenerate[:, stage],
+                             mask_temperature=mask_temperature, upper_codebooks=upper_codebooks, guided=guided,
+                             keep=~regenerate[:, stage],
                              hooks=hooks, step0=step0, on_step=on_step)
         step0 += n
     return codes
@@ -182,8 +193,11 @@ def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: in
 
 def check(batch: int, frames: int, rngs, *, num_codebooks: int, card: int, span_len: int, decoding_steps,
           temperature: float, top_k: int, top_p: float, max_cfg_coef: float, min_cfg_coef: float,
-          mask_temperature: float = 0.0) -> None:
+          mask_temperature: float = 0.0, upper_codebooks: str = "masked") -> None:
     """Every argument of :func:`generate`, each error naming it and what is allowed."""
+    if upper_codebooks not in ("masked", "given"):
+        raise ValueError(f"upper_codebooks={upper_codebooks!r} is not allowed: upper_codebooks must be 'masked' "
+                         "or 'given'")
     def integer(name, v, low, high=None):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low or (high is not None and v > high):
             bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
