@@ -58,7 +58,8 @@ def seam_clicks(audio: np.ndarray, sr: int) -> bool:
     """True when a sample step within 10 ms of either seam exceeds the clip's own largest step away from them.
 
     The clip's own: a vamp whose middle changes instrument (flute -> violin) has attacks far steeper than its
-    source's largest step; what would be a click is a seam steeper than anything the clip plays."""
+    source's largest step; what would be a click is a seam steeper than anything the clip plays (the regenerated
+    middle included: a glitch inside it would raise the bar, which the key and instrument rows would show)."""
     steps = np.abs(np.diff(audio))                                              # [samples - 1]
     near = np.zeros(steps.size, dtype=bool)
     for t in MIDDLE:

@@ -160,7 +160,7 @@ class MaskedMusicGen:
     def vamp(self, source, mask, prompt=None, *, sample_rate: int | None = None, hooks=None, hook_steps=None,
              progress: bool = False, **params) -> Generation:
         """Regenerate the codes of ``source`` where ``mask`` is True and keep every other code exactly
-        (VampNet's vamping; a kept prefix is audiocraft's prompt).
+        (VampNet's vamping; a kept prefix with ``upper_codebooks="given"`` is audiocraft's prompt).
 
         Parameters
         ----------

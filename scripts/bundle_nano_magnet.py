@@ -4,9 +4,9 @@
 
 ``CHECKPOINT`` is what ``scripts/train_nano_magnet.py --out`` wrote (audiocraft's layout, its codec the nano
 synthesizer ``mglab:nano-synth``). The bundle: the export (fp32 and q8; ``config.json``'s generation block gains
-``mask_temperature``, :data:`MASK_TEMPERATURE` unless given), ``audiocraft/`` (the checkpoint as trained, for the
-parity tests) and ``training.json``; replaced as a whole, atomically. The card (``README.md``)
-is written by ``benchmarks/eval_nano.py --model OUT``.
+``mask_temperature``, :data:`MASK_TEMPERATURE` unless given, and a ``vamp`` block, :data:`VAMP`),
+``audiocraft/`` (the checkpoint as trained, for the parity tests) and ``training.json``; replaced as a whole,
+atomically. The card (``README.md``) is written by ``benchmarks/eval_nano.py --model OUT``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ KEPT = ("README.md", "warm_start_experiment.json", "context_experiment.json")
 # the bundle's default noise on which spans are redrawn (VampNet's mask temperature; audiocraft's MAGNeT has none):
 # with the guided stage it keeps stage 0 from settling on one held note (docs/guide/masked.md, "The guided stage")
 MASK_TEMPERATURE = 4.5
+# the bundle's vamping defaults (config.json's "vamp" block, over "generation" in model.vamp): MAGNeT's temperature 3
+# is for a clip made from nothing; a vamp's kept frames already say the key, and at 3 a fifth of the middles
+# strayed from it (docs/guide/masked.md, "Vamping")
+VAMP = {"temperature": 1.0}
 
 
 def bundle(ckpt: Path, out: Path, mask_temperature: float = MASK_TEMPERATURE) -> Path:
@@ -42,6 +46,7 @@ def bundle(ckpt: Path, out: Path, mask_temperature: float = MASK_TEMPERATURE) ->
                                             codecs={magnet_checkpoint.SYNTH: synth.build_for_export})
         config = json.loads((exported / "config.json").read_text())
         config["generation"]["mask_temperature"] = mask_temperature
+        config["vamp"] = dict(VAMP)
         (exported / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         shutil.copytree(ckpt, exported / "audiocraft", ignore=shutil.ignore_patterns("training.json"))
         shutil.copy(ckpt / "training.json", exported / "training.json")

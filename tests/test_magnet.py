@@ -357,10 +357,14 @@ def test_a_row_with_nothing_to_make_draws_nothing(mask_temperature):
     regenerate[1, 3, 6:18] = True                                              # row 1: codebook 3's only
     kw = dict(num_codebooks=4, card=64, span_len=3, decoding_steps=[3, 2, 2, 2], temperature=3.0, top_p=0.9,
               mask_temperature=mask_temperature)
-    both = masked.generate(run, 2, 24, make_rngs([7, 8], 2), source=source, regenerate=regenerate, **kw)
-    alone = masked.generate(run, 1, 24, make_rngs([8], 1), source=source[1:], regenerate=regenerate[1:], **kw)
-    np.testing.assert_array_equal(both[1], alone[0])
-    assert (both[1, 3, 6:18] != source[1, 3, 6:18]).any()                      # it did decode its codebook 3
+    for order in ([0, 1], [1, 0]):                                             # the idle row after, then before
+        both = masked.generate(run, 2, 24, make_rngs([[7, 8][i] for i in order], 2), source=source[order],
+                               regenerate=regenerate[order], **kw)
+        alone = masked.generate(run, 1, 24, make_rngs([8], 1), source=source[1:], regenerate=regenerate[1:], **kw)
+        np.testing.assert_array_equal(both[order.index(1)], alone[0])
+        first = masked.generate(run, 1, 24, make_rngs([7], 1), source=source[:1], regenerate=regenerate[:1], **kw)
+        np.testing.assert_array_equal(both[order.index(0)], first[0])
+        assert (alone[0, 3, 6:18] != source[1, 3, 6:18]).any()                 # it did decode its codebook 3
 
 
 @pytest.mark.parametrize("upper", ["masked", "given"])
@@ -398,3 +402,35 @@ def test_a_stage_sees_the_codebooks_above_it_as_asked(upper):
                 assert (rows[:, k] == 64).all()
             else:
                 np.testing.assert_array_equal(rows[:, k][:, kept[k]], np.repeat(source[:, k][:, kept[k]], 2, axis=0))
+
+
+@pytest.mark.parametrize("bad", ["Masked", "", "given ", 1, None])
+def test_upper_codebooks_is_checked_before_any_work(bad):
+    from mglab.decoding import masked
+    from mglab.decoding.sampling import make_rngs
+
+    calls = []
+    with pytest.raises(ValueError, match="upper_codebooks"):
+        masked.generate(lambda *a: calls.append(a), 1, 24, make_rngs(3, 1), num_codebooks=4, card=64, span_len=3,
+                        decoding_steps=[2, 2, 2, 2], upper_codebooks=bad)
+    assert not calls
+
+
+def test_upper_codebooks_is_masked_unless_asked():
+    """The decoder's default shows a vamp's stage the codebooks above it masked."""
+    from mglab.decoding import masked
+    from mglab.decoding.sampling import make_rngs
+
+    table = np.random.default_rng(0).normal(size=(65, 64)).astype(np.float32)
+    seen = []
+
+    def run(codes, stage, step):
+        seen.append((stage, codes.copy()))
+        return table[codes]
+
+    source = np.random.default_rng(1).integers(0, 64, (1, 4, 24))
+    regenerate = np.zeros((1, 4, 24), dtype=bool)
+    regenerate[..., 6:18] = True
+    masked.generate(run, 1, 24, make_rngs(3, 1), num_codebooks=4, card=64, span_len=3, decoding_steps=[2, 2, 2, 2],
+                    source=source, regenerate=regenerate)
+    assert len(seen) == 8 and all((rows[:, stage + 1:] == 64).all() for stage, rows in seen)

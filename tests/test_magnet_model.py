@@ -356,6 +356,36 @@ def test_mask_temperature_default_comes_from_the_config_and_keeps_seeds(model, m
     assert np.array_equal(model.generate(["a", "b"], seed=[1, 2], decoding_steps=STEPS).codes, noisy.codes)
 
 
+def test_a_vamp_takes_the_configs_vamp_defaults_over_generation(model, monkeypatch):
+    """``config["vamp"]`` is the vamp's defaults over ``config["generation"]``: a vamp without a temperature
+    decodes as one given that temperature, generation from nothing keeps the generation block's, a given argument
+    wins, and a block naming an argument masked models do not take, or an illegal value, is refused."""
+    source = np.random.default_rng(0).integers(0, model.config["card"], (1, 4, 24))
+    regenerate = np.zeros((4, 24), dtype=bool)
+    regenerate[:, 6:18] = True
+    kw = dict(seed=3, decoding_steps=STEPS)
+    plain = model.vamp(source, regenerate, "a", **kw)
+    cold = model.vamp(source, regenerate, "a", temperature=0.5, **kw)
+    assert plain.settings["temperature"] == model.config["generation"]["temperature"] != 0.5
+    assert not np.array_equal(plain.codes, cold.codes)
+    monkeypatch.setitem(model.config, "vamp", {"temperature": 0.5})
+    now = model.vamp(source, regenerate, "a", **kw)
+    assert now.settings["temperature"] == 0.5 and np.array_equal(now.codes, cold.codes)
+    assert model.vamp(source, regenerate, "a", temperature=3.0, **kw).settings["temperature"] == 3.0
+    assert model.generate("a", **kw).settings["temperature"] == model.config["generation"]["temperature"]
+    assert plain.settings["upper_codebooks"] == "masked"
+    assert model.vamp(source, regenerate, "a", upper_codebooks="given", **kw).settings["upper_codebooks"] == "given"
+    for bad in ("Masked", "", 1):
+        with pytest.raises(ValueError, match="upper_codebooks"):
+            model.vamp(source, regenerate, "a", upper_codebooks=bad, **kw)
+    monkeypatch.setitem(model.config, "vamp", {"guidance_scale": 3.0})
+    with pytest.raises(TypeError, match="guidance_scale"):
+        model.vamp(source, regenerate, "a", **kw)
+    monkeypatch.setitem(model.config, "vamp", {"temperature": -1.0})
+    with pytest.raises(ValueError, match="temperature"):
+        model.vamp(source, regenerate, "a", **kw)
+
+
 class _Draws:
     """A row's generator with uniforms 0 (plain sampling draws token 0) and given Gumbel values."""
 
@@ -405,7 +435,7 @@ def test_kept_and_decided_spans_stay_whatever_the_mask_temperature(model, mask_t
     model.vamp(source, regenerate, "a", seed=3, decoding_steps=[10, 3, 3, 3], mask_temperature=mask_temperature,
                hooks=[("masked.hook_mask", lambda v, h: masks.append(v[0].copy()))])   # [K, T] each
     stages = [0] * 10 + [1] * 3 + [2] * 3 + [3] * 3                            # the stage of each iteration
-    assert not any(m[:s + 1, ~regenerate[0]].any() for s, m in zip(stages, masks))   # above it: all masked
+    assert not any(m[:s + 1, ~regenerate[0]].any() for s, m in zip(stages, masks))   # the stage and below: kept
     for before, after in zip(masks[:9], masks[1:10]):                          # stage 0's iterations
         assert not (after[0] & ~before[0]).any()
 

@@ -34,8 +34,9 @@ def test_the_bundle_is_the_export_of_its_checkpoint(tmp_path):
         assert (out / "onnx" / f.name).read_bytes() == f.read_bytes(), f.name
     import bundle_nano_magnet
 
-    exported = json.loads((out / "config.json").read_text())                # + the bundle's one default
+    exported = json.loads((out / "config.json").read_text())                # + the bundle's defaults
     exported["generation"]["mask_temperature"] = bundle_nano_magnet.MASK_TEMPERATURE
+    exported["vamp"] = bundle_nano_magnet.VAMP
     assert json.loads((NANO_MAGNET / "config.json").read_text()) == exported
     size = sum(p.stat().st_size for p in NANO_MAGNET.rglob("*") if p.is_file())
     assert size <= 20_000_000                                             # the limit

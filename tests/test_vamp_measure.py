@@ -56,3 +56,30 @@ def test_seam_clicks_finds_a_step_only_where_there_is_one(clips):
     louder = away.copy()
     louder[at:] += 1.5 * np.abs(np.diff(audio)).max()                           # at the seam, but gentler than it
     assert not v.seam_clicks(louder, sr)
+
+
+def test_periodic_frames_changed_counts_the_notes(monkeypatch):
+    """"periodic frames changed" is the share of frames whose codebook 0 (the note) differs from the source's;
+    the any-codebook share is reported beside it (a stub model hands back known codes)."""
+    from types import SimpleNamespace
+
+    k, t, sr = 4, 300, 32000
+    codes = np.zeros((1, k, t), dtype=np.int64)
+    audio = np.zeros((1, 1, int(v.SECONDS * sr)), dtype=np.float32)
+    varied = codes.copy()
+    varied[0, 0, :30] = 1                                                       # 10% of the notes
+    varied[0, 3, :150] = 1                                                      # half the frames' vibrato
+
+    class Model:
+        num_codebooks, frame_rate = k, 50
+
+        def vamp(self, source, mask, prompt=None, seed=0):
+            return SimpleNamespace(codes=varied if seed == 2 else codes, audio=audio)
+
+    monkeypatch.setattr(v.evaluate, "measure", lambda y, sr: {"key": "C", "mode": "major", "instrument": None})
+    monkeypatch.setattr(v, "in_scale", lambda *a, **kw: None)
+    inst = list(v.vocabulary.INSTRUMENTS)[0]
+    src = SimpleNamespace(sample_rate=sr, codes=codes, audio=audio)
+    row = v.clip_rows(Model(), SimpleNamespace(generate=lambda *a, **kw: src), f"a {inst} tune", inst, seed=0)
+    assert row["periodic frames changed"] == pytest.approx(0.1)
+    assert row["periodic frames changed (any codebook)"] == pytest.approx(0.5)

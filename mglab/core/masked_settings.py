@@ -1,7 +1,9 @@
 """The generation parameters of a masked (MAGNeT) model, declared once, as :data:`mglab.core.settings.PARAMS`
 does for MusicGen: ``MaskedMusicGen.generate``'s and ``vamp``'s signature and docstring and the checks in
 :func:`mglab.core.masked_settings.resolve` are made from :data:`mglab.core.masked_settings.MASKED_PARAMS`.
-Defaults come from the model's ``config.json`` (``"generation"``: MAGNeT's ``set_generation_params`` defaults).
+Defaults come from the model's ``config.json`` (``"generation"``: MAGNeT's ``set_generation_params`` defaults);
+a vamp takes the config's ``"vamp"`` block over them where it has one (a model's vamping defaults, as VampNet's
+interface has its own: nano-magnet vamps at temperature 1).
 An argument of autoregressive decoding only (``guidance_scale``, ``max_new_tokens``, ``window``, ...) is a
 ``TypeError`` that says so.
 """
@@ -84,9 +86,14 @@ def check_names(kwargs: dict) -> None:
 
 def resolve(config: dict, batch: int, frames: int | None = None, **kw) -> MaskedSettings:
     """Fill unset arguments from ``config["generation"]`` and check them all, before any model runs.
-    ``frames``: a vamp's source length (then ``duration`` may not be given)."""
+    ``frames``: a vamp's source length (then ``duration`` may not be given, and ``config["vamp"]``'s defaults
+    come first)."""
     check_names(kw)
-    defaults = config["generation"]
+    defaults = dict(config["generation"])
+    if frames is not None:                                    # a vamp: the model's vamping defaults first
+        vamp = config.get("vamp") or {}
+        check_names(vamp)
+        defaults.update(vamp)
     k, card, fr = config["num_codebooks"], config["card"], config["frame_rate"]
     segment = config["segment_duration"]
     ctx = dict(segment=f"{segment:g}", codebooks=k, vocab=card, batch=batch)
@@ -117,7 +124,8 @@ def resolve(config: dict, batch: int, frames: int | None = None, **kw) -> Masked
     noise = kw.get("mask_temperature")
     noise = defaults.get("mask_temperature", 0.0) if noise is None else noise
     noise = check_number("mask_temperature", noise, allowed("mask_temperature"), lambda v: 0 <= v < math.inf)
-    upper = "masked" if kw.get("upper_codebooks") is None else kw["upper_codebooks"]
+    upper = kw.get("upper_codebooks")
+    upper = defaults.get("upper_codebooks", "masked") if upper is None else upper
     if upper not in BY_NAME["upper_codebooks"].choices:
         raise ValueError(f"upper_codebooks={upper!r} is not allowed: upper_codebooks must be "
                          f"{allowed('upper_codebooks')}")

@@ -73,7 +73,7 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
 
     ``run(codes [R, K, T], stage, step) -> logits [R, K, T, card]``; with ``guided`` the rows are the conditional
     batch, then the null one (R = 2B). ``keep [B, T]``: positions whose given code stays (an audio prompt, or
-    what a vamp keeps); a span wholly kept is never masked, the others share the schedule (audiocraft's prompt).
+    what a vamp keeps); a span wholly kept is never masked, the others share the schedule (as audiocraft's prompt).
     ``upper_codebooks``: ``"masked"`` shows the model the codebooks above ``stage`` as mask tokens (as MAGNeT's
     training masks them), ``"given"`` as they are in ``codes`` (audiocraft's decoding of a prompt).
     ``hooks(name, value, step, layer)`` fires the ``masked.*`` points at each iteration (``step0 + i``, layer =
@@ -146,14 +146,14 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
 def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: int, span_len: int,
              decoding_steps, temperature: float = 3.0, top_k: int = 0, top_p: float = 0.9,
              max_cfg_coef: float = 10.0, min_cfg_coef: float = 1.0, mask_temperature: float = 0.0,
-             upper_codebooks: str = "masked", guided: bool = True, source: np.ndarray | None = None, regenerate: np.ndarray | None = None,
-             hooks=no_hooks, on_step=None) -> np.ndarray:
+             upper_codebooks: str = "masked", guided: bool = True, source: np.ndarray | None = None,
+             regenerate: np.ndarray | None = None, hooks=no_hooks, on_step=None) -> np.ndarray:
     """Codes ``[B, K, T]`` (T = ``frames`` cut to a multiple of ``span_len``), stage after stage.
 
     With ``source [B, K, frames]`` and ``regenerate`` (bool ``[K, frames]`` or ``[B, K, frames]``): the positions
-    marked are decoded anew, every other code of ``source`` is kept exactly (VampNet's vamping; a prefix is
-    audiocraft's prompt). Every argument is checked before the model runs. ``hooks`` as in
-    :func:`decode_stage`; ``on_step(n)`` is told the iterations as they end (a progress bar).
+    marked are decoded anew, every other code of ``source`` is kept exactly (VampNet's vamping; a prefix
+    with ``upper_codebooks="given"`` is audiocraft's prompt). Every argument is checked before the model runs.
+    ``hooks`` as in :func:`decode_stage`; ``on_step(n)`` is told the iterations as they end (a progress bar).
     """
     check(batch, frames, rngs, num_codebooks=num_codebooks, card=card, span_len=span_len,
           decoding_steps=decoding_steps, temperature=temperature, top_k=top_k, top_p=top_p,
