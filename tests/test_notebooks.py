@@ -315,12 +315,14 @@ def test_probes_and_features_on_the_nano_model(tmp_path):
 
 def test_masked_decoding_defaults_on_nano_magnet(tmp_path):
     """Notebook 08 at its defaults, on the trained nano-magnet against nano-musicgen: the schedule as on any
-    weights, 4 s in about 4x fewer network passes, every clip's adherence measured from its audio."""
+    weights, 4 s in about 4x fewer network passes, every clip's adherence measured from its audio, the vamp's
+    middle in the source's key (and not a semitone away)."""
     m = run("08_masked_decoding.ipynb", tmp_path, model=str(NANO_MAGNET), ar_model=str(NANO))
     assert players(tmp_path, "08_masked_decoding.ipynb") >= 8
     assert m["own_stage"] and m["follows_cosine"] and m["vamp_kept_exact"]
     assert m["passes"] == {"autoregressive": 203.0, "masked": 50.0} and m["fewer_passes"] >= 4
     assert all(r["adherence"] is not None for r in m["rows"]), m["rows"]      # every clip measured
+    assert m["vamp_keeps_key"] is True, (m["vamp_in_scale"], m["vamp_control_in_scale"])
 
 
 def test_melody_defaults_on_nano_melody(tmp_path):
