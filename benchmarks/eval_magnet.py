@@ -246,9 +246,13 @@ def defaults_note(cfg: dict) -> str:
                  "redrawn; audiocraft's MAGNeT has none)")
     vamp = cfg.get("vamp") or {}
     if vamp:
-        text += "; a vamp takes " + ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in vamp.items()) + \
+        text += "; a vamp takes " + ", ".join(f"{k.replace('_', ' ')} {_value(v)}" for k, v in vamp.items()) + \
             " over them (config.json's \"vamp\" block)"
     return text
+
+
+def _value(v) -> str:
+    return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
 
 
 def _compared(result: dict) -> str:

@@ -81,8 +81,9 @@ def _run(task) -> list[dict]:
     source = np.repeat(clip.codes[None, :, :t], seeds, axis=0)                 # [S, 4, T]
     if kept == 4:
         codes, audio = source, model.codec.decode(source)                     # [S, 4, T], [S, 1, samples]
-    else:
-        gen = model.vamp(source, masks.codebooks(kept), clip.prompt, seed=list(range(seeds)), **settings)
+    else:                  # the generation temperature, not the model's vamp block: the rows stand for generation
+        kw = {"temperature": model.config["generation"]["temperature"], **settings}
+        gen = model.vamp(source, masks.codebooks(kept), clip.prompt, seed=list(range(seeds)), **kw)
         codes, audio = gen.codes, gen.audio
     rows = []
     for s in range(seeds):

@@ -72,14 +72,8 @@ def middle(audio: np.ndarray, sr: int) -> np.ndarray:
 
 
 def scale_share(y: np.ndarray, sr: int, key: str, mode: str, shift: int = 0) -> float | None:
-    """Share of the voiced frames of ``y`` (pitch ``+ shift`` semitones) whose pitch class is in ``key`` ``mode``'s
-    scale; None when fewer than :data:`evaluate.VOICED_MIN` of the frames are voiced."""
-    midi = evaluate.pitch_track(evaluate._mono(y, sr))                          # [frames], NaN unvoiced
-    voiced = midi[np.isfinite(midi)]
-    if voiced.size < evaluate.VOICED_MIN * midi.size:
-        return None
-    pcs = (np.round(voiced).astype(int) + shift - vocabulary.KEYS[key]) % 12    # [voiced] relative to the tonic
-    return float(np.isin(pcs, vocabulary.MODES[mode]).mean())
+    """:func:`mglab.audio.evaluate.scale_share` (notebook 08 measures its vamp with it too)."""
+    return evaluate.scale_share(y, sr, key, mode, shift)
 
 
 def in_scale(y: np.ndarray, sr: int, source: dict, shift: int = 0) -> bool | None:

@@ -232,3 +232,22 @@ def test_instrument_classifier_on_scikit_learn_gives_the_hand_written_knn_answer
             name, distance = ev.classify_instrument(f, with_distance=True)
             want = knn(f)
             assert name == want[0] and abs(distance - want[1]) < 1e-6
+
+
+@pytest.mark.parametrize("midi, sr", [(41, 32000), (45, 32000), (70, 24000), (70, 48000), (57, 22050)])
+def test_scale_share_reads_a_tone_at_any_rate(midi, sr):
+    """A sine of a known pitch lies in a scale holding its pitch class and not in one a semitone away, whatever
+    the sample rate (the pitch tracker runs at the evaluator's rate: the audio is resampled first)."""
+    t = np.arange(2 * sr) / sr
+    y = 0.5 * np.sin(2 * np.pi * 440 * 2 ** ((midi - 69) / 12) * t)
+    key = ["c", "c#", "d", "d#", "e", "f", "f#", "g", "g#", "a", "a#", "b"][midi % 12]
+    assert evaluate.scale_share(y, sr, key, "major") == 1.0
+    assert evaluate.scale_share(y, sr, key, "major", shift=1) == 0.0
+
+
+def test_scale_share_abstains_below_the_voiced_minimum():
+    sr = 32000
+    y = np.zeros(2 * sr)
+    n = int(0.2 * y.size)                                                       # voiced for a fifth of the clip
+    y[:n] = 0.5 * np.sin(2 * np.pi * 440 * np.arange(n) / sr)
+    assert evaluate.VOICED_MIN > 0.2 and evaluate.scale_share(y, sr, "a", "minor") is None

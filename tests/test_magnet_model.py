@@ -3,6 +3,7 @@
 ``data/models/tiny-magnet/audiocraft`` (text condition within 1e-4, tokens equal under shared draws), and
 transformers' EnCodec for the codec graphs."""
 
+import json
 import pickle
 import warnings
 from pathlib import Path
@@ -378,9 +379,20 @@ def test_a_vamp_takes_the_configs_vamp_defaults_over_generation(model, monkeypat
     for bad in ("Masked", "", 1):
         with pytest.raises(ValueError, match="upper_codebooks"):
             model.vamp(source, regenerate, "a", upper_codebooks=bad, **kw)
+    generation = json.dumps(model.config["generation"])
+    model.vamp(source, regenerate, "a", **kw)
+    assert json.dumps(model.config["generation"]) == generation                # the block is not written into it
+    monkeypatch.setitem(model.config, "vamp", {"upper_codebooks": "given"})
+    given = model.vamp(source, regenerate, "a", **kw)
+    assert given.settings["upper_codebooks"] == "given"
+    assert np.array_equal(given.codes, model.vamp(source, regenerate, "a", upper_codebooks="given", **kw).codes)
     monkeypatch.setitem(model.config, "vamp", {"guidance_scale": 3.0})
     with pytest.raises(TypeError, match="guidance_scale"):
         model.vamp(source, regenerate, "a", **kw)
+    for fixed in ({"duration": 1.0}, {"span_len": 2}, {"seed": 4}):
+        monkeypatch.setitem(model.config, "vamp", fixed)
+        with pytest.raises(ValueError, match=next(iter(fixed))):
+            model.vamp(source, regenerate, "a", **kw)
     monkeypatch.setitem(model.config, "vamp", {"temperature": -1.0})
     with pytest.raises(ValueError, match="temperature"):
         model.vamp(source, regenerate, "a", **kw)

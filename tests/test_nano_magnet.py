@@ -46,6 +46,23 @@ def test_the_bundle_is_the_export_of_its_checkpoint(tmp_path):
     assert "synthetic" in card.lower()
 
 
+def test_the_bundle_script_writes_the_shipped_config(tmp_path):
+    """``bundle_nano_magnet.bundle`` on the bundle's checkpoint writes the config.json that ships (its mask
+    temperature and vamp block included) and the same graphs."""
+    import shutil
+
+    import bundle_nano_magnet
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(NANO_MAGNET / "audiocraft", ckpt)
+    shutil.copy(NANO_MAGNET / "training.json", ckpt / "training.json")
+    out = bundle_nano_magnet.bundle(ckpt, tmp_path / "bundle")
+    shipped = json.loads((NANO_MAGNET / "config.json").read_text())
+    assert json.loads((out / "config.json").read_text()) == shipped and shipped["vamp"] == {"temperature": 1.0}
+    for f in sorted((NANO_MAGNET / "onnx").iterdir()):
+        assert (out / "onnx" / f.name).read_bytes() == f.read_bytes(), f.name
+
+
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
 def test_the_graph_computes_what_training_computed(trained, stage):
     import nano_magnet

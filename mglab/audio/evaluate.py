@@ -124,6 +124,26 @@ def pitch_track(y: np.ndarray) -> np.ndarray:
     return midi
 
 
+def scale_share(audio, sr: int, key: str, mode: str, shift: int = 0) -> float | None:
+    """Share of the voiced frames of ``audio`` (``[samples]`` or ``[channels, samples]`` at ``sr``; pitch tracked,
+    rounded to semitones, plus ``shift``) whose pitch class is in ``key`` ``mode``'s scale: how a melody the
+    corpus writes stays in its key. None when fewer than :data:`VOICED_MIN` of the frames are voiced.
+
+    Examples
+    --------
+    >>> sr = 22050
+    >>> a4 = np.sin(2 * np.pi * 440 * np.arange(sr) / sr)
+    >>> scale_share(a4, sr, "c", "major"), scale_share(a4, sr, "c", "major", shift=1)
+    (1.0, 0.0)
+    """
+    midi = pitch_track(_mono(audio, sr))                                       # [frames], NaN unvoiced
+    voiced = midi[np.isfinite(midi)]
+    if voiced.size < VOICED_MIN * midi.size:
+        return None
+    pcs = (np.round(voiced).astype(int) + shift - vocabulary.KEYS[key]) % 12   # [voiced] relative to the tonic
+    return float(np.isin(pcs, vocabulary.MODES[mode]).mean())
+
+
 def onset_times(y: np.ndarray, midi: np.ndarray | None = None) -> np.ndarray:
     """Onsets (s) of a monophonic line: candidates from spectral flux on a log-mel spectrogram of short (32 ms)
     frames, so a re-struck note's brief dip is seen, with a maximum filter across frequency (SuperFlux's

@@ -93,6 +93,10 @@ def resolve(config: dict, batch: int, frames: int | None = None, **kw) -> Masked
     if frames is not None:                                    # a vamp: the model's vamping defaults first
         vamp = config.get("vamp") or {}
         check_names(vamp)
+        fixed = sorted(set(vamp) & {"duration", "span_len", "seed"})
+        if fixed:
+            raise ValueError(f"config's vamp block names {fixed}: a vamp's defaults may not set them (the source "
+                             "gives the duration, the model the span length, the call the seed)")
         defaults.update(vamp)
     k, card, fr = config["num_codebooks"], config["card"], config["frame_rate"]
     segment = config["segment_duration"]
