@@ -105,6 +105,8 @@ class MaskedMusicGen:
         self.source = spec.path if spec else type(self).__name__
         self._provenance = None
         self._hooks = HookRegistry(masked_hook_points(config["num_layers"]))
+        if self.config.get("vamp"):                          # a malformed vamp block: said at load, not at a vamp
+            resolve(self.config, 1, frames=self.config["span_len"])
 
     @property
     def num_codebooks(self) -> int:
@@ -319,12 +321,13 @@ class MaskedMusicGen:
         return self.lm.providers
 
     def info(self) -> dict:
-        """Sizes, codebooks, rates, MAGNeT's schedule defaults, variant and file per component, providers."""
+        """Sizes, codebooks, rates, MAGNeT's schedule defaults (and a vamp's, where the config has them), variant and
+        file per component, providers."""
         c = self.config
         keys = ("num_layers", "num_heads", "hidden_size", "num_codebooks", "card", "span_len", "subcodes_context",
                 "segment_duration", "sample_rate", "frame_rate")
         return {"source": self.source, "decoding": "masked", **{k: c[k] for k in keys},
-                "generation": dict(c["generation"]),
+                "generation": dict(c["generation"]), **({"vamp": dict(c["vamp"])} if c.get("vamp") else {}),
                 "components": {n: {"dtype": self.dtypes.get(n), "file": str(p),
                                    "mb": round(files.file_bytes(p) / 1e6, 2)} for n, p in self.paths.items()},
                 "providers": self.providers}

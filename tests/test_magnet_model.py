@@ -393,6 +393,12 @@ def test_a_vamp_takes_the_configs_vamp_defaults_over_generation(model, monkeypat
         monkeypatch.setitem(model.config, "vamp", fixed)
         with pytest.raises(ValueError, match=next(iter(fixed))):
             model.vamp(source, regenerate, "a", **kw)
+    for bad, error in (({"temperature": -1.0}, ValueError), ({"guidance_scale": 3.0}, TypeError),
+                       ({"seed": 4}, ValueError)):                                 # refused at load too
+        with pytest.raises(error, match=next(iter(bad))):
+            type(model)({**model.config, "vamp": bad}, model.text, model.lm, model.codec)
+    block = {**model.config, "vamp": {"temperature": 0.5}}
+    assert type(model)(block, model.text, model.lm, model.codec).info()["vamp"] == {"temperature": 0.5}
     monkeypatch.setitem(model.config, "vamp", {"temperature": -1.0})
     with pytest.raises(ValueError, match="temperature"):
         model.vamp(source, regenerate, "a", **kw)
