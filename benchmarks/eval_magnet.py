@@ -179,9 +179,8 @@ abstains on (too few notes in 2 s to read an instrument's attack) is counted apa
 the 20 ms around a seam steeper than any the vamped clip has elsewhere. "Periodic frames changed" counts the
 frames whose note (codebook 0) differs from the source's; one kept frame in 8 pins most of a melody whose notes
 last 10-50 frames. Each stage sees the codebooks above it masked (`upper_codebooks="masked"`, the default), as
-training shows them, and a vamp decodes at the bundle's vamp temperature (config.json's "vamp" block). At
-MAGNeT's temperature 3 keeps key+mode was 81% of 42; with the source's codes shown above the stage as well
-(`"given"`, audiocraft's prompt) 27% of 11, and keeps instrument 71% of 7 (the middles jumped from pitch to pitch).
+training shows them, and a vamp decodes with the defaults of config.json's "vamp" block where it has one;
+docs/guide/masked.md ("Vamping") measures both choices.
 
 """
 

@@ -71,15 +71,10 @@ def middle(audio: np.ndarray, sr: int) -> np.ndarray:
     return audio[int(MIDDLE[0] * sr):int(MIDDLE[1] * sr)]
 
 
-def scale_share(y: np.ndarray, sr: int, key: str, mode: str, shift: int = 0) -> float | None:
-    """:func:`mglab.audio.evaluate.scale_share` (notebook 08 measures its vamp with it too)."""
-    return evaluate.scale_share(y, sr, key, mode, shift)
-
-
 def in_scale(y: np.ndarray, sr: int, source: dict, shift: int = 0) -> bool | None:
     if source["key"] is None or source["mode"] is None:
         return None
-    share = scale_share(y, sr, source["key"], source["mode"], shift)
+    share = evaluate.scale_share(y, sr, source["key"], source["mode"], shift)   # as notebook 08 measures
     return None if share is None else share >= IN_SCALE
 
 

@@ -33,7 +33,7 @@ def test_a_corpus_middle_is_in_its_drawn_scale_and_not_a_semitone_away(clips):
         truth = {"key": clip.attributes["key"], "mode": clip.attributes["mode"]}
         mid = v.middle(audio, sr)
         assert mid.size == int(2 * sr)
-        share = v.scale_share(mid, sr, truth["key"], truth["mode"])
+        share = v.evaluate.scale_share(mid, sr, truth["key"], truth["mode"])
         if share is None:                                                       # a rest-heavy middle: abstains
             continue
         measured += 1

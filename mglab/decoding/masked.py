@@ -93,6 +93,8 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
         return codes
     active = np.flatnonzero(to_make)                                           # [A]: rows with spans to make
     active_rngs = [rngs[row] for row in active]          # a row with nothing to make draws nothing
+    if active.size == b:
+        active = slice(None)                             # every row: index without copying probs each iteration
     current = np.where(keep, given, card)                                      # [B, T]: the stage's codebook
     scores = np.where(kept_spans, np.float32(KEEP), np.float32(0)).astype(np.float32)   # [B, spans]
     every = hooks.wants("masked.hook_logits")            # guide every codebook only for a hook that sees them
