@@ -1,6 +1,7 @@
 """What nano-musicgen's residual stream says, checked against its corpus's ground truth: probes, an SAE, steering.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/probe_nano.py [--clips 600] [--sae-steps 3000] [--ship]
+    .venv/bin/python benchmarks/probe_nano.py --steer-sae data/models/nano-musicgen/sae/<hook name> [--gain 2]
 
 1. Teacher-forced activations of ``--clips`` corpus clips (a seed training never used): every layer's
    ``resid_post``, ``attn_out``, ``cross_attn_out``, ``mlp_out`` and layer 0's ``resid_pre``, every
@@ -24,6 +25,7 @@ Prints markdown tables, writes ``--json`` and (``--card``) the section between t
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import time
@@ -33,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table, write_json  # noqa: E402
+from magnet_stages import timbre_switches  # noqa: E402
 
 import mglab  # noqa: E402
 from mglab.inspect import activations, features  # noqa: E402
@@ -121,8 +124,48 @@ def aurocs(ds, sae, hook: str, rows: np.ndarray) -> dict:
     return out
 
 
+def asking(prompt: str, attribute: str, old: str, new: str) -> str:
+    """``prompt`` with its word for ``attribute``'s value ``old`` (any synonym) replaced by ``new``'s word: the
+    control for a clamp, the same prompt asking for the value in words."""
+    words = corpus.SYNONYMS.get(old, (old,)) if attribute == "register" else (old,)
+    pattern = r"\b(" + "|".join(re.escape(w) for w in words) + r")\b"
+    out, n = re.subn(pattern, new, prompt, count=1)
+    if not n:
+        raise ValueError(f"prompt {prompt!r} has no word for {attribute}={old!r}")
+    return out
+
+
+def _compare(clips, pick, measured, gen, attribute, value) -> tuple[list, dict]:
+    """Per picked clip: whether ``gen`` has ``value``, and each other said attribute's (before, after) hits where
+    both were measured."""
+    from mglab.audio import evaluate
+
+    hits, per = [], {}
+    for j, i in enumerate(pick):
+        m = evaluate.measure(gen.audio[j, 0], gen.sample_rate)
+        got = m[attribute]
+        hits.append(value in got if attribute == "register" else got == value)
+        others = {a: v for a, v in clips[i].said.items() if a not in (attribute, "figure")}
+        before = evaluate.adherence(others, None, None, measured=measured[i])
+        after = evaluate.adherence(others, None, None, measured=m)
+        for a in others:
+            if before.get(a) is not None and after.get(a) is not None:
+                per.setdefault(a, []).append((bool(before[a]), bool(after[a])))
+    return hits, per
+
+
+def _summary(hits: list, per: dict) -> dict:
+    pairs = [x for v in per.values() for x in v]
+    return {"changed": float(np.mean(hits)), "others_before": float(np.mean([b for b, _ in pairs])),
+            "others_after": float(np.mean([a for _, a in pairs])),
+            "per_attribute": {a: {"measured": len(v), "before": float(np.mean([b for b, _ in v])),
+                                  "after": float(np.mean([x for _, x in v]))} for a, v in per.items()}}
+
+
 def steer(model, sae, features: dict, args) -> dict:
-    """Clamp each value's feature on prompts that ask for another value; the share that turns to it."""
+    """Clamp each value's feature on prompts that ask for another value: the share that turns to it, each other
+    attribute's adherence before and after (the same prompts and seeds unclamped) and the timbre switches; beside
+    it the control, the same prompts asking for the value in words (:func:`asking`), unclamped."""
     from mglab.audio import evaluate
 
     rng = np.random.default_rng(24680)
@@ -131,6 +174,7 @@ def steer(model, sae, features: dict, args) -> dict:
     kw = dict(duration=args.duration, seed=list(range(len(clips))), guidance_scale=3.0)
     prompts = [c.prompt for c in clips]
     base = model.generate(prompts, **kw)
+    base_switches = np.array([timbre_switches(c) for c in base.codes])      # [clips]
     measured = [evaluate.measure(base.audio[i, 0], base.sample_rate) for i in range(len(clips))]
     out = {}
     for key, f in features.items():
@@ -138,22 +182,28 @@ def steer(model, sae, features: dict, args) -> dict:
         pick = [i for i, c in enumerate(clips) if c.said[attribute] != value]
         with S.clamp(model, sae, f["feature"], args.gain * f["p99"]):
             gen = model.generate([prompts[i] for i in pick], **{**kw, "seed": pick})
-        hits, other_before, other_after = [], [], []
-        for j, i in enumerate(pick):
-            m = evaluate.measure(gen.audio[j, 0], gen.sample_rate)
-            got = m[attribute]
-            hits.append(value in got if attribute == "register" else got == value)
-            others = {a: v for a, v in clips[i].said.items() if a not in (attribute, "figure")}
-            before = evaluate.adherence(others, None, None, measured=measured[i])
-            after = evaluate.adherence(others, None, None, measured=m)
-            other_before += [v for v in before.values() if v is not None]
-            other_after += [v for v in after.values() if v is not None]
+        asked = model.generate([asking(prompts[i], attribute, clips[i].said[attribute], value) for i in pick],
+                               **{**kw, "seed": pick})
         out[key] = {"feature": f["feature"], "value": args.gain * f["p99"], "clips": len(pick),
-                    "changed": float(np.mean(hits)), "others_before": float(np.mean(other_before)),
-                    "others_after": float(np.mean(other_after))}
+                    **_summary(*_compare(clips, pick, measured, gen, attribute, value)),
+                    "timbre_switches": float(np.mean([timbre_switches(c) for c in gen.codes])),
+                    "timbre_switches_unclamped": float(base_switches[pick].mean()),
+                    "asked": _summary(*_compare(clips, pick, measured, asked, attribute, value))}
+        c = out[key]["asked"]
         print(f"  steer {key}: {out[key]['changed']:.0%} of {len(pick)}, other attributes "
-              f"{out[key]['others_before']:.0%} -> {out[key]['others_after']:.0%}", flush=True)
+              f"{out[key]['others_before']:.0%} -> {out[key]['others_after']:.0%} ({most_fallen(out[key])}), "
+              f"timbre switches a clip {out[key]['timbre_switches']:.1f}; asked in words: {c['changed']:.0%}, "
+              f"others -> {c['others_after']:.0%} ({most_fallen(c)})", flush=True)
     return out
+
+
+def most_fallen(row: dict) -> str:
+    """The other attribute whose adherence fell most under the clamp, as ``'tempo 100% -> 43% of 7'``."""
+    per = row.get("per_attribute")
+    if not per:
+        return "-"
+    a, v = max(per.items(), key=lambda kv: kv[1]["before"] - kv[1]["after"])
+    return f"{a} {100 * v['before']:.0f}% -> {100 * v['after']:.0f}% of {v['measured']}"
 
 
 def main(argv=None) -> dict:
@@ -170,16 +220,26 @@ def main(argv=None) -> dict:
     p.add_argument("--sae-steps", type=int, default=3000)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--dead-after", type=int, default=20000)
-    p.add_argument("--steer-prompts", type=int, default=12)
+    p.add_argument("--steer-prompts", type=int, default=24)
     p.add_argument("--duration", type=float, default=3.0)
-    p.add_argument("--gain", type=float, default=1.0)
+    # 2: at 1 (the value's 99th percentile) the prompt's own instrument still won some frames, and the timbre
+    # flickered (3-37 switches a 3 s clip, each one a new onset the tempo measure hears; 2026-12-07); at 2, none
+    p.add_argument("--gain", type=float, default=2.0)
     p.add_argument("--skip", nargs="*", default=[], choices=["sae", "steer"])
+    p.add_argument("--steer-sae", type=Path, default=None, metavar="DIR",
+                   help="only steer, with a saved SAE and the features its cfg.json records (no probes, no training)")
     p.add_argument("--ship", action="store_true", help="save the SAE into the model folder")
     p.add_argument("--card", action="store_true", help="write the results into the model card")
     p.add_argument("--json", type=Path, default=ROOT / "reports" / "probe_nano.json")
     args = p.parse_args(argv)
     t0 = time.time()
     model = mglab.load(args.model)
+    if args.steer_sae:
+        sae = S.load(args.steer_sae)
+        result = {"args": {k: str(v) for k, v in vars(args).items()},
+                  "steer": steer(model, sae, sae.cfg["metadata"]["features"], args)}
+        write_json(args.json, result)
+        return result
     rng = np.random.default_rng(13579)                                       # a seed training never used
     clips = [corpus.example(rng, args.seconds) for _ in range(args.clips)]
     work = Path(tempfile.mkdtemp(prefix="probe-nano-"))
@@ -283,16 +343,32 @@ def card_section(result: dict) -> str:
                                  [[k, v["feature"], f"{v['auroc']:.3f}", v["clip_feature"], f"{v['clip_auroc']:.3f}"]
                                   for k, v in sae["features"].items()])]
     if "steer" in result:
-        lines += ["", "Steering: the value's feature clamped to its 99th percentile on the value's frames, guidance 3, "
-                  f"{result['args']['duration']} s, prompts that ask for another value (measured from the audio):", "",
-                  markdown_table(["value", "feature", "clips", "turned to it", "other attributes before -> after"],
+        lines += ["", f"Steering: the value's feature clamped to {result['args']['gain']} x its 99th percentile on the "
+                  f"value's frames, guidance 3, {result['args']['duration']} s, prompts that ask for another value "
+                  "(measured from the audio; the other attributes where measured both unclamped and clamped). "
+                  "Asked in words: the control, the same prompts with the value's word in place of theirs.", "",
+                  markdown_table(["value", "feature", "clips", "turned to it", "other attributes before -> after",
+                                  "fell most", "timbre switches a clip (unclamped)", "asked in words: turned",
+                                  "others after"],
                                  [[k, v["feature"], v["clips"], f"{100 * v['changed']:.0f}%",
-                                   f"{100 * v['others_before']:.0f}% -> {100 * v['others_after']:.0f}%"]
+                                   f"{100 * v['others_before']:.0f}% -> {100 * v['others_after']:.0f}%",
+                                   most_fallen(v), _switches(v), *_asked(v)]
                                   for k, v in result["steer"].items()])]
     lines += ["", "Targets (issue 33): " + "; ".join(f"{k}: {v} ({'met' if ok else 'not met'})"
                                                     for k, (v, ok) in result["targets"].items()) + ".",
               "<!-- /probe_nano -->"]
     return "\n".join(lines) + "\n"
+
+
+def _asked(row: dict) -> list[str]:
+    c = row.get("asked")
+    return [f"{100 * c['changed']:.0f}%", f"{100 * c['others_after']:.0f}%"] if c else ["-", "-"]
+
+
+def _switches(row: dict) -> str:
+    if "timbre_switches" not in row:
+        return "-"
+    return f"{row['timbre_switches']:.1f} ({row['timbre_switches_unclamped']:.1f})"
 
 
 def write_card(path: Path, result: dict) -> None:
