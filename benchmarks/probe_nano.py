@@ -136,30 +136,42 @@ def asking(prompt: str, attribute: str, old: str, new: str) -> str:
 
 
 def _compare(clips, pick, measured, gen, attribute, value) -> tuple[list, dict]:
-    """Per picked clip: whether ``gen`` has ``value``, and each other said attribute's (before, after) hits where
-    both were measured."""
+    """Per picked clip: whether ``gen`` has ``value`` (None where the evaluator gives no verdict), and each other
+    said attribute's ``(before, after, lost)``: hits measured unclamped and on ``gen``; an attribute measured
+    before but not after (``lost``) counts as a miss, since the change made it unmeasurable."""
     from mglab.audio import evaluate
 
     hits, per = [], {}
     for j, i in enumerate(pick):
         m = evaluate.measure(gen.audio[j, 0], gen.sample_rate)
         got = m[attribute]
-        hits.append(value in got if attribute == "register" else got == value)
+        hits.append(None if got is None else value in got if attribute == "register" else got == value)
         others = {a: v for a, v in clips[i].said.items() if a not in (attribute, "figure")}
         before = evaluate.adherence(others, None, None, measured=measured[i])
         after = evaluate.adherence(others, None, None, measured=m)
         for a in others:
-            if before.get(a) is not None and after.get(a) is not None:
-                per.setdefault(a, []).append((bool(before[a]), bool(after[a])))
+            if before.get(a) is not None:
+                per.setdefault(a, []).append((bool(before[a]), bool(after.get(a)), after.get(a) is None))
     return hits, per
 
 
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def _mean(values) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
 def _summary(hits: list, per: dict) -> dict:
+    """Shares from :func:`_compare`: turned (a clip left without a verdict counts as not turned, and is counted in
+    ``unmeasured``), the others before and after."""
     pairs = [x for v in per.values() for x in v]
-    return {"changed": float(np.mean(hits)), "others_before": float(np.mean([b for b, _ in pairs])),
-            "others_after": float(np.mean([a for _, a in pairs])),
-            "per_attribute": {a: {"measured": len(v), "before": float(np.mean([b for b, _ in v])),
-                                  "after": float(np.mean([x for _, x in v]))} for a, v in per.items()}}
+    return {"changed": _mean([bool(h) for h in hits]), "unmeasured": sum(h is None for h in hits),
+            "others_before": _mean([x[0] for x in pairs]), "others_after": _mean([x[1] for x in pairs]),
+            "per_attribute": {a: {"measured": len(v), "before": _mean([x[0] for x in v]),
+                                  "after": _mean([x[1] for x in v]), "lost": sum(x[2] for x in v)}
+                              for a, v in per.items()}}
 
 
 def steer(model, sae, features: dict, args) -> dict:
@@ -190,20 +202,47 @@ def steer(model, sae, features: dict, args) -> dict:
                     "timbre_switches_unclamped": float(base_switches[pick].mean()),
                     "asked": _summary(*_compare(clips, pick, measured, asked, attribute, value))}
         c = out[key]["asked"]
-        print(f"  steer {key}: {out[key]['changed']:.0%} of {len(pick)}, other attributes "
-              f"{out[key]['others_before']:.0%} -> {out[key]['others_after']:.0%} ({most_fallen(out[key])}), "
-              f"timbre switches a clip {out[key]['timbre_switches']:.1f}; asked in words: {c['changed']:.0%}, "
-              f"others -> {c['others_after']:.0%} ({most_fallen(c)})", flush=True)
+        print(f"  steer {key}: {_pct(out[key]['changed'])} of {len(pick)}, other attributes "
+              f"{_pct(out[key]['others_before'])} -> {_pct(out[key]['others_after'])} ({most_fallen(out[key])}), "
+              f"timbre switches a clip {out[key]['timbre_switches']:.1f}; asked in words: {_pct(c['changed'])}, "
+              f"others {_pct(c['others_before'])} -> {_pct(c['others_after'])} ({most_fallen(c)})", flush=True)
     return out
 
 
+def steer_again(model, args, t0: float) -> dict:
+    """``--steer-sae``: steering alone with a saved SAE, merged into the full run's ``--json`` (its probes and SAE
+    kept, the targets recomputed); ``--card`` then rewrites the card's section from it."""
+    import json
+
+    if args.ship:
+        raise SystemExit("--ship trains and saves an SAE: it cannot go with --steer-sae (which steers a saved one)")
+    result = json.loads(args.json.read_text()) if args.json.exists() else {}
+    if args.card and not {"probes", "sae"} <= set(result):
+        raise SystemExit(f"--card with --steer-sae needs a full run's results in {args.json} (probes and SAE)")
+    sae = S.load(args.steer_sae)
+    result["steer"] = steer(model, sae, sae.cfg["metadata"]["features"], args)
+    result["args"] = {**result.get("args", {}), "gain": str(args.gain), "duration": str(args.duration),
+                      "steer_prompts": str(args.steer_prompts), "steer_sae": str(args.steer_sae)}
+    result["steer_minutes"] = (time.time() - t0) / 60
+    if "probes" in result:
+        result["targets"] = targets(result)
+    write_json(args.json, result)
+    if args.card:
+        write_card(args.model / "README.md", result)
+    return result
+
+
 def most_fallen(row: dict) -> str:
-    """The other attribute whose adherence fell most under the clamp, as ``'tempo 100% -> 43% of 7'``."""
+    """The other attribute whose adherence fell most, as ``'tempo 100% -> 43% of 7'`` (``'(2 unmeasured)'``
+    where the change left some unmeasurable); ``'-'`` where none fell."""
     per = row.get("per_attribute")
     if not per:
         return "-"
     a, v = max(per.items(), key=lambda kv: kv[1]["before"] - kv[1]["after"])
-    return f"{a} {100 * v['before']:.0f}% -> {100 * v['after']:.0f}% of {v['measured']}"
+    if v["before"] - v["after"] <= 0:
+        return "-"
+    lost = f" ({v['lost']} unmeasured)" if v.get("lost") else ""
+    return f"{a} {100 * v['before']:.0f}% -> {100 * v['after']:.0f}% of {v['measured']}{lost}"
 
 
 def main(argv=None) -> dict:
@@ -223,7 +262,8 @@ def main(argv=None) -> dict:
     p.add_argument("--steer-prompts", type=int, default=24)
     p.add_argument("--duration", type=float, default=3.0)
     # 2: at 1 (the value's 99th percentile) the prompt's own instrument still won some frames, and the timbre
-    # flickered (3-37 switches a 3 s clip, each one a new onset the tempo measure hears; 2026-12-07); at 2, none
+    # flickered (3-37 switches a 3 s clip, each one a new onset the tempo measure hears; 2026-12-07); at 2 the
+    # instrument clamps switch it in no clip (the register clamps do, 4-6 times a clip)
     p.add_argument("--gain", type=float, default=2.0)
     p.add_argument("--skip", nargs="*", default=[], choices=["sae", "steer"])
     p.add_argument("--steer-sae", type=Path, default=None, metavar="DIR",
@@ -235,11 +275,7 @@ def main(argv=None) -> dict:
     t0 = time.time()
     model = mglab.load(args.model)
     if args.steer_sae:
-        sae = S.load(args.steer_sae)
-        result = {"args": {k: str(v) for k, v in vars(args).items()},
-                  "steer": steer(model, sae, sae.cfg["metadata"]["features"], args)}
-        write_json(args.json, result)
-        return result
+        return steer_again(model, args, t0)
     rng = np.random.default_rng(13579)                                       # a seed training never used
     clips = [corpus.example(rng, args.seconds) for _ in range(args.clips)]
     work = Path(tempfile.mkdtemp(prefix="probe-nano-"))
@@ -299,9 +335,9 @@ def targets(result: dict) -> dict:
         low = {k: round(v["clip_auroc"], 3) for k, v in f.items() if v["clip_auroc"] < 0.95}
         out["the same, a feature's mean over each clip"] = (f"below: {low or 'none'}", not low)
     if "steer" in result:
-        bad = {k: (round(v["changed"], 2), round(v["others_before"] - v["others_after"], 2))
-               for k, v in result["steer"].items()
-               if v["changed"] < 0.8 or v["others_before"] - v["others_after"] > 0.1}
+        drop = {k: (v["others_before"] or 0) - (v["others_after"] or 0) for k, v in result["steer"].items()}
+        bad = {k: (round(v["changed"] or 0, 2), round(drop[k], 2)) for k, v in result["steer"].items()
+               if (v["changed"] or 0) < 0.8 or drop[k] > 0.1}
         out["steering >= 80%, others within 10 points"] = (f"failing (share, others' drop): {bad or 'none'}",
                                                            not bad)
     return out
@@ -345,13 +381,14 @@ def card_section(result: dict) -> str:
     if "steer" in result:
         lines += ["", f"Steering: the value's feature clamped to {result['args']['gain']} x its 99th percentile on the "
                   f"value's frames, guidance 3, {result['args']['duration']} s, prompts that ask for another value "
-                  "(measured from the audio; the other attributes where measured both unclamped and clamped). "
+                  "(measured from the audio; the other attributes where measured unclamped; a verdict the clamp "
+                  "left unmeasurable counts as a miss, for the value as for the others). "
                   "Asked in words: the control, the same prompts with the value's word in place of theirs.", "",
                   markdown_table(["value", "feature", "clips", "turned to it", "other attributes before -> after",
                                   "fell most", "timbre switches a clip (unclamped)", "asked in words: turned",
-                                  "others after"],
-                                 [[k, v["feature"], v["clips"], f"{100 * v['changed']:.0f}%",
-                                   f"{100 * v['others_before']:.0f}% -> {100 * v['others_after']:.0f}%",
+                                  "others before -> after"],
+                                 [[k, v["feature"], v["clips"], _pct(v["changed"]),
+                                   f"{_pct(v['others_before'])} -> {_pct(v['others_after'])}",
                                    most_fallen(v), _switches(v), *_asked(v)]
                                   for k, v in result["steer"].items()])]
     lines += ["", "Targets (issue 33): " + "; ".join(f"{k}: {v} ({'met' if ok else 'not met'})"
@@ -361,8 +398,11 @@ def card_section(result: dict) -> str:
 
 
 def _asked(row: dict) -> list[str]:
+    """The control's turned share and its other attributes before -> after (its own pairs)."""
     c = row.get("asked")
-    return [f"{100 * c['changed']:.0f}%", f"{100 * c['others_after']:.0f}%"] if c else ["-", "-"]
+    if not c:
+        return ["-", "-"]
+    return [_pct(c["changed"]), f"{_pct(c['others_before'])} -> {_pct(c['others_after'])}"]
 
 
 def _switches(row: dict) -> str:

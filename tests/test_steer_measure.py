@@ -46,3 +46,42 @@ def test_most_fallen_names_the_largest_drop():
                              "key": {"measured": 4, "before": 0.75, "after": 0.5}}}
     assert pn.most_fallen(row) == "tempo 100% -> 43% of 7"
     assert pn.most_fallen({}) == "-"
+
+
+def _m(register, tempo=None, key=None, abstained=None):
+    return {"register": register, "tempo": tempo, "key": key, "mode": "major", "dynamics": None,
+            "instrument": None, "onset_rate": None, "abstained": abstained or {}}
+
+
+def test_compare_pairs_counts_a_lost_verdict_as_a_miss_and_reads_register_as_a_list(monkeypatch):
+    """The evaluator stubbed with hand-made measurements (after the reviewer's probe): register verdicts are lists
+    (ranges overlap), a verdict the change made impossible is a miss, in the turned share as in the others."""
+    from types import SimpleNamespace
+
+    from mglab.audio import evaluate
+
+    clips = [SimpleNamespace(said={"register": "high", "tempo": "fast", "key": "c"}),
+             SimpleNamespace(said={"register": "mid", "tempo": "slow", "key": "d"}),
+             SimpleNamespace(said={"register": "mid", "tempo": "slow", "key": "d"})]
+    before = [_m(["high"], "fast", "c"), _m(["mid"], "slow", "d"), _m(["mid"], "slow", "d")]
+    after = [_m(["low", "mid"], "slow", None, {"key": "1 pitch class"}), _m(["low"], "slow", "e"),
+             _m(None, "slow", "d")]
+    monkeypatch.setattr(evaluate, "measure", lambda audio, sr: after[int(audio[0])])
+    monkeypatch.setattr(evaluate, "adherence", lambda asked, a, sr, measured: {
+        k: (None if k in measured["abstained"] else measured[k] == v) for k, v in asked.items()})
+    gen = SimpleNamespace(audio=np.arange(3, dtype=float)[:, None, None] * np.ones((3, 1, 4)), sample_rate=1)
+    hits, per = pn._compare(clips, [0, 1, 2], before, gen, "register", "low")
+    assert hits == [True, True, None]
+    assert per["key"] == [(True, False, True), (True, False, False), (True, True, False)]
+    assert per["tempo"] == [(True, False, False), (True, True, False), (True, True, False)]
+    s = pn._summary(hits, per)
+    assert abs(s["changed"] - 2 / 3) < 1e-9 and s["unmeasured"] == 1
+    assert s["per_attribute"]["key"] == {"measured": 3, "before": 1.0, "after": 1 / 3, "lost": 1}
+    assert s["others_before"] == 1.0 and abs(s["others_after"] - 0.5) < 1e-9
+    assert pn.most_fallen(s) == "key 100% -> 33% of 3 (1 unmeasured)"
+    assert pn._asked({"asked": {"changed": 0.5, "others_before": 1.0, "others_after": 0.25}}) == ["50%", "100% -> 25%"]
+
+
+def test_most_fallen_names_nothing_when_nothing_fell():
+    row = {"per_attribute": {"tempo": {"measured": 7, "before": 0.3, "after": 0.7}}}
+    assert pn.most_fallen(row) == "-"
