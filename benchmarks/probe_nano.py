@@ -242,7 +242,7 @@ def most_fallen(row: dict) -> str:
     if v["before"] - v["after"] <= 0:
         return "-"
     lost = f" ({v['lost']} unmeasured)" if v.get("lost") else ""
-    return f"{a} {100 * v['before']:.0f}% -> {100 * v['after']:.0f}% of {v['measured']}{lost}"
+    return f"{a} {_pct(v['before'])} -> {_pct(v['after'])} of {v['measured']}{lost}"
 
 
 def main(argv=None) -> dict:
@@ -386,7 +386,7 @@ def card_section(result: dict) -> str:
                   "Asked in words: the control, the same prompts with the value's word in place of theirs.", "",
                   markdown_table(["value", "feature", "clips", "turned to it", "other attributes before -> after",
                                   "fell most", "timbre switches a clip (unclamped)", "asked in words: turned",
-                                  "others before -> after"],
+                                  "others after"],
                                  [[k, v["feature"], v["clips"], _pct(v["changed"]),
                                    f"{_pct(v['others_before'])} -> {_pct(v['others_after'])}",
                                    most_fallen(v), _switches(v), *_asked(v)]
@@ -398,11 +398,10 @@ def card_section(result: dict) -> str:
 
 
 def _asked(row: dict) -> list[str]:
-    """The control's turned share and its other attributes before -> after (its own pairs)."""
+    """The control's turned share and its other attributes after (its pairs are the clamp's: the same clips
+    and the same unclamped verdicts, so its "before" is the clamp's)."""
     c = row.get("asked")
-    if not c:
-        return ["-", "-"]
-    return [_pct(c["changed"]), f"{_pct(c['others_before'])} -> {_pct(c['others_after'])}"]
+    return [_pct(c["changed"]), _pct(c["others_after"])] if c else ["-", "-"]
 
 
 def _switches(row: dict) -> str:
@@ -412,8 +411,6 @@ def _switches(row: dict) -> str:
 
 
 def write_card(path: Path, result: dict) -> None:
-    import re
-
     old = path.read_text()
     new = card_section(result)
     if "<!-- probe_nano -->" in old:
