@@ -215,9 +215,17 @@ def _module_class():
             n = torch.arange(HOP, device=latent.device).double() / SAMPLE_RATE       # [HOP] s
             t = ((frames[None] - start).double() * HOP / SAMPLE_RATE)[..., None] + n   # [B, F, HOP] since onset
             depth = (latent[:, 10].double() / 12.0 * math.log(2.0))      # relative frequency depth
-            vib = (f0.double() * depth / (2 * math.pi * VIBRATO_HZ))[..., None] * \
-                (1.0 - torch.cos(2 * math.pi * VIBRATO_HZ * t))          # [B, F, HOP] cycles
-            phase = phase0[..., None] + f0.double()[..., None] * n + vib  # [B, F, HOP] cycles
+            g = f0.double() * depth / (2 * math.pi * VIBRATO_HZ)          # [B, F] cycles: the vibrato's reach
+            vib = g[..., None] * (1.0 - torch.cos(2 * math.pi * VIBRATO_HZ * t))   # [B, F, HOP] cycles
+            # where g changes within a note (a legato pitch change, a new depth) the vibrato's phase runs on:
+            # frame f's offset is the sum, over the note's frames j <= f, of (g[j-1] - g[j]) (1 - cos) at j's
+            # start; 0 at a strike (t = 0) and wherever g holds, so a note of one g sounds as it always did
+            t0 = (frames[None] - start).double() * HOP / SAMPLE_RATE     # [B, F] s since onset
+            g_prev = torch.cat([g[:, :1], g[:, :-1]], dim=1)
+            step = (g_prev - g) * (1.0 - torch.cos(2 * math.pi * VIBRATO_HZ * t0))  # [B, F]
+            carried = torch.cumsum(step, dim=1)
+            carried = carried - torch.gather(carried, 1, start)          # [B, F]: over the note's frames only
+            phase = phase0[..., None] + f0.double()[..., None] * n + vib + carried[..., None]   # [B, F, HOP]
             phase = phase - torch.floor(phase)
 
             ratio = self.ratio[inst]                                     # [B, F, P] float64
