@@ -192,7 +192,7 @@ def steer(model, sae, features: dict, args) -> dict:
     for key, f in features.items():
         attribute, value = key.split("=")
         pick = [i for i, c in enumerate(clips) if c.said[attribute] != value]
-        with S.clamp(model, sae, f["feature"], args.gain * f["p99"]):
+        with S.clamp(model, sae, f["feature"], args.gain * f["p99"], steps=getattr(args, "steer_steps", None)):
             gen = model.generate([prompts[i] for i in pick], **{**kw, "seed": pick})
         asked = model.generate([asking(prompts[i], attribute, clips[i].said[attribute], value) for i in pick],
                                **{**kw, "seed": pick})
@@ -222,6 +222,7 @@ def steer_again(model, args, t0: float) -> dict:
     sae = S.load(args.steer_sae)
     result["steer"] = steer(model, sae, sae.cfg["metadata"]["features"], args)
     result["args"] = {**result.get("args", {}), "gain": str(args.gain), "duration": str(args.duration),
+                      "steer_steps": str(args.steer_steps),
                       "steer_prompts": str(args.steer_prompts), "steer_sae": str(args.steer_sae)}
     result["steer_minutes"] = (time.time() - t0) / 60
     if "probes" in result:
@@ -230,6 +231,30 @@ def steer_again(model, args, t0: float) -> dict:
     if args.card:
         write_card(args.model / "README.md", result)
     return result
+
+
+def step_range(text: str) -> slice:
+    """``'START:STOP'`` (``'25:'``: from step 25 on) -> ``slice(START, STOP)``, for ``--steer-steps``."""
+    import argparse
+
+    start, sep, stop = text.partition(":")
+    try:
+        lo, hi = int(start or 0), (int(stop) if stop else None)
+    except ValueError:
+        lo = hi = -1
+    if not sep or lo < 0 or (hi is not None and hi <= lo):
+        raise argparse.ArgumentTypeError(f"{text!r}: give START:STOP, whole steps with 0 <= START < STOP "
+                                         "(STOP may be left out)")
+    return slice(lo, hi)
+
+
+def clamped_steps(args: dict) -> str:
+    """The card's words for ``--steer-steps`` as the JSON records it: '' for every step."""
+    steps = args.get("steer_steps", "None")
+    if steps in ("None", None):
+        return ""
+    lo, hi = (v.strip() for v in steps[len("slice("):-1].split(",")[:2])
+    return f" at decoding steps {lo} to {int(hi) - 1 if hi != 'None' else 'the end'}"
 
 
 def most_fallen(row: dict) -> str:
@@ -265,6 +290,10 @@ def main(argv=None) -> dict:
     # flickered (3-37 switches a 3 s clip, each one a new onset the tempo measure hears; 2026-12-07); at 2 the
     # instrument clamps switch it in no clip (the register clamps do, 4-6 times a clip)
     p.add_argument("--gain", type=float, default=2.0)
+    # when to clamp (2026-12-07, 12 prompts, 2x): 0:8 turns almost nothing and still moves the tempo; 25: turns
+    # as from the start, and the others fall as far (docs/guide/probes.md)
+    p.add_argument("--steer-steps", type=step_range, default=None, metavar="START:STOP",
+                   help="clamp at these decoding steps only (STOP may be left out; default every step)")
     p.add_argument("--skip", nargs="*", default=[], choices=["sae", "steer"])
     p.add_argument("--steer-sae", type=Path, default=None, metavar="DIR",
                    help="only steer, with a saved SAE and the features its cfg.json records (no probes, no training)")
@@ -380,7 +409,7 @@ def card_section(result: dict) -> str:
                                   for k, v in sae["features"].items()])]
     if "steer" in result:
         lines += ["", f"Steering: the value's feature clamped to {result['args']['gain']} x its 99th percentile on the "
-                  f"value's frames, guidance 3, {result['args']['duration']} s, prompts that ask for another value "
+                  f"value's frames{clamped_steps(result['args'])}, guidance 3, {result['args']['duration']} s, prompts that ask for another value "
                   "(measured from the audio; the other attributes where measured unclamped; a verdict the clamp "
                   "left unmeasurable counts as a miss, for the value as for the others). "
                   "Asked in words: the control, the same prompts with the value's word in place of theirs.", "",

@@ -85,3 +85,21 @@ def test_compare_pairs_counts_a_lost_verdict_as_a_miss_and_reads_register_as_a_l
 def test_most_fallen_names_nothing_when_nothing_fell():
     row = {"per_attribute": {"tempo": {"measured": 7, "before": 0.3, "after": 0.7}}}
     assert pn.most_fallen(row) == "-"
+
+
+@pytest.mark.parametrize("text, steps, words", [("0:8", slice(0, 8), " at decoding steps 0 to 7"),
+                                               ("25:", slice(25, None), " at decoding steps 25 to the end"),
+                                               (":8", slice(0, 8), " at decoding steps 0 to 7")])
+def test_steer_steps_parse_and_read_back_on_the_card(text, steps, words):
+    """``--steer-steps`` as the parser gives it, then as the card reads it from the JSON (which stores str(args))."""
+    assert pn.step_range(text) == steps
+    assert pn.clamped_steps({"steer_steps": str(steps)}) == words
+    assert pn.clamped_steps({"steer_steps": "None"}) == pn.clamped_steps({}) == ""
+
+
+@pytest.mark.parametrize("text", ["8", "-1:3", "5:5", "9:2", "a:", "1:2:3"])
+def test_steer_steps_refuse_what_is_not_a_range(text):
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match="START:STOP"):
+        pn.step_range(text)
