@@ -178,9 +178,11 @@ which the measure must reject. The evaluator's 2 s key+mode is reported beside i
 abstains on (too few notes in 2 s to read an instrument's attack) is counted apart. A click is a sample step in
 the 20 ms around a seam steeper than any the vamped clip has elsewhere. "Periodic frames changed" counts the
 frames whose note (codebook 0) differs from the source's; one kept frame in 8 pins most of a melody whose notes
-last 10-50 frames. Each stage sees the codebooks above it masked (`upper_codebooks="masked"`, the default), as
-training shows them, and a vamp decodes with the defaults of config.json's "vamp" block where it has one;
-docs/guide/masked.md ("Vamping") measures both choices.
+last 10-50 frames: a variation that holds each kept note until the next can change only the frames between two
+kept frames whose notes differ (that row), more only by adding notes the kept frames do not ask for. Each
+stage sees the codebooks above it masked (`upper_codebooks="masked"`, the default), as training shows them, and a
+vamp decodes with the defaults of config.json's "vamp" block where it has one; docs/guide/masked.md ("Vamping")
+measures both choices.
 
 """
 

@@ -408,10 +408,11 @@ def card_section(result: dict) -> str:
                                  [[k, v["feature"], f"{v['auroc']:.3f}", v["clip_feature"], f"{v['clip_auroc']:.3f}"]
                                   for k, v in sae["features"].items()])]
     if "steer" in result:
-        lines += ["", f"Steering: the value's feature clamped to {result['args']['gain']} x its 99th percentile on the "
-                  f"value's frames{clamped_steps(result['args'])}, guidance 3, {result['args']['duration']} s, prompts that ask for another value "
-                  "(measured from the audio; the other attributes where measured unclamped; a verdict the clamp "
-                  "left unmeasurable counts as a miss, for the value as for the others). "
+        lines += ["", f"Steering: the value's feature clamped to {result['args']['gain']} x its 99th percentile on "
+                  f"the value's frames{clamped_steps(result['args'])}, guidance 3, {result['args']['duration']} s, "
+                  "prompts that ask for another value (measured from the audio; the other attributes where measured "
+                  "unclamped; a verdict the clamp left unmeasurable counts as a miss, for the value as for the "
+                  "others). "
                   "Asked in words: the control, the same prompts with the value's word in place of theirs.", "",
                   markdown_table(["value", "feature", "clips", "turned to it", "other attributes before -> after",
                                   "fell most", "timbre switches a clip (unclamped)", "asked in words: turned",

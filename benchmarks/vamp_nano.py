@@ -110,7 +110,18 @@ def clip_rows(model, source_model, prompt: str, instrument: str, seed: int) -> d
             "ceiling: the evaluator on the source's middle has its key+mode": same(key_mode(src_mid), key_mode(src)),
             "ceiling: the source's middle has its instrument": same(src_mid["instrument"], src["instrument"]),
             "periodic frames changed": float((varied.codes[0, 0] != codes[0, 0]).mean()),
-            "periodic frames changed (any codebook)": float((varied.codes[0] != codes[0]).any(axis=0).mean())}
+            "periodic frames changed (any codebook)": float((varied.codes[0] != codes[0]).any(axis=0).mean()),
+            "periodic: frames between kept notes that differ": between_changes(codes[0, 0], 8)}
+
+
+def between_changes(notes: np.ndarray, period: int) -> float:
+    """The share of frames lying between two kept frames (every ``period``-th) whose notes differ: where a
+    variation that holds each kept note until the next has a note change to place. Between two kept frames of
+    one note, a change means a new note the source did not have."""
+    kept = np.arange(0, notes.size, period)                                     # [pins]
+    free = sum(min(b, notes.size) - a - 1 for a, b in zip(kept, kept + period)
+               if b < notes.size and notes[a] != notes[b])
+    return float(free / notes.size)
 
 
 REPORTED = ("keeps key+mode (the evaluator on 2 s)", "ceiling: the source's middle in its scale",
@@ -133,6 +144,11 @@ def summarize(rows: list[dict]) -> dict:
     changed = float(np.mean([r["periodic frames changed"] for r in rows]))
     out["periodic frames changed"] = {"share": changed, "measured": len(rows), "abstained": 0, "target": 0.5,
                                       "met": changed > 0.5}
+    between = [r.get("periodic: frames between kept notes that differ") for r in rows]
+    if None not in between:
+        out["periodic: frames between kept notes that differ"] = {
+            "share": float(np.mean(between)), "measured": len(rows), "abstained": 0, "target": float("nan"),
+            "met": True}
     anywhere = [r.get("periodic frames changed (any codebook)") for r in rows]
     if None not in anywhere:
         out["periodic frames changed (any codebook)"] = {"share": float(np.mean(anywhere)), "measured": len(rows),

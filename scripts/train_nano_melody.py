@@ -67,7 +67,9 @@ DROP = {"text": 0.15, "melody": 0.15, "both": 0.15}
 # chroma, its attended frame following the code frame's at correlation 0.99; the bundle's best 0.79 at 25%), but
 # played worse: with each held-out clip's own prompt and melody, frame match 0.55 against 0.59 (48 clips), with
 # another clip's melody 0.50 against 0.54, the prompt's tempo 48% against 88%; it was not shipped. Which of the two
-# changes cost the timing is not measured (the controlled run: --warp 0.5 --parent <a13b50d's weights>).
+# changes cost the timing is not measured (the controlled run: --warp 0.5 --parent <a13b50d's weights>; started
+# 2026-12-07 evening and stopped at step 100: 2.25 s a step on a 2-core machine where nano-magnet's evaluation ran
+# 1.4x slower than on the machine of the bundle's 0.77 s, so about 2.2 hours with the guided stage).
 WARP = 0.0
 WARP_RANGE = (0.5, 1.5)
 GUIDANCE = 3.0

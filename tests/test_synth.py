@@ -106,8 +106,8 @@ def test_no_clicks_at_frame_or_note_boundaries(codec):
 def test_a_legato_change_under_vibrato_does_not_click(codec, change):
     """The vibrato's phase runs on through a legato pitch change (or a change of vibrato depth) as the
     fundamental's does. The change falls 14 frames after the strike, where the vibrato's phase offset
-    f0 * depth * (1 - cos) / (2 pi 5.5 Hz) is near its largest: recomputed from the new frame's f0 alone, an
-    octave leap at 56 cents jumped 0.8 cycles (a click of 3.5x the slope bound)."""
+    f0 * depth * (1 - cos) / (2 pi 5.5 Hz) is near its largest: recomputed from the new frame's f0 alone, this
+    octave leap at 56 cents jumped 0.48 cycles (a step of 7.7x the slope bound; 6.7x for the depth change)."""
     c = codes_for([(60, 0, 40)], 40, instrument=2, level=7, vibrato=7)
     if change == "pitch":
         c[0, 0, 14:] = synth.midi_to_token(72)                                     # legato: no strike

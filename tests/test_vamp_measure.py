@@ -83,3 +83,15 @@ def test_periodic_frames_changed_counts_the_notes(monkeypatch):
     row = v.clip_rows(Model(), SimpleNamespace(generate=lambda *a, **kw: src), f"a {inst} tune", inst, seed=0)
     assert row["periodic frames changed"] == pytest.approx(0.1)
     assert row["periodic frames changed (any codebook)"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("notes, share", [
+    ([5] * 24, 0.0),                                    # one note: every pair of kept frames agrees
+    ([5] * 8 + [6] * 16, 7 / 24),                       # kept 0, 8, 16 -> 5, 6, 6: the 7 frames of the first gap
+    ([5] * 3 + [6] * 2 + [5] * 19, 0.0),                # a short note between two kept frames of one note
+    ([1, 2] * 12, 0.0),                                 # kept frames all even: they agree
+    ([5] * 8 + [6] * 8 + [7] * 2, 14 / 18),             # the last gap (16 -> 24) runs off the end: not counted
+])
+def test_frames_between_kept_notes_that_differ(notes, share):
+    """Frames lie between two kept frames (every 8th) whose notes differ, counted by hand."""
+    assert v.between_changes(np.array(notes), 8) == pytest.approx(share)

@@ -17,12 +17,12 @@ codebooks mean, coarse to fine as in a real codec::
 
 The age stages sound as held notes do: like the envelope tokens of a real codec, they say where in its note
 a frame is (the synthesizer computes its envelope from the strike). A note starts (its envelope and phase
-restart) where the strike flag is set, after a rest, or where the
-instrument changes; a pitch change without a strike is legato (the phase runs on). Everything a frame sounds
-is a function of the frames since its note started, the frame before and the frame after: no phase is
-accumulated from the start of the clip, so a stream decoded from the note's start
-(:meth:`SynthCodec.stream_start`) equals the one-shot decode. Notes attack from silence and fade to silence over
-20 ms before the next note or a rest, so there are no clicks at frame or note boundaries.
+restart) where the strike flag is set, after a rest, or where the instrument changes; a pitch change without a
+strike is legato (the phase runs on, the vibrato's with it). Everything a frame sounds is a function of the
+frames since its note started, the frame before and the frame after: no phase is accumulated from the start of
+the clip, so a stream decoded from the note's start (:meth:`SynthCodec.stream_start`) equals the one-shot
+decode. Notes attack from silence and fade to silence over 20 ms before the next note or a rest, so there are no
+clicks at frame or note boundaries.
 
 The graph is built by :func:`build` (PyTorch, at build time only) and run by ONNX Runtime like any codec.
 """
