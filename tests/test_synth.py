@@ -103,16 +103,18 @@ def test_no_clicks_at_frame_or_note_boundaries(codec):
 
 
 @pytest.mark.parametrize("change", ["pitch", "vibrato"])
-def test_a_legato_change_under_vibrato_does_not_click(codec, change):
+@pytest.mark.parametrize("at", range(3, 37))
+def test_a_legato_change_under_vibrato_does_not_click(codec, change, at):
     """The vibrato's phase runs on through a legato pitch change (or a change of vibrato depth) as the
     fundamental's does. The change falls 14 frames after the strike, where the vibrato's phase offset
     f0 * depth * (1 - cos) / (2 pi 5.5 Hz) is near its largest: recomputed from the new frame's f0 alone, this
-    octave leap at 56 cents jumped 0.48 cycles (a step of 7.7x the slope bound; 6.7x for the depth change)."""
+    octave leap at 56 cents jumped 0.48 cycles (a step of 7.7x the slope bound; 6.7x for the depth change). The
+    change frame sweeps the vibrato's period, where a wrong sign or a frame-late offset clicks at most frames."""
     c = codes_for([(60, 0, 40)], 40, instrument=2, level=7, vibrato=7)
     if change == "pitch":
-        c[0, 0, 14:] = synth.midi_to_token(72)                                     # legato: no strike
+        c[0, 0, at:] = synth.midi_to_token(72)                                     # legato: no strike
     else:
-        c[0, 3, 14:] = 32 + 1                                                      # 56 -> 8 cents, mid-note
+        c[0, 3, at:] = 32 + 1                                                      # 56 -> 8 cents, mid-note
     y = codec.decode(c)[0, 0]
     ratio, amp, _, _ = synth.instrument_partials()
     f0 = 440 * 2 ** ((72 - 69) / 12) * 2 ** (56 / 1200)                       # highest pitch, vibrato included
@@ -137,4 +139,23 @@ def test_a_stream_equals_the_one_shot_decode(codec, seed):
     frames = ((codes[..., f:f + 1], None) for f in range(codes.shape[-1]))
     joined = np.concatenate(list(streaming.chunks(frames, codec, hooks, chunk=5)), axis=-1)
     assert joined.shape == whole.shape
+    assert np.abs(joined - whole).max() <= 1e-4
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 7])
+def test_a_stream_equals_the_one_shot_decode_through_legato_changes(codec, chunk):
+    """Pitch and vibrato changing every few frames without strikes, rests, instrument changes: what a frame sounds
+    still depends on its own note's frames only (the vibrato's carried phase included)."""
+    rng = np.random.default_rng(5)
+    t = 150
+    c = np.zeros((2, 4, t), dtype=np.int64)
+    for b in range(2):
+        c[b, 0] = np.repeat(rng.integers(1, 62, t // 5 + 1), 5)[:t]                # legato every 5 frames
+        c[b, 0, rng.random(t) < 0.05] = 0                                        # rests
+        c[b, 1] = rng.choice([7, 7, 7, 7, 7, 15], t)                              # held; now and then a strike
+        c[b, 2] = np.repeat(rng.integers(0, 6, t // 50 + 1), 50)[:t]             # instrument changes
+        c[b, 3] = np.repeat(rng.integers(0, 64, t // 3 + 1), 3)[:t]              # vibrato and detune every 3
+    whole = codec.decode(c)
+    frames = ((c[..., f:f + 1], None) for f in range(t))
+    joined = np.concatenate(list(streaming.chunks(frames, codec, Hooks(hook_points(1)), chunk=chunk)), axis=-1)
     assert np.abs(joined - whole).max() <= 1e-4
