@@ -415,8 +415,9 @@ def moved(old_card: str, rows: list[list[str]], loss: float | None = None) -> st
     most = max(abs(int(a.rstrip("%")) - int(b.rstrip("%"))) for _, _, a, b in changes)
     import textwrap
 
+    unit = "point" if most == 1 else "points"
     return textwrap.fill(f"Against the table this one replaced, {len(changes)} of {len(pairs)} numbers moved, by at "
-                         f"most {most} points: " + "; ".join(f"{run} {h} {a} -> {b}" for run, h, a, b in changes)
+                         f"most {most} {unit}: " + "; ".join(f"{run} {h} {a} -> {b}" for run, h, a, b in changes)
                          + ".", 114)
 
 

@@ -24,5 +24,5 @@ def test_the_card_says_which_numbers_moved():
     old = "## Scores\n\n| run | register | tempo |\n|---|---|---|\n| guidance 3 (all) | 97% | 93% |\n"
     rows = [["guidance 3 (all)", "97%", "92%", *["-"] * 6]]
     said = eval_nano.moved(old, rows)
-    assert "1 of 2 numbers moved, by at most 1 points" in said and "guidance 3 (all) tempo 93% -> 92%" in said
+    assert "1 of 2 numbers moved, by at most 1 point:" in said and "guidance 3 (all) tempo 93% -> 92%" in said
     assert eval_nano.moved(old, [["guidance 3 (all)", "97%", "93%"]]).endswith("no number moved.")
