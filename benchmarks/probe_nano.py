@@ -222,7 +222,7 @@ def steer_again(model, args, t0: float) -> dict:
     sae = S.load(args.steer_sae)
     result["steer"] = steer(model, sae, sae.cfg["metadata"]["features"], args)
     result["args"] = {**result.get("args", {}), "gain": str(args.gain), "duration": str(args.duration),
-                      "steer_steps": str(args.steer_steps),
+                      "steer_steps": steps_text(args.steer_steps),
                       "steer_prompts": str(args.steer_prompts), "steer_sae": str(args.steer_sae)}
     result["steer_minutes"] = (time.time() - t0) / 60
     if "probes" in result:
@@ -248,13 +248,20 @@ def step_range(text: str) -> slice:
     return slice(lo, hi)
 
 
+def steps_text(steps: slice | None) -> str:
+    """``--steer-steps`` as the JSON records it: ``'START:STOP'`` (STOP left out for the end), ``'None'``."""
+    if steps is None:
+        return "None"
+    return f"{steps.start}:{'' if steps.stop is None else steps.stop}"
+
+
 def clamped_steps(args: dict) -> str:
-    """The card's words for ``--steer-steps`` as the JSON records it: '' for every step."""
-    steps = args.get("steer_steps", "None")
-    if steps in ("None", None):
+    """The card's words for ``--steer-steps`` as the JSON records it (:func:`steps_text`): '' for every step."""
+    text = args.get("steer_steps", "None")
+    if text in ("None", None):
         return ""
-    lo, hi = (v.strip() for v in steps[len("slice("):-1].split(",")[:2])
-    return f" at decoding steps {lo} to {int(hi) - 1 if hi != 'None' else 'the end'}"
+    steps = step_range(text)
+    return f" at decoding steps {steps.start} to {steps.stop - 1 if steps.stop is not None else 'the end'}"
 
 
 def most_fallen(row: dict) -> str:
@@ -311,7 +318,8 @@ def main(argv=None) -> dict:
     ds = activations.record_clips(model, clips, work / "acts", names(model.config.num_layers), batch_size=25,
                                   every=args.every)
     print(f"recorded {ds} in {time.time() - t0:.0f} s", flush=True)
-    result = {"args": {k: str(v) for k, v in vars(args).items()}, "probes": probes(ds, args.folds)}
+    result = {"args": {k: steps_text(v) if k == "steer_steps" else str(v) for k, v in vars(args).items()},
+              "probes": probes(ds, args.folds)}
     report_probes(result["probes"])
     if "sae" not in args.skip:
         pooled = [r for r in result["probes"]["pooled"] if r["attribute"] in ("instrument", "register")]

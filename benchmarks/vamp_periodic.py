@@ -21,29 +21,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table, model_at, write_json  # noqa: E402
-from vamp_nano import SECONDS, between_changes  # noqa: E402
+from vamp_nano import PERIOD, SECONDS, between_changes, key_mode, prompts  # noqa: E402
 
 import mglab  # noqa: E402
 from mglab.audio import evaluate  # noqa: E402
-from mglab.nano import corpus  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PERIOD = 8
-
-
-def key_mode(m: dict):
-    return None if m["key"] is None or m["mode"] is None else (m["key"], m["mode"])
-
 
 def sources(source_model, count: int) -> list:
     """``vamp_nano.py``'s first ``count`` sources: (Generation, seed, the source's key and mode)."""
-    rng, out = np.random.default_rng(98765), []
-    while len(out) < count:
-        clip = corpus.example(rng, SECONDS, held_out=len(out) % 2 == 1)
-        instrument = clip.said.get("instrument")
-        if instrument and instrument in clip.prompt:
-            gen = source_model.generate(clip.prompt, duration=SECONDS, seed=len(out))
-            out.append((gen, len(out), key_mode(evaluate.measure(gen.audio[0, 0], gen.sample_rate))))
+    out = []
+    for seed, (prompt, _) in enumerate(prompts(count)):
+        gen = source_model.generate(prompt, duration=SECONDS, seed=seed)
+        out.append((gen, seed, key_mode(evaluate.measure(gen.audio[0, 0], gen.sample_rate))))
     return out
 
 

@@ -91,9 +91,10 @@ def test_most_fallen_names_nothing_when_nothing_fell():
                                                ("25:", slice(25, None), " at decoding steps 25 to the end"),
                                                (":8", slice(0, 8), " at decoding steps 0 to 7")])
 def test_steer_steps_parse_and_read_back_on_the_card(text, steps, words):
-    """``--steer-steps`` as the parser gives it, then as the card reads it from the JSON (which stores str(args))."""
+    """``--steer-steps`` as the parser gives it, then as the card reads it back from the JSON's text."""
     assert pn.step_range(text) == steps
-    assert pn.clamped_steps({"steer_steps": str(steps)}) == words
+    assert pn.step_range(pn.steps_text(steps)) == steps                       # the JSON's text parses back
+    assert pn.clamped_steps({"steer_steps": pn.steps_text(steps)}) == words
     assert pn.clamped_steps({"steer_steps": "None"}) == pn.clamped_steps({}) == ""
 
 

@@ -95,3 +95,19 @@ def test_periodic_frames_changed_counts_the_notes(monkeypatch):
 def test_frames_between_kept_notes_that_differ(notes, share):
     """Frames lie between two kept frames (every 8th) whose notes differ, counted by hand."""
     assert v.between_changes(np.array(notes), 8) == pytest.approx(share)
+
+
+def test_the_sources_prompts_name_their_instrument_and_do_not_depend_on_the_count():
+    """vamp_nano and vamp_periodic vamp the same sources: the first n prompts are the same whatever the count,
+    each names its instrument, and they alternate seen and held-out draws (a held-out draw carries a held-out
+    combination's instrument)."""
+    six = v.prompts(6)
+    assert v.prompts(3) == six[:3] and len(six) == 6
+    assert all(instrument in prompt for prompt, instrument in six)
+    held = {combo["instrument"] for combo in corpus.HELD_OUT}
+    assert all(instrument in held for _, instrument in six[1::2])
+
+
+def test_key_mode_is_none_where_either_is_unread():
+    assert v.key_mode({"key": "d", "mode": "major"}) == ("d", "major")
+    assert v.key_mode({"key": None, "mode": "major"}) is None and v.key_mode({"key": "d", "mode": None}) is None
