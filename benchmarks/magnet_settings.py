@@ -33,6 +33,9 @@ SETTINGS = {
     "mask temperature 0": {"mask_temperature": 0.0},
     "mask temperature 1": {"mask_temperature": 1.0},
     "mask temperature 4.5": {"mask_temperature": 4.5},
+    "span scoring prod": {"span_scoring": "prod"},
+    "span scoring prod, mask temperature 2": {"span_scoring": "prod", "mask_temperature": 2.0},
+    "span scoring prod, mask temperature 9": {"span_scoring": "prod", "mask_temperature": 9.0},
 }
 
 

@@ -90,12 +90,14 @@ def test_every_weight_of_the_lm_is_in_the_graph(graph):
                                   if value.ndim == 2 and value.shape[0] % k == 0), (name, value.shape)
 
 
+@pytest.mark.parametrize("scoring", ["max", "prod"])
 @pytest.mark.parametrize("rule", [dict(top_p=0.9, top_k=0), dict(top_p=0.0, top_k=0)], ids=["top-p", "plain"])
 @pytest.mark.parametrize("steps", [[4, 3, 2, 2], [6, 1, 3, 2]])
-def test_masked_decoding_equals_audiocraft_token_for_token(graph, steps, rule, monkeypatch):
+def test_masked_decoding_equals_audiocraft_token_for_token(graph, steps, rule, scoring, monkeypatch):
     """mglab's schedule (mglab.decoding.masked) over the ONNX graph against audiocraft's ``generate`` on the same
     weights, both sampling from the same uniforms (audiocraft's multinomial fed mglab's draws): the spans masked
-    again by score, the guidance and temperature annealing and the sampling rule decide the tokens."""
+    again by score (``span_scoring`` 'max' and 'prod'), the guidance and temperature annealing and the sampling
+    rule decide the tokens."""
     import torch
     from audiocraft.modules.conditioners import ConditioningAttributes
 
@@ -107,11 +109,12 @@ def test_masked_decoding_equals_audiocraft_token_for_token(graph, steps, rule, m
     shared_draws(monkeypatch, make_rngs(7, 2))
     with torch.no_grad():
         ref = lm.generate(conditions=attrs, num_samples=2, max_gen_len=48, use_sampling=True, temp=3.0,
-                          max_cfg_coef=10.0, min_cfg_coef=1.0, decoding_steps=steps, **rule).numpy()
+                          max_cfg_coef=10.0, min_cfg_coef=1.0, decoding_steps=steps, span_scoring=scoring,
+                          **rule).numpy()
     _, cross = conditions(lm, PROMPTS)
     run = _runner(session, cross)
     ours = masked.generate(run, 2, 48, make_rngs(7, 2), num_codebooks=4, card=64, span_len=3, decoding_steps=steps,
-                           temperature=3.0, max_cfg_coef=10.0, min_cfg_coef=1.0, **rule)
+                           temperature=3.0, max_cfg_coef=10.0, min_cfg_coef=1.0, span_scoring=scoring, **rule)
     assert ours.shape == ref.shape == (2, 4, 48)
     np.testing.assert_array_equal(ours, ref)
     assert len(np.unique(ours)) > 8                       # not a degenerate run: many tokens
@@ -269,6 +272,7 @@ def test_draw_is_the_inverse_cdf():
     (dict(frames=2), "frames=2 is not allowed"),
     (dict(min_cfg_coef=11.0), "min_cfg_coef=11.0 > max_cfg_coef=10.0"),
     (dict(rngs=1), "rngs holds 1 generators for a batch of 2"),
+    (dict(span_scoring="mean"), "span_scoring='mean' is not allowed: span_scoring must be 'max' or 'prod'"),
     (dict(source=np.zeros((2, 4, 30), np.int64), regenerate=np.ones((4, 30), bool)), "source of shape"),
     (dict(source=np.zeros((2, 4, 48), np.int64), regenerate=np.ones((4, 40), bool)), "regenerate of shape"),
     (dict(source=np.full((2, 4, 48), 64), regenerate=np.ones((4, 48), bool)), "source holds codes outside"),

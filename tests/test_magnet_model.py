@@ -237,6 +237,7 @@ def test_vamp_keeps_what_the_mask_keeps_from_codes_audio_and_generations(model):
     (lambda m: m.generate("x", duration=0.01), "duration"),
     (lambda m: m.generate("x", mask_temperature=-1.0), "mask_temperature"),
     (lambda m: m.generate("x", mask_temperature=float("inf")), "mask_temperature"),
+    (lambda m: m.generate("x", span_scoring="min"), "span_scoring='min' is not allowed: span_scoring must be 'max'"),
     (lambda m: m.vamp(np.zeros((4, 51), dtype=np.int64), np.ones((4, 51), dtype=bool)), "segment"),
     (lambda m: m.vamp(np.zeros(32000, np.float32), np.ones((4, 47), dtype=bool)), "does not fit"),
     (lambda m: m.vamp(np.zeros(32000, np.float32), mglab.masks.inpaint(0.2, 0.2), decoding_steps=[1, 0, 1, 1]),
@@ -325,22 +326,40 @@ def test_duration_counts_frames_as_audiocraft():
     assert model.generate("x", duration=0.35, decoding_steps=[2, 1, 1, 1], seed=0).codes.shape == (1, 4, 15)
 
 
-def test_mask_temperature_perturbs_confidences_as_gumbel_noise_does():
+@pytest.mark.parametrize("scoring", ["max", "prod"])
+def test_mask_temperature_perturbs_confidences_as_gumbel_noise_does(scoring):
     """Gumbel noise of scale tau on two log-confidences ``c1, c2``: span 2 is redrawn before span 1 (its noisy
     confidence lower) with probability ``sigmoid((c1 - c2) / tau)`` (the difference of two Gumbels is logistic),
-    the oracle here; rows draw from their own generators; spans not drawn keep their score."""
+    the oracle here; rows draw from their own generators; spans not drawn keep their score. A span's
+    log-confidence is its surest token's log p (``"max"``: the score is 1 - p) or the sum of its tokens' log p
+    (``"prod"``: here two tokens of p each, the score -2 log p)."""
     from mglab.decoding.masked import noisy_scores
 
     rows, p1, p2, tau = 20000, 0.9, 0.5, 0.7
-    scores = np.tile(np.float32([1 - p1, 1 - p2, 0.3]), (rows, 1))             # [rows, 3]: 1 - max prob
+    n = 1 if scoring == "max" else 2
+    score = (lambda p: 1 - p) if scoring == "max" else (lambda p: -2 * np.log(p))     # noqa: E731
+    scores = np.tile(np.float32([score(p1), score(p2), 0.3]), (rows, 1))       # [rows, 3]
     drawn = np.tile([True, True, False], (rows, 1))
-    noisy = noisy_scores(scores, drawn, tau, make_rngs(list(range(rows)), rows))
+    noisy = noisy_scores(scores, drawn, tau, make_rngs(list(range(rows)), rows), scoring)
     share = float((noisy[:, 1] > noisy[:, 0]).mean())
-    oracle = 1 / (1 + np.exp(-(np.log(p1) - np.log(p2)) / tau))
+    oracle = 1 / (1 + np.exp(-n * (np.log(p1) - np.log(p2)) / tau))
     assert share == pytest.approx(oracle, abs=0.015)
     assert np.all(noisy[:, 2] == np.float32(0.3))
-    one = noisy_scores(scores[3:4], drawn[3:4], tau, make_rngs([3], 1))        # row 3 alone: the same draw
+    one = noisy_scores(scores[3:4], drawn[3:4], tau, make_rngs([3], 1), scoring)   # row 3 alone: the same draw
     assert np.array_equal(one[0], noisy[3])
+
+
+def test_span_scoring_default_comes_from_the_config(model, monkeypatch):
+    """``generation.span_scoring`` is the default ('max', MAGNeT's, where the config names none); 'prod' decodes
+    other tokens, and a config that names it decodes as the argument does."""
+    assert "span_scoring" not in model.config["generation"]
+    plain = model.generate(["a", "b"], seed=[1, 2], decoding_steps=STEPS)
+    prod = model.generate(["a", "b"], seed=[1, 2], decoding_steps=STEPS, span_scoring="prod")
+    assert plain.settings["span_scoring"] == "max" and prod.settings["span_scoring"] == "prod"
+    assert not np.array_equal(plain.codes, prod.codes)
+    monkeypatch.setitem(model.config["generation"], "span_scoring", "prod")
+    again = model.generate(["a", "b"], seed=[1, 2], decoding_steps=STEPS)
+    assert again.settings["span_scoring"] == "prod" and np.array_equal(again.codes, prod.codes)
 
 
 def test_mask_temperature_default_comes_from_the_config_and_keeps_seeds(model, monkeypatch):

@@ -41,6 +41,11 @@ MASKED_PARAMS = (
           "trains every stage: the default) or 'given' (the source's codes, as audiocraft's MAGNeT feeds a prompt). "
           "Generation from nothing is the same either way (they are all masked).",
           default="masked", choices=("masked", "given")),
+    Param("span_scoring", "choice", "'max' or 'prod'",
+          "How a span's sampled tokens score it when choosing what to mask again (audiocraft's MAGNeT): 'max' by its "
+          "surest token (``1 - max p``: one sure token keeps the span, MAGNeT's default), 'prod' by all of them "
+          "(``sum -log p``: one unsure token redraws it). Default: the model's ('max' where its config names none).",
+          default="max", choices=("max", "prod")),
     Param("span_len", "int", "an integer in [1, frames]",
           "Frames per masked span (default: the model's, 3 for MAGNeT); spans do not overlap."),
     Param("seed", "seeds", "a non-negative integer, a list of them, one per prompt ({batch}), or None",
@@ -64,6 +69,7 @@ class MaskedSettings:
     min_cfg_coef: float
     mask_temperature: float
     upper_codebooks: str
+    span_scoring: str
     span_len: int
     seed: int | list | None
 
@@ -133,13 +139,18 @@ def resolve(config: dict, batch: int, frames: int | None = None, **kw) -> Masked
     if upper not in BY_NAME["upper_codebooks"].choices:
         raise ValueError(f"upper_codebooks={upper!r} is not allowed: upper_codebooks must be "
                          f"{allowed('upper_codebooks')}")
+    scoring = kw.get("span_scoring")
+    scoring = defaults.get("span_scoring", "max") if scoring is None else scoring
+    if scoring not in BY_NAME["span_scoring"].choices:
+        raise ValueError(f"span_scoring={scoring!r} is not allowed: span_scoring must be {allowed('span_scoring')}")
     span = kw.get("span_len")
     span = config["span_len"] if span is None else span
     check_integer("span_len", span, f"an integer in [1, frames={frames}]", lambda v: 1 <= v <= frames)
     seed = _seeds(kw.get("seed"), batch, ctx)
     return MaskedSettings(frames=frames, decoding_steps=steps, temperature=float(temperature), top_k=top_k,
                           top_p=float(top_p), max_cfg_coef=float(high), min_cfg_coef=float(low),
-                          mask_temperature=float(noise), upper_codebooks=upper, span_len=int(span),
+                          mask_temperature=float(noise), upper_codebooks=upper, span_scoring=scoring,
+                          span_len=int(span),
                           seed=seed)
 
 

@@ -4,7 +4,9 @@ The second decoding system of the MusicGen family (audiocraft's ``MagnetLMModel.
 ``[B, K, T]`` start all masked (token ``card``). Codebook by codebook (a *stage*), lower ones fixed, higher
 ones still masked, ``n`` iterations each; at iteration i the masked share is ``cos(pi/2 * i / (n - 1))`` of the
 stage's spans (``span_len`` frames each, T cut to a multiple of it), the spans whose sampled tokens were least
-sure (score ``1 - max prob`` over the span) masked again::
+sure masked again (``span_scoring``: ``"max"``, MAGNeT's default, scores a span ``1 - max prob`` of its
+sampled tokens, so one sure token vouches for the span; ``"prod"`` sums ``-log prob`` over the span, so any
+unsure token marks it, as audiocraft's ``span_scoring="prod"`` does)::
 
     stage 0, n = 4, 8 spans           iteration 0   1     2     3
     masked share cos(pi/2 * i/3)      1.00          0.87  0.50  0.00 -> at least 1 span
@@ -43,6 +45,7 @@ from ..core.numeric import softmax
 from . import sampling
 
 KEEP = -1e4                                        # a span's score that is never masked again (audiocraft's)
+SPAN_SCORING = ("max", "prod")                     # audiocraft's span_scoring choices
 
 
 def mask_shares(n: int) -> list[float]:
@@ -68,7 +71,8 @@ no_hooks.wants = lambda name: False                                        # as 
 def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int, span_len: int,
                  temperature: float, top_k: int, top_p: float, max_cfg_coef: float, min_cfg_coef: float,
                  mask_temperature: float = 0.0, upper_codebooks: str = "masked", guided: bool = True,
-                 keep: np.ndarray | None = None, hooks=no_hooks, step0: int = 0, on_step=None) -> np.ndarray:
+                 span_scoring: str = "max", keep: np.ndarray | None = None, hooks=no_hooks, step0: int = 0,
+                 on_step=None) -> np.ndarray:
     """Decode codebook ``stage`` of ``codes [B, K, T]`` (T a multiple of ``span_len``) in ``n`` iterations.
 
     ``run(codes [R, K, T], stage, step) -> logits [R, K, T, card]``; with ``guided`` the rows are the conditional
@@ -132,10 +136,10 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
         current = np.where(mask, tokens, current)                              # [B, T]
         codes[:, stage] = current
         picked = np.take_along_axis(probs, tokens[..., None], axis=-1)[..., 0]   # [B, T]: the draws' probs
-        scores = 1 - picked.reshape(b, spans, span_len).max(axis=-1)          # [B, spans]
+        scores = span_scores(picked.reshape(b, spans, span_len), span_scoring)   # [B, spans]
         if mask_temperature > 0 and left > 0:
             scores[active] = noisy_scores(scores[active], span_mask[active], mask_temperature * left / n,
-                                          active_rngs)                         # [A, spans]
+                                          active_rngs, span_scoring)           # [A, spans]
         scores = np.where(span_mask, scores, np.float32(KEEP)).astype(np.float32)
         scores = hooks("masked.hook_scores", scores, step, stage)              # [B, spans]
         codes = hooks("masked.hook_tokens", codes, step, stage)                # [B, K, T]
@@ -148,8 +152,9 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
 def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: int, span_len: int,
              decoding_steps, temperature: float = 3.0, top_k: int = 0, top_p: float = 0.9,
              max_cfg_coef: float = 10.0, min_cfg_coef: float = 1.0, mask_temperature: float = 0.0,
-             upper_codebooks: str = "masked", guided: bool = True, source: np.ndarray | None = None,
-             regenerate: np.ndarray | None = None, hooks=no_hooks, on_step=None) -> np.ndarray:
+             upper_codebooks: str = "masked", guided: bool = True, span_scoring: str = "max",
+             source: np.ndarray | None = None, regenerate: np.ndarray | None = None, hooks=no_hooks,
+             on_step=None) -> np.ndarray:
     """Codes ``[B, K, T]`` (T = ``frames`` cut to a multiple of ``span_len``), stage after stage.
 
     With ``source [B, K, frames]`` and ``regenerate`` (bool ``[K, frames]`` or ``[B, K, frames]``): the positions
@@ -160,7 +165,7 @@ def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: in
     check(batch, frames, rngs, num_codebooks=num_codebooks, card=card, span_len=span_len,
           decoding_steps=decoding_steps, temperature=temperature, top_k=top_k, top_p=top_p,
           max_cfg_coef=max_cfg_coef, min_cfg_coef=min_cfg_coef, mask_temperature=mask_temperature,
-          upper_codebooks=upper_codebooks)
+          upper_codebooks=upper_codebooks, span_scoring=span_scoring)
     t = frames // span_len * span_len
     if source is None:
         if regenerate is not None:
@@ -187,7 +192,7 @@ def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: in
         codes = decode_stage(run, codes, stage, n, rngs, card=card, span_len=span_len, temperature=temperature,
                              top_k=top_k, top_p=top_p, max_cfg_coef=max_cfg_coef, min_cfg_coef=min_cfg_coef,
                              mask_temperature=mask_temperature, upper_codebooks=upper_codebooks, guided=guided,
-                             keep=~regenerate[:, stage],
+                             span_scoring=span_scoring, keep=~regenerate[:, stage],
                              hooks=hooks, step0=step0, on_step=on_step)
         step0 += n
     return codes
@@ -195,11 +200,13 @@ def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: in
 
 def check(batch: int, frames: int, rngs, *, num_codebooks: int, card: int, span_len: int, decoding_steps,
           temperature: float, top_k: int, top_p: float, max_cfg_coef: float, min_cfg_coef: float,
-          mask_temperature: float = 0.0, upper_codebooks: str = "masked") -> None:
+          mask_temperature: float = 0.0, upper_codebooks: str = "masked", span_scoring: str = "max") -> None:
     """Every argument of :func:`generate`, each error naming it and what is allowed."""
     if upper_codebooks not in ("masked", "given"):
         raise ValueError(f"upper_codebooks={upper_codebooks!r} is not allowed: upper_codebooks must be 'masked' "
                          "or 'given'")
+    if span_scoring not in SPAN_SCORING:
+        raise ValueError(f"span_scoring={span_scoring!r} is not allowed: span_scoring must be 'max' or 'prod'")
     def integer(name, v, low, high=None):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low or (high is not None and v > high):
             bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
@@ -229,16 +236,34 @@ def check(batch: int, frames: int, rngs, *, num_codebooks: int, card: int, span_
         raise ValueError(f"rngs holds {len(rngs)} generators for a batch of {batch}: one per row")
 
 
-def noisy_scores(scores: np.ndarray, drawn: np.ndarray, tau: float, rngs) -> np.ndarray:
+def span_scores(picked: np.ndarray, span_scoring: str = "max") -> np.ndarray:
+    """audiocraft's score of each span from its sampled tokens' probabilities ``picked [B, spans, span_len]``
+    (higher: masked again first): ``"max"`` ``1 - max(p)``, ``"prod"`` ``sum(-log p)``; float32 ``[B, spans]``.
+
+    Examples
+    --------
+    >>> p = np.array([[[0.9, 0.1, 0.9], [0.5, 0.5, 0.5]]], dtype=np.float32)   # a sure span with one unsure token
+    >>> span_scores(p, "max").round(2), span_scores(p, "prod").round(2)       # max keeps it, prod redraws it
+    (array([[0.1, 0.5]], dtype=float32), array([[2.51, 2.08]], dtype=float32))
+    """
+    if span_scoring == "max":
+        return (1 - picked.max(axis=-1)).astype(np.float32)                    # [B, spans]
+    return (-np.log(picked.astype(np.float32))).sum(axis=-1, dtype=np.float32)  # [B, spans]
+
+
+def noisy_scores(scores: np.ndarray, drawn: np.ndarray, tau: float, rngs, span_scoring: str = "max") -> np.ndarray:
     """VampNet's and MaskGIT's choice of what to redraw: the confidence of each span drawn this iteration
-    (``drawn [B, spans]``), ``log(1 - score)`` = the log of its tokens' highest probability, plus ``tau`` times
-    Gumbel noise from the row's own generator (a row's draws do not depend on its batch); returned as a score
-    (higher: masked again), never down to KEEP (a kept span stays last however large ``tau``). Spans not drawn
-    are left as they are (their score is replaced by KEEP)."""
+    (``drawn [B, spans]``), the log of its tokens' highest probability (``log(1 - score)``, ``"max"`` scoring) or
+    the sum of their logs (``-score``, ``"prod"``), plus ``tau`` times Gumbel noise from the row's own generator
+    (a row's draws do not depend on its batch); returned as a score (higher: masked again), never down to KEEP (a
+    kept span stays last however large ``tau``). Spans not drawn are left as they are (their score is replaced by
+    KEEP)."""
     out = scores.astype(np.float64).copy()                                     # [B, spans]
     for row, rng in enumerate(rngs):
         g = rng.gumbel(size=scores.shape[1])                                   # [spans]
-        confidence = np.log(np.clip(1.0 - scores[row], 1e-12, 1.0)) + tau * g  # [spans]
+        sure = (np.log(np.clip(1.0 - scores[row], 1e-12, 1.0)) if span_scoring == "max"
+                else -scores[row].astype(np.float64))                          # [spans]
+        confidence = sure + tau * g                                            # [spans]
         out[row] = np.where(drawn[row], np.maximum(-confidence, KEEP / 2), scores[row])   # above KEEP, always
     return out.astype(np.float32)
 
