@@ -255,6 +255,11 @@ def steps_text(steps: slice | None) -> str:
     return f"{steps.start}:{'' if steps.stop is None else steps.stop}"
 
 
+def recorded_args(args) -> dict:
+    """The command line as the JSON records it: each value as text, ``--steer-steps`` as :func:`steps_text`."""
+    return {k: steps_text(v) if k == "steer_steps" else str(v) for k, v in vars(args).items()}
+
+
 def clamped_steps(args: dict) -> str:
     """The card's words for ``--steer-steps`` as the JSON records it (:func:`steps_text`): '' for every step."""
     text = args.get("steer_steps", "None")
@@ -318,8 +323,7 @@ def main(argv=None) -> dict:
     ds = activations.record_clips(model, clips, work / "acts", names(model.config.num_layers), batch_size=25,
                                   every=args.every)
     print(f"recorded {ds} in {time.time() - t0:.0f} s", flush=True)
-    result = {"args": {k: steps_text(v) if k == "steer_steps" else str(v) for k, v in vars(args).items()},
-              "probes": probes(ds, args.folds)}
+    result = {"args": recorded_args(args), "probes": probes(ds, args.folds)}
     report_probes(result["probes"])
     if "sae" not in args.skip:
         pooled = [r for r in result["probes"]["pooled"] if r["attribute"] in ("instrument", "register")]

@@ -44,7 +44,7 @@ def _add_params(parser: argparse.ArgumentParser) -> None:
         elif p.type == "prompts":
             parser.add_argument(flag, nargs="+", default=None, help=help_)
         elif p.type == "choice":
-            parser.add_argument(flag, choices=p.choices, default=p.default, help=help_)
+            parser.add_argument(flag, choices=p.choices, default=None, help=help_)   # given or the model's
         else:
             parser.add_argument(flag, type=TYPES[p.type], default=None, help=help_)
 
@@ -55,7 +55,7 @@ def _params(args) -> dict:
         value = getattr(args, p.name)
         if p.type == "seeds" and value is not None and len(value) == 1:
             value = value[0]
-        if value is not None and not (p.type == "choice" and value == p.default):     # only what was given
+        if value is not None:                                                          # only what was given
             out[p.name] = value
     if args.greedy:
         out["do_sample"] = False

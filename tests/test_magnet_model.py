@@ -349,6 +349,46 @@ def test_mask_temperature_perturbs_confidences_as_gumbel_noise_does(scoring):
     assert np.array_equal(one[0], noisy[3])
 
 
+@pytest.mark.parametrize("scoring", ["max", "prod"])
+def test_span_scores_are_the_tempered_draws_probabilities(model, scoring):
+    """``masked.hook_scores`` after each iteration, recomputed from what the hooks saw: the guided logits over the
+    annealed temperature ``3 * (n - 1 - i) / n`` (floor 0.01), softmax, the probability of each drawn token, and
+    per drawn span ``1 - max p`` ("max") or ``sum -log p`` ("prod"); KEEP for a span not drawn."""
+    from mglab.decoding.masked import KEEP
+
+    _, cache = model.run_with_cache(["lofi piano"], seed=4, decoding_steps=STEPS, temperature=3.0,
+                                    mask_temperature=0.0, span_scoring=scoring)
+    step = 0
+    for stage, n in enumerate(STEPS):
+        for i in range(n):
+            temp = max(3.0 * (n - 1 - i) / n, 0.01)
+            logits = cache["masked.hook_logits"][step, 0, stage].astype(np.float64) / temp    # [T, V]
+            p = np.exp(logits - logits.max(-1, keepdims=True))
+            p /= p.sum(-1, keepdims=True)
+            tokens = cache["masked.hook_tokens"][step, 0, stage]                            # [T]
+            picked = np.take_along_axis(p, tokens[:, None], axis=-1)[:, 0].reshape(-1, 3)    # [spans, 3]
+            want = 1 - picked.max(-1) if scoring == "max" else -np.log(picked).sum(-1)
+            drawn = cache["masked.hook_mask"][step, 0, stage].reshape(-1, 3).all(-1)       # [spans]
+            want = np.where(drawn, want, KEEP)
+            np.testing.assert_allclose(cache["masked.hook_scores"][step, 0], want, rtol=1e-4, atol=1e-5)
+            step += 1
+
+
+def test_the_mask_noise_is_given_the_span_rule(model, monkeypatch):
+    """The noise on which spans are redrawn reads each span's confidence by the rule its score was made with."""
+    from mglab.decoding import masked
+
+    seen, noisy = [], masked.noisy_scores
+
+    def spy(scores, drawn, tau, rngs, span_scoring="max"):
+        seen.append(span_scoring)
+        return noisy(scores, drawn, tau, rngs, span_scoring)
+
+    monkeypatch.setattr(masked, "noisy_scores", spy)
+    model.generate("a", seed=1, decoding_steps=STEPS, mask_temperature=2.0, span_scoring="prod")
+    assert seen and set(seen) == {"prod"}
+
+
 def test_span_scoring_default_comes_from_the_config(model, monkeypatch):
     """``generation.span_scoring`` is the default ('max', MAGNeT's, where the config names none); 'prod' decodes
     other tokens, and a config that names it decodes as the argument does."""
@@ -487,3 +527,24 @@ def test_masked_generate_refuses_a_bad_mask_temperature(value):
     with pytest.raises(ValueError, match="mask_temperature"):
         masked.generate(never, 1, 48, [np.random.default_rng(0)], num_codebooks=4, card=64, span_len=3,
                         decoding_steps=[2, 2, 2, 2], mask_temperature=value)
+
+
+def test_the_command_line_passes_a_choice_equal_to_mglabs_default_over_the_models(tmp_path):
+    """``--span-scoring max`` on a model whose config says "prod" decodes with "max" (a flag given is passed,
+    whatever its value); without the flag the config's "prod" holds."""
+    from mglab import cli
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for f in TINY.iterdir():
+        (folder / f.name).symlink_to(f)
+    config = json.loads((TINY / "config.json").read_text())
+    config["generation"]["span_scoring"] = "prod"
+    (folder / "config.json").unlink()
+    (folder / "config.json").write_text(json.dumps(config))
+    common = ["generate", "a", "--model", str(folder), "--decoding-steps", "2", "1", "1", "1", "--seed", "1",
+              "--no-progress"]
+    for flag, want in ((["--span-scoring", "max"], "max"), ([], "prod")):
+        out = tmp_path / f"{want}.wav"
+        assert cli.main([*common, "--out", str(out), *flag]) == 0
+        assert mglab.Generation.load(out).settings["span_scoring"] == want

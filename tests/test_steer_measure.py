@@ -98,6 +98,16 @@ def test_steer_steps_parse_and_read_back_on_the_card(text, steps, words):
     assert pn.clamped_steps({"steer_steps": "None"}) == pn.clamped_steps({}) == ""
 
 
+def test_the_json_records_steer_steps_as_the_text_the_parser_reads():
+    import argparse
+
+    args = argparse.Namespace(steer_steps=slice(25, None), gain=2.0, steer_sae=None)
+    recorded = pn.recorded_args(args)
+    assert recorded == {"steer_steps": "25:", "gain": "2.0", "steer_sae": "None"}
+    assert pn.clamped_steps(recorded) == " at decoding steps 25 to the end"
+    assert pn.recorded_args(argparse.Namespace(steer_steps=None))["steer_steps"] == "None"
+
+
 @pytest.mark.parametrize("text", ["8", "-1:3", "5:5", "9:2", "a:", "1:2:3"])
 def test_steer_steps_refuse_what_is_not_a_range(text):
     import argparse

@@ -91,6 +91,7 @@ def test_periodic_frames_changed_counts_the_notes(monkeypatch):
     ([5] * 3 + [6] * 2 + [5] * 19, 0.0),                # a short note between two kept frames of one note
     ([1, 2] * 12, 0.0),                                 # kept frames all even: they agree
     ([5] * 8 + [6] * 8 + [7] * 2, 14 / 18),             # the last gap (16 -> 24) runs off the end: not counted
+    ([5] * 16 + [6], 7 / 17),                           # the last kept pair ends on the final frame: counted
 ])
 def test_frames_between_kept_notes_that_differ(notes, share):
     """Frames lie between two kept frames (every 8th) whose notes differ, counted by hand."""
@@ -111,3 +112,20 @@ def test_the_sources_prompts_name_their_instrument_and_do_not_depend_on_the_coun
 def test_key_mode_is_none_where_either_is_unread():
     assert v.key_mode({"key": "d", "mode": "major"}) == ("d", "major")
     assert v.key_mode({"key": None, "mode": "major"}) is None and v.key_mode({"key": "d", "mode": None}) is None
+
+
+def test_vamp_periodic_vamps_the_same_sources_with_the_same_seeds(monkeypatch):
+    """benchmarks/vamp_periodic.py's sources are vamp_nano's: its prompts in order, seed i for the i-th."""
+    import vamp_periodic as vp
+
+    calls = []
+
+    class Source:
+        def generate(self, prompt, duration, seed):
+            calls.append((prompt, duration, seed))
+            return type("G", (), {"audio": np.zeros((1, 1, 8)), "sample_rate": 32000})()
+
+    monkeypatch.setattr(vp.evaluate, "measure", lambda y, sr: {"key": "d", "mode": "major"})
+    out = vp.sources(Source(), 5)
+    assert calls == [(p, v.SECONDS, i) for i, (p, _) in enumerate(v.prompts(5))]
+    assert [(seed, km) for _, seed, km in out] == [(i, ("d", "major")) for i in range(5)]

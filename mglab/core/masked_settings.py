@@ -33,7 +33,8 @@ MASKED_PARAMS = (
     Param("min_cfg_coef", "float", "a finite number >= 0 and <= max_cfg_coef", "Guidance once nothing is masked."),
     Param("mask_temperature", "float", "a finite number >= 0 (0: audiocraft's MAGNeT, none)",
           "VampNet's (and MaskGIT's) noise on which spans are masked again: each span's confidence, the log of its "
-          "sampled tokens' highest probability, gets ``mask_temperature * (n - 1 - i) / n`` times Gumbel noise "
+          "sampled tokens' highest probability (the sum of their logs with ``span_scoring='prod'``), gets "
+          "``mask_temperature * (n - 1 - i) / n`` times Gumbel noise "
           "(iteration i of a stage of n), so the least sure are not always the ones redrawn. Default: the model's "
           "(0 where its config names none)."),
     Param("upper_codebooks", "choice", "'masked' or 'given'",

@@ -84,6 +84,7 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
     ``stage``): the mask the model sees, the guided logits ``[B, K, T, V]`` (editable), the span scores and the
     codes after the iteration. ``on_step(1)`` is told each iteration as it ends (a progress bar).
     """
+    _check_scoring(span_scoring)
     codes = codes.copy()                                                       # [B, K, T]
     b, _, t = codes.shape
     spans = t // span_len
@@ -205,8 +206,7 @@ def check(batch: int, frames: int, rngs, *, num_codebooks: int, card: int, span_
     if upper_codebooks not in ("masked", "given"):
         raise ValueError(f"upper_codebooks={upper_codebooks!r} is not allowed: upper_codebooks must be 'masked' "
                          "or 'given'")
-    if span_scoring not in SPAN_SCORING:
-        raise ValueError(f"span_scoring={span_scoring!r} is not allowed: span_scoring must be 'max' or 'prod'")
+    _check_scoring(span_scoring)
     def integer(name, v, low, high=None):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low or (high is not None and v > high):
             bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
@@ -236,6 +236,11 @@ def check(batch: int, frames: int, rngs, *, num_codebooks: int, card: int, span_
         raise ValueError(f"rngs holds {len(rngs)} generators for a batch of {batch}: one per row")
 
 
+def _check_scoring(span_scoring) -> None:
+    if span_scoring not in SPAN_SCORING:
+        raise ValueError(f"span_scoring={span_scoring!r} is not allowed: span_scoring must be 'max' or 'prod'")
+
+
 def span_scores(picked: np.ndarray, span_scoring: str = "max") -> np.ndarray:
     """audiocraft's score of each span from its sampled tokens' probabilities ``picked [B, spans, span_len]``
     (higher: masked again first): ``"max"`` ``1 - max(p)``, ``"prod"`` ``sum(-log p)``; float32 ``[B, spans]``.
@@ -246,6 +251,7 @@ def span_scores(picked: np.ndarray, span_scoring: str = "max") -> np.ndarray:
     >>> span_scores(p, "max").round(2), span_scores(p, "prod").round(2)       # max keeps it, prod redraws it
     (array([[0.1, 0.5]], dtype=float32), array([[2.51, 2.08]], dtype=float32))
     """
+    _check_scoring(span_scoring)
     if span_scoring == "max":
         return (1 - picked.max(axis=-1)).astype(np.float32)                    # [B, spans]
     return (-np.log(picked.astype(np.float32))).sum(axis=-1, dtype=np.float32)  # [B, spans]
@@ -258,6 +264,7 @@ def noisy_scores(scores: np.ndarray, drawn: np.ndarray, tau: float, rngs, span_s
     (a row's draws do not depend on its batch); returned as a score (higher: masked again), never down to KEEP (a
     kept span stays last however large ``tau``). Spans not drawn are left as they are (their score is replaced by
     KEEP)."""
+    _check_scoring(span_scoring)
     out = scores.astype(np.float64).copy()                                     # [B, spans]
     for row, rng in enumerate(rngs):
         g = rng.gumbel(size=scores.shape[1])                                   # [spans]
