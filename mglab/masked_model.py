@@ -298,7 +298,8 @@ class MaskedMusicGen:
                                     decoding_steps=s.decoding_steps, temperature=s.temperature, top_k=s.top_k,
                                     top_p=s.top_p, max_cfg_coef=s.max_cfg_coef, min_cfg_coef=s.min_cfg_coef,
                                     mask_temperature=s.mask_temperature, upper_codebooks=s.upper_codebooks,
-                                    span_scoring=s.span_scoring, guided=guided, source=source,
+                                    span_scoring=s.span_scoring, span_arrangement=s.span_arrangement,
+                                    guided=guided, source=source,
                                     regenerate=regenerate, hooks=hooks, on_step=bar.update)   # [B, K, T']
         finally:
             bar.close()

@@ -120,6 +120,57 @@ def test_masked_decoding_equals_audiocraft_token_for_token(graph, steps, rule, s
     assert len(np.unique(ours)) > 8                       # not a degenerate run: many tokens
 
 
+@pytest.mark.parametrize("rule", [dict(top_p=0.9, top_k=0), dict(top_p=0.0, top_k=0)], ids=["top-p", "plain"])
+@pytest.mark.parametrize("steps", [[4, 3, 2, 2], [6, 1, 3, 2], [10, 5, 5, 5]])
+def test_overlapping_spans_equal_audiocraft_token_for_token(graph, steps, rule, monkeypatch):
+    """``span_arrangement="stride1"``: frames scored by -log p, the overlapping spans with the highest sums masked
+    again by audiocraft's binary search (``_least_probable_span_masking``, its own function the oracle here):
+    tokens equal audiocraft's ``generate`` with the same draws (and the same masked shares: torch's linspace
+    rounds some of a 10-step schedule's differently, as the default schedule's test says)."""
+    import torch
+    from audiocraft.modules.conditioners import ConditioningAttributes
+
+    from mglab.decoding import masked
+    from mglab.decoding.sampling import make_rngs
+
+    torch_shares = lambda n: [float(x) for x in torch.cos(torch.linspace(0, 1, n) * math.pi * 0.5)]  # noqa: E731
+    monkeypatch.setattr(masked, "mask_shares", torch_shares)
+    lm, session, _ = graph
+    attrs = [ConditioningAttributes(text={"description": p}) for p in PROMPTS]
+    shared_draws(monkeypatch, make_rngs(3, 2))
+    with torch.no_grad():
+        ref = lm.generate(conditions=attrs, num_samples=2, max_gen_len=48, use_sampling=True, temp=3.0,
+                          max_cfg_coef=10.0, min_cfg_coef=1.0, decoding_steps=steps, span_arrangement="stride1",
+                          **rule).numpy()
+    _, cross = conditions(lm, PROMPTS)
+    ours = masked.generate(_runner(session, cross), 2, 48, make_rngs(3, 2), num_codebooks=4, card=64, span_len=3,
+                           decoding_steps=steps, temperature=3.0, max_cfg_coef=10.0, min_cfg_coef=1.0,
+                           span_arrangement="stride1", **rule)
+    np.testing.assert_array_equal(ours, ref)
+    plain = masked.generate(_runner(session, cross), 2, 48, make_rngs(3, 2), num_codebooks=4, card=64, span_len=3,
+                            decoding_steps=steps, temperature=3.0, max_cfg_coef=10.0, min_cfg_coef=1.0, **rule)
+    assert not np.array_equal(ours, plain)                  # the arrangement decides tokens here
+
+
+def test_least_probable_spans_is_audiocrafts_search(graph):
+    """mglab's cover against audiocraft's ``_least_probable_span_masking`` itself on random frame scores (no
+    ties), every target count."""
+    import torch
+
+    from mglab.decoding.masked import least_probable_spans
+
+    search = type(graph[0])._least_probable_span_masking
+
+    rng = np.random.default_rng(0)
+    for t, span in ((48, 3), (20, 3), (31, 4), (12, 2)):
+        holder = type("Holder", (), {"span_len": span, "_construct_spans_mask": type(graph[0])._construct_spans_mask})()
+        for count in range(1, t + 1):
+            scores = rng.random(t).astype(np.float32) * 10                        # [T]: sums without ties
+            ref = search(holder, torch.from_numpy(scores)[None, None], count)
+            np.testing.assert_array_equal(least_probable_spans(scores, count, span), ref[0, 0].numpy(),
+                                          err_msg=f"T={t} span={span} count={count}")
+
+
 @pytest.mark.parametrize("prompt_frames", [12, 13])
 def test_a_prompt_continues_as_audiocraft_continues_it(graph, prompt_frames, monkeypatch):
     """audiocraft's ``generate(prompt=codes[..., :P])`` is a vamp that keeps the first P frames of every codebook:
@@ -273,6 +324,7 @@ def test_draw_is_the_inverse_cdf():
     (dict(min_cfg_coef=11.0), "min_cfg_coef=11.0 > max_cfg_coef=10.0"),
     (dict(rngs=1), "rngs holds 1 generators for a batch of 2"),
     (dict(span_scoring="mean"), "span_scoring='mean' is not allowed: span_scoring must be 'max' or 'prod'"),
+    (dict(span_arrangement="stride2"), "span_arrangement='stride2' is not allowed: span_arrangement must be"),
     (dict(source=np.zeros((2, 4, 30), np.int64), regenerate=np.ones((4, 30), bool)), "source of shape"),
     (dict(source=np.zeros((2, 4, 48), np.int64), regenerate=np.ones((4, 40), bool)), "regenerate of shape"),
     (dict(source=np.full((2, 4, 48), 64), regenerate=np.ones((4, 48), bool)), "source holds codes outside"),

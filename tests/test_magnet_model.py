@@ -238,6 +238,7 @@ def test_vamp_keeps_what_the_mask_keeps_from_codes_audio_and_generations(model):
     (lambda m: m.generate("x", mask_temperature=-1.0), "mask_temperature"),
     (lambda m: m.generate("x", mask_temperature=float("inf")), "mask_temperature"),
     (lambda m: m.generate("x", span_scoring="min"), "span_scoring='min' is not allowed: span_scoring must be 'max'"),
+    (lambda m: m.generate("x", span_arrangement="stride"), "span_arrangement='stride' is not allowed"),
     (lambda m: m.vamp(np.zeros((4, 51), dtype=np.int64), np.ones((4, 51), dtype=bool)), "segment"),
     (lambda m: m.vamp(np.zeros(32000, np.float32), np.ones((4, 47), dtype=bool)), "does not fit"),
     (lambda m: m.vamp(np.zeros(32000, np.float32), mglab.masks.inpaint(0.2, 0.2), decoding_steps=[1, 0, 1, 1]),
@@ -389,17 +390,19 @@ def test_the_mask_noise_is_given_the_span_rule(model, monkeypatch):
     assert seen and set(seen) == {"prod"}
 
 
-def test_span_scoring_default_comes_from_the_config(model, monkeypatch):
-    """``generation.span_scoring`` is the default ('max', MAGNeT's, where the config names none); 'prod' decodes
-    other tokens, and a config that names it decodes as the argument does."""
-    assert "span_scoring" not in model.config["generation"]
+@pytest.mark.parametrize("name, default, other", [("span_scoring", "max", "prod"),
+                                                  ("span_arrangement", "nonoverlap", "stride1")])
+def test_span_rules_default_from_the_config(model, monkeypatch, name, default, other):
+    """``generation.span_scoring`` / ``span_arrangement`` is the default (MAGNeT's where the config names none);
+    the other choice decodes other tokens, and a config that names it decodes as the argument does."""
+    assert name not in model.config["generation"]
     plain = model.generate(["a", "b"], seed=[1, 2], decoding_steps=STEPS)
-    prod = model.generate(["a", "b"], seed=[1, 2], decoding_steps=STEPS, span_scoring="prod")
-    assert plain.settings["span_scoring"] == "max" and prod.settings["span_scoring"] == "prod"
-    assert not np.array_equal(plain.codes, prod.codes)
-    monkeypatch.setitem(model.config["generation"], "span_scoring", "prod")
+    changed = model.generate(["a", "b"], seed=[1, 2], decoding_steps=STEPS, **{name: other})
+    assert plain.settings[name] == default and changed.settings[name] == other
+    assert not np.array_equal(plain.codes, changed.codes)
+    monkeypatch.setitem(model.config["generation"], name, other)
     again = model.generate(["a", "b"], seed=[1, 2], decoding_steps=STEPS)
-    assert again.settings["span_scoring"] == "prod" and np.array_equal(again.codes, prod.codes)
+    assert again.settings[name] == other and np.array_equal(again.codes, changed.codes)
 
 
 def test_mask_temperature_default_comes_from_the_config_and_keeps_seeds(model, monkeypatch):

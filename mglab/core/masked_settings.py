@@ -47,6 +47,12 @@ MASKED_PARAMS = (
           "surest token (``1 - max p``: one sure token keeps the span, MAGNeT's default), 'prod' by all of them "
           "(``sum -log p``: one unsure token redraws it). Default: the model's ('max' where its config names none).",
           default="max", choices=("max", "prod")),
+    Param("span_arrangement", "choice", "'nonoverlap' or 'stride1'",
+          "Which spans are masked again (audiocraft's MAGNeT): 'nonoverlap', whole spans of ``span_len`` frames "
+          "on a fixed grid, scored by ``span_scoring`` (MAGNeT's default); 'stride1', each frame scored by "
+          "``-log p`` and the overlapping spans (any start) whose sums are highest masked, about the masked share "
+          "of frames (``span_scoring`` then has no effect, as in audiocraft). Default: the model's ('nonoverlap' "
+          "where its config names none).", default="nonoverlap", choices=("nonoverlap", "stride1")),
     Param("span_len", "int", "an integer in [1, frames]",
           "Frames per masked span (default: the model's, 3 for MAGNeT); spans do not overlap."),
     Param("seed", "seeds", "a non-negative integer, a list of them, one per prompt ({batch}), or None",
@@ -71,6 +77,7 @@ class MaskedSettings:
     mask_temperature: float
     upper_codebooks: str
     span_scoring: str
+    span_arrangement: str
     span_len: int
     seed: int | list | None
 
@@ -144,6 +151,11 @@ def resolve(config: dict, batch: int, frames: int | None = None, **kw) -> Masked
     scoring = defaults.get("span_scoring", "max") if scoring is None else scoring
     if scoring not in BY_NAME["span_scoring"].choices:
         raise ValueError(f"span_scoring={scoring!r} is not allowed: span_scoring must be {allowed('span_scoring')}")
+    arrangement = kw.get("span_arrangement")
+    arrangement = defaults.get("span_arrangement", "nonoverlap") if arrangement is None else arrangement
+    if arrangement not in BY_NAME["span_arrangement"].choices:
+        raise ValueError(f"span_arrangement={arrangement!r} is not allowed: span_arrangement must be "
+                         f"{allowed('span_arrangement')}")
     span = kw.get("span_len")
     span = config["span_len"] if span is None else span
     check_integer("span_len", span, f"an integer in [1, frames={frames}]", lambda v: 1 <= v <= frames)
@@ -151,6 +163,7 @@ def resolve(config: dict, batch: int, frames: int | None = None, **kw) -> Masked
     return MaskedSettings(frames=frames, decoding_steps=steps, temperature=float(temperature), top_k=top_k,
                           top_p=float(top_p), max_cfg_coef=float(high), min_cfg_coef=float(low),
                           mask_temperature=float(noise), upper_codebooks=upper, span_scoring=scoring,
+                          span_arrangement=arrangement,
                           span_len=int(span),
                           seed=seed)
 

@@ -46,6 +46,7 @@ from . import sampling
 
 KEEP = -1e4                                        # a span's score that is never masked again (audiocraft's)
 SPAN_SCORING = ("max", "prod")                     # audiocraft's span_scoring choices
+SPAN_ARRANGEMENT = ("nonoverlap", "stride1")       # audiocraft's span_arrangement choices
 
 
 def mask_shares(n: int) -> list[float]:
@@ -71,8 +72,8 @@ no_hooks.wants = lambda name: False                                        # as 
 def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int, span_len: int,
                  temperature: float, top_k: int, top_p: float, max_cfg_coef: float, min_cfg_coef: float,
                  mask_temperature: float = 0.0, upper_codebooks: str = "masked", guided: bool = True,
-                 span_scoring: str = "max", keep: np.ndarray | None = None, hooks=no_hooks, step0: int = 0,
-                 on_step=None) -> np.ndarray:
+                 span_scoring: str = "max", span_arrangement: str = "nonoverlap", keep: np.ndarray | None = None,
+                 hooks=no_hooks, step0: int = 0, on_step=None) -> np.ndarray:
     """Decode codebook ``stage`` of ``codes [B, K, T]`` (T a multiple of ``span_len``) in ``n`` iterations.
 
     ``run(codes [R, K, T], stage, step) -> logits [R, K, T, card]``; with ``guided`` the rows are the conditional
@@ -85,12 +86,15 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
     codes after the iteration. ``on_step(1)`` is told each iteration as it ends (a progress bar).
     """
     _check_scoring(span_scoring)
+    _check_arrangement(span_arrangement)
     codes = codes.copy()                                                       # [B, K, T]
     b, _, t = codes.shape
-    spans = t // span_len
+    overlap = span_arrangement == "stride1" and span_len > 1
+    unit = 1 if overlap else span_len                  # what is scored: a frame (stride1) or a whole span
+    spans = t // unit
     keep = np.zeros((b, t), dtype=bool) if keep is None else keep             # [B, T]
     given = codes[:, stage].copy()                                             # [B, T]
-    kept_spans = keep.reshape(b, spans, span_len).all(axis=-1)                 # [B, spans]
+    kept_spans = keep.reshape(b, spans, unit).all(axis=-1)                     # [B, spans]
     to_make = spans - kept_spans.sum(axis=1)                                   # [B]
     if not to_make.any():
         if on_step is not None:
@@ -110,10 +114,15 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
         for row in range(b):                                                   # the least sure spans, again
             if to_make[row]:
                 count = max(int(np.float32(share) * np.float32(to_make[row])), 1)
-                span_mask[row, _top(scores[row], count)] = True
-        current[np.repeat(span_mask, span_len, axis=1)] = card
+                if overlap:
+                    span_mask[row] = least_probable_spans(scores[row], count, span_len)
+                else:
+                    span_mask[row, _top(scores[row], count)] = True
+        current[np.repeat(span_mask, unit, axis=1)] = card
         current = np.where(keep, given, current)                               # what is kept stays
         mask = current == card                                                 # [B, T]: to draw now
+        if overlap:
+            span_mask = mask                             # audiocraft: every frame drawn now is scored
         codes[:, stage] = current
         step = step0 + i
         seen = codes.copy()                                                    # [B, K, T]: what the model sees
@@ -137,10 +146,11 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
         current = np.where(mask, tokens, current)                              # [B, T]
         codes[:, stage] = current
         picked = np.take_along_axis(probs, tokens[..., None], axis=-1)[..., 0]   # [B, T]: the draws' probs
-        scores = span_scores(picked.reshape(b, spans, span_len), span_scoring)   # [B, spans]
+        rule = "prod" if overlap else span_scoring       # stride1 scores frames by -log p, whatever the rule
+        scores = span_scores(picked.reshape(b, spans, unit), rule)              # [B, spans]
         if mask_temperature > 0 and left > 0:
             scores[active] = noisy_scores(scores[active], span_mask[active], mask_temperature * left / n,
-                                          active_rngs, span_scoring)           # [A, spans]
+                                          active_rngs, rule)                   # [A, spans]
         scores = np.where(span_mask, scores, np.float32(KEEP)).astype(np.float32)
         scores = hooks("masked.hook_scores", scores, step, stage)              # [B, spans]
         codes = hooks("masked.hook_tokens", codes, step, stage)                # [B, K, T]
@@ -154,8 +164,8 @@ def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: in
              decoding_steps, temperature: float = 3.0, top_k: int = 0, top_p: float = 0.9,
              max_cfg_coef: float = 10.0, min_cfg_coef: float = 1.0, mask_temperature: float = 0.0,
              upper_codebooks: str = "masked", guided: bool = True, span_scoring: str = "max",
-             source: np.ndarray | None = None, regenerate: np.ndarray | None = None, hooks=no_hooks,
-             on_step=None) -> np.ndarray:
+             span_arrangement: str = "nonoverlap", source: np.ndarray | None = None,
+             regenerate: np.ndarray | None = None, hooks=no_hooks, on_step=None) -> np.ndarray:
     """Codes ``[B, K, T]`` (T = ``frames`` cut to a multiple of ``span_len``), stage after stage.
 
     With ``source [B, K, frames]`` and ``regenerate`` (bool ``[K, frames]`` or ``[B, K, frames]``): the positions
@@ -166,7 +176,7 @@ def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: in
     check(batch, frames, rngs, num_codebooks=num_codebooks, card=card, span_len=span_len,
           decoding_steps=decoding_steps, temperature=temperature, top_k=top_k, top_p=top_p,
           max_cfg_coef=max_cfg_coef, min_cfg_coef=min_cfg_coef, mask_temperature=mask_temperature,
-          upper_codebooks=upper_codebooks, span_scoring=span_scoring)
+          upper_codebooks=upper_codebooks, span_scoring=span_scoring, span_arrangement=span_arrangement)
     t = frames // span_len * span_len
     if source is None:
         if regenerate is not None:
@@ -193,7 +203,8 @@ def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: in
         codes = decode_stage(run, codes, stage, n, rngs, card=card, span_len=span_len, temperature=temperature,
                              top_k=top_k, top_p=top_p, max_cfg_coef=max_cfg_coef, min_cfg_coef=min_cfg_coef,
                              mask_temperature=mask_temperature, upper_codebooks=upper_codebooks, guided=guided,
-                             span_scoring=span_scoring, keep=~regenerate[:, stage],
+                             span_scoring=span_scoring, span_arrangement=span_arrangement,
+                             keep=~regenerate[:, stage],
                              hooks=hooks, step0=step0, on_step=on_step)
         step0 += n
     return codes
@@ -201,12 +212,15 @@ def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: in
 
 def check(batch: int, frames: int, rngs, *, num_codebooks: int, card: int, span_len: int, decoding_steps,
           temperature: float, top_k: int, top_p: float, max_cfg_coef: float, min_cfg_coef: float,
-          mask_temperature: float = 0.0, upper_codebooks: str = "masked", span_scoring: str = "max") -> None:
+          mask_temperature: float = 0.0, upper_codebooks: str = "masked", span_scoring: str = "max",
+          span_arrangement: str = "nonoverlap") -> None:
     """Every argument of :func:`generate`, each error naming it and what is allowed."""
     if upper_codebooks not in ("masked", "given"):
         raise ValueError(f"upper_codebooks={upper_codebooks!r} is not allowed: upper_codebooks must be 'masked' "
                          "or 'given'")
     _check_scoring(span_scoring)
+    _check_arrangement(span_arrangement)
+
     def integer(name, v, low, high=None):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low or (high is not None and v > high):
             bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
@@ -239,6 +253,52 @@ def check(batch: int, frames: int, rngs, *, num_codebooks: int, card: int, span_
 def _check_scoring(span_scoring) -> None:
     if span_scoring not in SPAN_SCORING:
         raise ValueError(f"span_scoring={span_scoring!r} is not allowed: span_scoring must be 'max' or 'prod'")
+
+
+def _check_arrangement(span_arrangement) -> None:
+    if span_arrangement not in SPAN_ARRANGEMENT:
+        raise ValueError(f"span_arrangement={span_arrangement!r} is not allowed: span_arrangement must be "
+                         "'nonoverlap' or 'stride1'")
+
+
+def least_probable_spans(scores: np.ndarray, count: int, span_len: int) -> np.ndarray:
+    """audiocraft's ``_least_probable_span_masking`` (``span_arrangement="stride1"``): bool ``[T]`` covering the
+    ``u`` overlapping spans of ``span_len`` frames whose summed frame scores ``scores [T]`` (``-log p``) are the
+    highest, ``u`` found by audiocraft's binary search for a cover near ``count`` frames (at least ``span_len``),
+    the last cover it tried returned as it returns it. Ties between span sums go to the first span::
+
+        scores  0 0 9 0 0 0 5 5 0 0      span_len 3, count 6; sums at starts 0..7: 9 9 9 0 5 10 10 5
+        mask    M M M . . M M M M .      u = 3 (starts 5, 6, 0) covers 7 > 6 frames; the search then
+                                         stops at u = 2 without building it, so the 7 are returned
+
+    Examples
+    --------
+    >>> least_probable_spans(np.float32([0, 0, 9, 0, 0, 0, 5, 5, 0, 0]), 6, 3).astype(int)
+    array([1, 1, 1, 0, 0, 1, 1, 1, 1, 0])
+    """
+    t = scores.size
+    sums = np.lib.stride_tricks.sliding_window_view(scores, span_len).sum(axis=-1)   # [T - span_len + 1]
+    order = np.argsort(-sums, kind="stable")                                  # highest sums first
+    count = max(count, span_len)
+    low, high = count // span_len, count - span_len + 1
+    mid = round(0.5 * (low + high))                     # Python's round, as audiocraft's (half to even)
+
+    def cover(u):
+        mask = np.zeros(t, dtype=bool)                                         # [T]
+        for start in order[:u]:
+            mask[start:start + span_len] = True
+        return mask
+
+    if mid in (low, high):
+        return cover(mid)
+    while low < mid < high:
+        mask = cover(mid)
+        if mask.sum() > count:
+            high = mid
+        else:
+            low = mid
+        mid = round(0.5 * (low + high))
+    return mask
 
 
 def span_scores(picked: np.ndarray, span_scoring: str = "max") -> np.ndarray:
