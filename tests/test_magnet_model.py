@@ -350,15 +350,18 @@ def test_mask_temperature_perturbs_confidences_as_gumbel_noise_does(scoring):
     assert np.array_equal(one[0], noisy[3])
 
 
-@pytest.mark.parametrize("scoring", ["max", "prod"])
+@pytest.mark.parametrize("scoring", ["max", "prod", "stride1"])
 def test_span_scores_are_the_tempered_draws_probabilities(model, scoring):
     """``masked.hook_scores`` after each iteration, recomputed from what the hooks saw: the guided logits over the
     annealed temperature ``3 * (n - 1 - i) / n`` (floor 0.01), softmax, the probability of each drawn token, and
-    per drawn span ``1 - max p`` ("max") or ``sum -log p`` ("prod"); KEEP for a span not drawn."""
+    per drawn span ``1 - max p`` ("max") or ``sum -log p`` ("prod"), per drawn frame ``-log p``
+    (``span_arrangement="stride1"``); KEEP for a span or frame not drawn."""
     from mglab.decoding.masked import KEEP
 
+    rule = dict(span_arrangement="stride1") if scoring == "stride1" else dict(span_scoring=scoring)
+    unit = 1 if scoring == "stride1" else 3
     _, cache = model.run_with_cache(["lofi piano"], seed=4, decoding_steps=STEPS, temperature=3.0,
-                                    mask_temperature=0.0, span_scoring=scoring)
+                                    mask_temperature=0.0, **rule)
     step = 0
     for stage, n in enumerate(STEPS):
         for i in range(n):
@@ -367,9 +370,9 @@ def test_span_scores_are_the_tempered_draws_probabilities(model, scoring):
             p = np.exp(logits - logits.max(-1, keepdims=True))
             p /= p.sum(-1, keepdims=True)
             tokens = cache["masked.hook_tokens"][step, 0, stage]                            # [T]
-            picked = np.take_along_axis(p, tokens[:, None], axis=-1)[:, 0].reshape(-1, 3)    # [spans, 3]
+            picked = np.take_along_axis(p, tokens[:, None], axis=-1)[:, 0].reshape(-1, unit)  # [spans, unit]
             want = 1 - picked.max(-1) if scoring == "max" else -np.log(picked).sum(-1)
-            drawn = cache["masked.hook_mask"][step, 0, stage].reshape(-1, 3).all(-1)       # [spans]
+            drawn = cache["masked.hook_mask"][step, 0, stage].reshape(-1, unit).all(-1)    # [spans]
             want = np.where(drawn, want, KEEP)
             np.testing.assert_allclose(cache["masked.hook_scores"][step, 0], want, rtol=1e-4, atol=1e-5)
             step += 1

@@ -150,7 +150,8 @@ def masked_hook_points(num_layers: int) -> dict[str, HookPoint]:
         "masked.hook_mask": HookPoint("[batch, K, frames] bool, True = masked as the model sees it", it, TOKENS,
                                       editable=False),
         "masked.hook_logits": HookPoint("[batch, K, frames, vocab] guided, before temperature", it, LOGITS),
-        "masked.hook_scores": HookPoint("[batch, spans] the highest are masked again (-1e4: kept)", it, LOGITS),
+        "masked.hook_scores": HookPoint("[batch, spans] (frames with span_arrangement='stride1') the highest are "
+                                        "masked again (-1e4: kept)", it, LOGITS),
         "masked.hook_tokens": HookPoint("[batch, K, frames] the codes after the iteration", it, TOKENS),
         "codec.hook_codes": HookPoint("[batch, K, frames]", "once", CODES),
         "codec.hook_latent": HookPoint("[batch, D, frames]", "once", LATENT),

@@ -82,7 +82,8 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
     ``upper_codebooks``: ``"masked"`` shows the model the codebooks above ``stage`` as mask tokens (as MAGNeT's
     training masks them), ``"given"`` as they are in ``codes`` (audiocraft's decoding of a prompt).
     ``hooks(name, value, step, layer)`` fires the ``masked.*`` points at each iteration (``step0 + i``, layer =
-    ``stage``): the mask the model sees, the guided logits ``[B, K, T, V]`` (editable), the span scores and the
+    ``stage``): the mask the model sees, the guided logits ``[B, K, T, V]`` (editable), the span scores (frame
+    scores with ``span_arrangement="stride1"``) and the
     codes after the iteration. ``on_step(1)`` is told each iteration as it ends (a progress bar).
     """
     _check_scoring(span_scoring)
