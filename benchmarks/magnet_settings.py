@@ -36,6 +36,7 @@ SETTINGS = {
     "span scoring prod": {"span_scoring": "prod"},
     "span scoring prod, mask temperature 2": {"span_scoring": "prod", "mask_temperature": 2.0},
     "span scoring prod, mask temperature 9": {"span_scoring": "prod", "mask_temperature": 9.0},
+    "span arrangement stride1": {"span_arrangement": "stride1"},
 }
 
 
