@@ -263,10 +263,12 @@ def _check_arrangement(span_arrangement) -> None:
 
 
 def least_probable_spans(scores: np.ndarray, count: int, span_len: int) -> np.ndarray:
-    """audiocraft's ``_least_probable_span_masking`` (``span_arrangement="stride1"``): bool ``[T]`` covering the
-    ``u`` overlapping spans of ``span_len`` frames whose summed frame scores ``scores [T]`` (``-log p``) are the
-    highest, ``u`` found by audiocraft's binary search for a cover near ``count`` frames (at least ``span_len``),
-    the last cover it tried returned as it returns it. Ties between span sums go to the first span::
+    """audiocraft's ``_least_probable_span_masking``: the frames ``span_arrangement="stride1"`` masks again.
+
+    A bool ``[T]`` covering the ``u`` overlapping spans of ``span_len`` frames whose summed frame scores
+    ``scores [T]`` (``-log p``) are the highest, ``u`` found by audiocraft's binary search for a cover near
+    ``count`` frames (at least ``span_len``), the last cover it tried returned as it returns it. Ties between
+    span sums go to the first span::
 
         scores  0 0 9 0 0 0 5 5 0 0      span_len 3, count 6; sums at starts 0..7: 9 9 9 0 5 10 10 5
         mask    M M M . . M M M M .      u = 3 (starts 5, 6, 0) covers 7 > 6 frames; the search then
