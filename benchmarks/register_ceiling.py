@@ -47,10 +47,12 @@ def main(argv=None) -> dict:
             continue
         n += 1
         for name, y in renders(codec, clip).items():
-            hits.setdefault(name, []).append(args.register in evaluate.measure(y, codec.sample_rate)["register"])
+            read = evaluate.measure(y, codec.sample_rate)["register"]            # None: abstained
+            hits.setdefault(name, []).append(None if read is None else args.register in read)
     for name, h in hits.items():
-        print(f"{name}: {sum(h)} of {len(h)} read {args.register}")
-    return {name: sum(h) for name, h in hits.items()}
+        print(f"{name}: {sum(x is True for x in h)} of {len(h)} read {args.register} "
+              f"({sum(x is None for x in h)} abstained)")
+    return {name: sum(x is True for x in h) for name, h in hits.items()}
 
 
 if __name__ == "__main__":

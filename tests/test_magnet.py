@@ -171,8 +171,9 @@ def test_least_probable_spans_is_audiocrafts_search(graph):
                                           err_msg=f"T={t} span={span} count={count}")
 
 
+@pytest.mark.parametrize("arrangement", ["nonoverlap", "stride1"])
 @pytest.mark.parametrize("prompt_frames", [12, 13])
-def test_a_prompt_continues_as_audiocraft_continues_it(graph, prompt_frames, monkeypatch):
+def test_a_prompt_continues_as_audiocraft_continues_it(graph, prompt_frames, arrangement, monkeypatch):
     """audiocraft's ``generate(prompt=codes[..., :P])`` is a vamp that keeps the first P frames of every codebook:
     the same tokens, P a multiple of ``span_len`` or not (a span across the prompt's end is drawn, its prompt
     frames put back every iteration). audiocraft shows each stage the prompt's codes above it:
@@ -190,13 +191,13 @@ def test_a_prompt_continues_as_audiocraft_continues_it(graph, prompt_frames, mon
     with torch.no_grad():
         ref = lm.generate(prompt=torch.from_numpy(source[..., :prompt_frames]), conditions=attrs, max_gen_len=48,
                           use_sampling=True, temp=3.0, top_p=0.9, top_k=0, max_cfg_coef=10.0, min_cfg_coef=1.0,
-                          decoding_steps=[4, 3, 2, 2]).numpy()
+                          decoding_steps=[4, 3, 2, 2], span_arrangement=arrangement).numpy()
     _, cross = conditions(lm, PROMPTS)
     run = _runner(session, cross)
     regenerate = np.broadcast_to(np.arange(48) >= prompt_frames, (2, 4, 48))
     ours = masked.generate(run, 2, 48, make_rngs(5, 2), num_codebooks=4, card=64, span_len=3,
                            decoding_steps=[4, 3, 2, 2], temperature=3.0, top_p=0.9, source=source,
-                           regenerate=regenerate, upper_codebooks="given")
+                           regenerate=regenerate, upper_codebooks="given", span_arrangement=arrangement)
     np.testing.assert_array_equal(ours[..., :prompt_frames], source[..., :prompt_frames])
     np.testing.assert_array_equal(ours, ref)
 

@@ -391,6 +391,10 @@ def test_the_mask_noise_is_given_the_span_rule(model, monkeypatch):
     monkeypatch.setattr(masked, "noisy_scores", spy)
     model.generate("a", seed=1, decoding_steps=STEPS, mask_temperature=2.0, span_scoring="prod")
     assert seen and set(seen) == {"prod"}
+    seen.clear()                                            # stride1 scores frames by -log p whatever the rule
+    model.generate("a", seed=1, decoding_steps=STEPS, mask_temperature=2.0, span_scoring="max",
+                   span_arrangement="stride1")
+    assert seen and set(seen) == {"prod"}
 
 
 @pytest.mark.parametrize("name, default, other", [("span_scoring", "max", "prod"),
@@ -508,14 +512,16 @@ def test_mask_temperature_is_annealed_with_the_iterations_left(mask_temperature,
 
 
 @pytest.mark.parametrize("mask_temperature", [4.5, 1e5])
-def test_kept_and_decided_spans_stay_whatever_the_mask_temperature(model, mask_temperature):
+@pytest.mark.parametrize("arrangement", ["nonoverlap", "stride1"])
+def test_kept_and_decided_spans_stay_whatever_the_mask_temperature(model, mask_temperature, arrangement):
     """A vamp's kept frames are never masked, and stage 0's masks nest (a span decided stays decided), even where
-    the noise dwarfs every score."""
+    the noise dwarfs every score (stride1: a span with one decided frame never outranks one of drawn frames)."""
     source = np.random.default_rng(0).integers(0, model.config["card"], (1, 4, 48))
     regenerate = np.zeros((4, 48), dtype=bool)
     regenerate[:, 9:39] = True
     masks = []
     model.vamp(source, regenerate, "a", seed=3, decoding_steps=[10, 3, 3, 3], mask_temperature=mask_temperature,
+               span_arrangement=arrangement,
                hooks=[("masked.hook_mask", lambda v, h: masks.append(v[0].copy()))])   # [K, T] each
     stages = [0] * 10 + [1] * 3 + [2] * 3 + [3] * 3                            # the stage of each iteration
     assert not any(m[:s + 1, ~regenerate[0]].any() for s, m in zip(stages, masks))   # the stage and below: kept

@@ -33,7 +33,8 @@ MASKED_PARAMS = (
     Param("min_cfg_coef", "float", "a finite number >= 0 and <= max_cfg_coef", "Guidance once nothing is masked."),
     Param("mask_temperature", "float", "a finite number >= 0 (0: audiocraft's MAGNeT, none)",
           "VampNet's (and MaskGIT's) noise on which spans are masked again: each span's confidence, the log of its "
-          "sampled tokens' highest probability (the sum of their logs with ``span_scoring='prod'``), gets "
+          "sampled tokens' highest probability (the sum of their logs with ``span_scoring='prod'``; each frame's "
+          "log p with ``span_arrangement='stride1'``, whose span sums then add several draws), gets "
           "``mask_temperature * (n - 1 - i) / n`` times Gumbel noise "
           "(iteration i of a stage of n), so the least sure are not always the ones redrawn. Default: the model's "
           "(0 where its config names none)."),
@@ -54,7 +55,9 @@ MASKED_PARAMS = (
           "of frames (``span_scoring`` then has no effect, as in audiocraft). Default: the model's ('nonoverlap' "
           "where its config names none).", default="nonoverlap", choices=("nonoverlap", "stride1")),
     Param("span_len", "int", "an integer in [1, frames]",
-          "Frames per masked span (default: the model's, 3 for MAGNeT); spans do not overlap."),
+          "Frames per masked span (default: the model's, 3 for MAGNeT); spans do not overlap unless "
+          "span_arrangement='stride1'. The frames are cut to a multiple of it under either arrangement "
+          "(audiocraft cuts only for non-overlapping spans)."),
     Param("seed", "seeds", "a non-negative integer, a list of them, one per prompt ({batch}), or None",
           "Seeds the sampler; a prompt gives the same tokens alone or inside any batch."),
 )

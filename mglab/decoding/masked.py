@@ -152,6 +152,9 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
         if mask_temperature > 0 and left > 0:
             scores[active] = noisy_scores(scores[active], span_mask[active], mask_temperature * left / n,
                                           active_rngs, rule)                   # [A, spans]
+            if overlap:                                  # a span's sum with one decided frame stays below any
+                bound = -KEEP / (2 * span_len)           # span of drawn frames, however large the noise
+                scores = np.clip(scores, -bound, bound).astype(np.float32)
         scores = np.where(span_mask, scores, np.float32(KEEP)).astype(np.float32)
         scores = hooks("masked.hook_scores", scores, step, stage)              # [B, spans]
         codes = hooks("masked.hook_tokens", codes, step, stage)                # [B, K, T]
@@ -167,7 +170,8 @@ def generate(run, batch: int, frames: int, rngs, *, num_codebooks: int, card: in
              upper_codebooks: str = "masked", guided: bool = True, span_scoring: str = "max",
              span_arrangement: str = "nonoverlap", source: np.ndarray | None = None,
              regenerate: np.ndarray | None = None, hooks=no_hooks, on_step=None) -> np.ndarray:
-    """Codes ``[B, K, T]`` (T = ``frames`` cut to a multiple of ``span_len``), stage after stage.
+    """Codes ``[B, K, T]`` (T = ``frames`` cut to a multiple of ``span_len``, under either arrangement: audiocraft
+    cuts only non-overlapping spans), stage after stage.
 
     With ``source [B, K, frames]`` and ``regenerate`` (bool ``[K, frames]`` or ``[B, K, frames]``): the positions
     marked are decoded anew, every other code of ``source`` is kept exactly (VampNet's vamping; a prefix
@@ -268,7 +272,8 @@ def least_probable_spans(scores: np.ndarray, count: int, span_len: int) -> np.nd
     A bool ``[T]`` covering the ``u`` overlapping spans of ``span_len`` frames whose summed frame scores
     ``scores [T]`` (``-log p``) are the highest, ``u`` found by audiocraft's binary search for a cover near
     ``count`` frames (at least ``span_len``), the last cover it tried returned as it returns it. Ties between
-    span sums go to the first span::
+    span sums go to the first span (torch's unstable ``argsort`` orders them its own way: equal to audiocraft
+    where no two sums tie)::
 
         scores  0 0 9 0 0 0 5 5 0 0      span_len 3, count 6; sums at starts 0..7: 9 9 9 0 5 10 10 5
         mask    M M M . . M M M M .      u = 3 (starts 5, 6, 0) covers 7 > 6 frames; the search then
@@ -317,7 +322,8 @@ def span_scores(picked: np.ndarray, span_scoring: str = "max") -> np.ndarray:
     _check_scoring(span_scoring)
     if span_scoring == "max":
         return (1 - picked.max(axis=-1)).astype(np.float32)                    # [B, spans]
-    return (-np.log(picked.astype(np.float32))).sum(axis=-1, dtype=np.float32)  # [B, spans]
+    with np.errstate(divide="ignore"):                   # p = 0: a kept token the model rules out (masked to KEEP)
+        return (-np.log(picked.astype(np.float32))).sum(axis=-1, dtype=np.float32)   # [B, spans]
 
 
 def noisy_scores(scores: np.ndarray, drawn: np.ndarray, tau: float, rngs, span_scoring: str = "max") -> np.ndarray:
