@@ -120,6 +120,17 @@ def test_masked_decoding_equals_audiocraft_token_for_token(graph, steps, rule, s
     assert len(np.unique(ours)) > 8                       # not a degenerate run: many tokens
 
 
+def use_torch_shares(monkeypatch):
+    """mglab's masked shares replaced by torch's float32 ``linspace`` ones (its CPU kernel rounds some of a 10-step
+    schedule's differently from the halfway formula mglab uses: the module docstring)."""
+    import torch
+
+    from mglab.decoding import masked
+
+    shares = lambda n: [float(x) for x in torch.cos(torch.linspace(0, 1, n) * math.pi * 0.5)]  # noqa: E731
+    monkeypatch.setattr(masked, "mask_shares", shares)
+
+
 @pytest.mark.parametrize("rule", [dict(top_p=0.9, top_k=0), dict(top_p=0.0, top_k=0)], ids=["top-p", "plain"])
 @pytest.mark.parametrize("steps", [[4, 3, 2, 2], [6, 1, 3, 2], [10, 5, 5, 5]])
 def test_overlapping_spans_equal_audiocraft_token_for_token(graph, steps, rule, monkeypatch):
@@ -133,8 +144,7 @@ def test_overlapping_spans_equal_audiocraft_token_for_token(graph, steps, rule, 
     from mglab.decoding import masked
     from mglab.decoding.sampling import make_rngs
 
-    torch_shares = lambda n: [float(x) for x in torch.cos(torch.linspace(0, 1, n) * math.pi * 0.5)]  # noqa: E731
-    monkeypatch.setattr(masked, "mask_shares", torch_shares)
+    use_torch_shares(monkeypatch)
     lm, session, _ = graph
     attrs = [ConditioningAttributes(text={"description": p}) for p in PROMPTS]
     shared_draws(monkeypatch, make_rngs(3, 2))
@@ -246,8 +256,7 @@ def test_audiocraft_default_schedule_with_its_own_shares(graph, monkeypatch):
     from mglab.decoding import masked
     from mglab.decoding.sampling import make_rngs
 
-    torch_shares = lambda n: [float(x) for x in torch.cos(torch.linspace(0, 1, n) * math.pi * 0.5)]  # noqa: E731
-    monkeypatch.setattr(masked, "mask_shares", torch_shares)
+    use_torch_shares(monkeypatch)
     lm, session, _ = graph
     attrs = [ConditioningAttributes(text={"description": p}) for p in PROMPTS]
     shared_draws(monkeypatch, make_rngs(11, 2))

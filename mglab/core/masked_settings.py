@@ -145,20 +145,14 @@ def resolve(config: dict, batch: int, frames: int | None = None, **kw) -> Masked
     noise = kw.get("mask_temperature")
     noise = defaults.get("mask_temperature", 0.0) if noise is None else noise
     noise = check_number("mask_temperature", noise, allowed("mask_temperature"), lambda v: 0 <= v < math.inf)
-    upper = kw.get("upper_codebooks")
-    upper = defaults.get("upper_codebooks", "masked") if upper is None else upper
-    if upper not in BY_NAME["upper_codebooks"].choices:
-        raise ValueError(f"upper_codebooks={upper!r} is not allowed: upper_codebooks must be "
-                         f"{allowed('upper_codebooks')}")
-    scoring = kw.get("span_scoring")
-    scoring = defaults.get("span_scoring", "max") if scoring is None else scoring
-    if scoring not in BY_NAME["span_scoring"].choices:
-        raise ValueError(f"span_scoring={scoring!r} is not allowed: span_scoring must be {allowed('span_scoring')}")
-    arrangement = kw.get("span_arrangement")
-    arrangement = defaults.get("span_arrangement", "nonoverlap") if arrangement is None else arrangement
-    if arrangement not in BY_NAME["span_arrangement"].choices:
-        raise ValueError(f"span_arrangement={arrangement!r} is not allowed: span_arrangement must be "
-                         f"{allowed('span_arrangement')}")
+    def choice(name):                                   # given, else the config's, else mglab's default
+        value = kw.get(name)
+        value = defaults.get(name, BY_NAME[name].default) if value is None else value
+        if value not in BY_NAME[name].choices:
+            raise ValueError(f"{name}={value!r} is not allowed: {name} must be {allowed(name)}")
+        return value
+
+    upper, scoring, arrangement = (choice(n) for n in ("upper_codebooks", "span_scoring", "span_arrangement"))
     span = kw.get("span_len")
     span = config["span_len"] if span is None else span
     check_integer("span_len", span, f"an integer in [1, frames={frames}]", lambda v: 1 <= v <= frames)

@@ -92,6 +92,8 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
     b, _, t = codes.shape
     overlap = span_arrangement == "stride1" and span_len > 1
     unit = 1 if overlap else span_len                  # what is scored: a frame (stride1) or a whole span
+    rule = "prod" if overlap else span_scoring           # stride1 scores frames by -log p, whatever the rule
+    bound = -KEEP / (2 * span_len)                       # stride1's noisy frame scores stay within +-bound
     spans = t // unit
     keep = np.zeros((b, t), dtype=bool) if keep is None else keep             # [B, T]
     given = codes[:, stage].copy()                                             # [B, T]
@@ -147,14 +149,12 @@ def decode_stage(run, codes: np.ndarray, stage: int, n: int, rngs, *, card: int,
         current = np.where(mask, tokens, current)                              # [B, T]
         codes[:, stage] = current
         picked = np.take_along_axis(probs, tokens[..., None], axis=-1)[..., 0]   # [B, T]: the draws' probs
-        rule = "prod" if overlap else span_scoring       # stride1 scores frames by -log p, whatever the rule
         scores = span_scores(picked.reshape(b, spans, unit), rule)              # [B, spans]
         if mask_temperature > 0 and left > 0:
             scores[active] = noisy_scores(scores[active], span_mask[active], mask_temperature * left / n,
                                           active_rngs, rule)                   # [A, spans]
             if overlap:                                  # a span's sum with one decided frame stays below any
-                bound = -KEEP / (2 * span_len)           # span of drawn frames, however large the noise
-                scores = np.clip(scores, -bound, bound).astype(np.float32)
+                scores = np.clip(scores, -bound, bound).astype(np.float32)   # span of drawn frames
         scores = np.where(span_mask, scores, np.float32(KEEP)).astype(np.float32)
         scores = hooks("masked.hook_scores", scores, step, stage)              # [B, spans]
         codes = hooks("masked.hook_tokens", codes, step, stage)                # [B, K, T]
