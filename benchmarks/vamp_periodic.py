@@ -28,6 +28,7 @@ from mglab.audio import evaluate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
 def sources(source_model, count: int) -> list:
     """``vamp_nano.py``'s first ``count`` sources: (Generation, seed, the source's key and mode)."""
     out = []
